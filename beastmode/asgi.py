@@ -1,0 +1,49 @@
+"""ASGI entry point: /v1/* goes to the lean API app, everything else to Django."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "beastmode.settings")
+django_application = get_asgi_application()  # before importing anything that uses models
+
+import logging  # noqa: E402
+
+from asgiref.sync import sync_to_async  # noqa: E402
+
+from monitoring import recorder  # noqa: E402
+from routing import api, registry  # noqa: E402
+from routing.asgi_http import Receive, Scope, Send  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+try:
+    registry.reload()
+except Exception:
+    log.warning("registry not loaded at start (database not migrated?); retrying in background")
+registry.start_refresher()
+
+
+async def application(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "http":
+        if api.is_api_path(scope["path"]):
+            await api.app(scope, receive, send)
+        else:
+            await django_application(scope, receive, send)
+    elif scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    """uvicorn sends lifespan events (daphne does not; there atexit flushes records)."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            try:
+                await sync_to_async(recorder.flush)()
+            except Exception:
+                log.exception("could not flush request records at shutdown")
+            await send({"type": "lifespan.shutdown.complete"})
+            return

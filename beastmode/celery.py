@@ -1,0 +1,15 @@
+"""The Celery app and the one periodic schedule. Run: celery -A beastmode worker -B"""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "beastmode.settings")
+
+app = Celery("beastmode")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+app.conf.beat_schedule = {
+    "probe-endpoints": {"task": "routing.tasks.probe_endpoints", "schedule": 60.0},
+}

@@ -1,0 +1,160 @@
+"""Settings: every value from the environment, with defaults that run a fresh checkout.
+
+Nothing set = SQLite file, no Redis, in-memory channel layer, Celery tasks in-process.
+DATABASE_URL and REDIS_URL switch on the production parts. See .env.example.
+"""
+
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from beastmode.env import database_from_url, env_bool, env_float, env_int, env_secret, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("BEASTMODE_VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = env_bool("DEBUG", "false")
+SECRET_KEY = env_secret("BEASTMODE_SECRET_KEY")
+# Upstream API keys are encrypted with this Fernet key, deliberately not SECRET_KEY.
+ENCRYPTION_KEY = env_secret("BEASTMODE_ENCRYPTION_KEY")
+if not SECRET_KEY or not ENCRYPTION_KEY:
+    raise ImproperlyConfigured(
+        "BEASTMODE_SECRET_KEY and BEASTMODE_ENCRYPTION_KEY (or their _FILE variants) must be "
+        "set; `make run` generates both under var/ on first start."
+    )
+
+ALLOWED_HOSTS = [h for h in env_str("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
+CSRF_TRUSTED_ORIGINS = [o for o in env_str("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "routing",
+    "cache",
+    "monitoring",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "beastmode.urls"
+ASGI_APPLICATION = "beastmode.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASE_URL = env_str("DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {"default": database_from_url(DATABASE_URL)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": VAR_DIR / "beastmode.sqlite3",
+            # A file, not memory, so a live server started by the tests sees the test data.
+            "TEST": {"NAME": VAR_DIR / "test.sqlite3"},
+            "OPTIONS": {
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+                "init_command": "PRAGMA journal_mode=WAL;",
+            },
+        }
+    }
+
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.2, "SOCKET_TIMEOUT": 0.2},
+        }
+    }
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# Celery: with no broker, tasks run in-process (see routing/dispatch.py).
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+WHITENOISE_USE_FINDERS = True
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+}
+
+# --- BeastMode ---
+# Request bodies above this size are refused with 413 before they are read in full.
+MAX_BODY_BYTES = env_int("BEASTMODE_MAX_BODY_BYTES", str(4 * 1024 * 1024))
+# How often each process checks whether admins changed keys, routes or endpoints.
+REGISTRY_REFRESH_S = env_float("BEASTMODE_REGISTRY_REFRESH_S", "1.0")
+# Request records are written in batches off the hot path.
+RECORD_FLUSH_INTERVAL_S = env_float("BEASTMODE_RECORD_FLUSH_INTERVAL_S", "0.25")
+RECORD_BATCH_SIZE = env_int("BEASTMODE_RECORD_BATCH_SIZE", "500")
+RECORD_SPOOL_PATH = VAR_DIR / "unwritten-records.jsonl"
+# Router: retries, Retry-After cap, circuit breaker.
+RETRY_BASE_DELAY_S = env_float("BEASTMODE_RETRY_BASE_DELAY_S", "0.2")
+RETRY_MAX_DELAY_S = env_float("BEASTMODE_RETRY_MAX_DELAY_S", "5")
+RETRY_AFTER_CAP_S = env_float("BEASTMODE_RETRY_AFTER_CAP_S", "10")
+BREAKER_FAILURE_THRESHOLD = env_int("BEASTMODE_BREAKER_FAILURE_THRESHOLD", "5")
+BREAKER_COOLDOWN_S = env_float("BEASTMODE_BREAKER_COOLDOWN_S", "30")
+# Async jobs: how long finished results are kept.
+JOB_RESULT_TTL_S = env_int("BEASTMODE_JOB_RESULT_TTL_S", "86400")
+# Optional bearer token for /metrics; empty = open.
+METRICS_TOKEN = env_secret("BEASTMODE_METRICS_TOKEN")

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class CacheConfig(AppConfig):
+    name = "cache"
+    verbose_name = "Response cache"

@@ -1,0 +1,46 @@
+from django.db import models
+
+
+class RequestRecord(models.Model):
+    """Exactly one per request BeastMode received, whatever became of it."""
+
+    class Outcome(models.TextChoices):
+        SUCCESS = "success"
+        CLIENT_ERROR = "client_error"  # malformed or invalid input, unknown model
+        AUTH_ERROR = "auth_error"  # missing, wrong, revoked or expired key; model not allowed
+        UPSTREAM_ERROR = "upstream_error"  # every endpoint failed
+        CLIENT_DISCONNECTED = "client_disconnected"
+        ACCEPTED = "accepted"  # an async job was queued
+        INTERNAL_ERROR = "internal_error"  # a BeastMode bug
+
+    request_id = models.CharField(max_length=64, db_index=True)
+    created_at = models.DateTimeField(db_index=True)
+    method = models.CharField(max_length=8, default="POST")
+    path = models.CharField(max_length=200)
+    service_key_id = models.BigIntegerField(null=True, blank=True)
+    service_key_name = models.CharField(max_length=100, blank=True, default="")
+    model = models.CharField(max_length=200, blank=True, default="")
+    endpoint = models.CharField(max_length=100, blank=True, default="")
+    stream = models.BooleanField(default=False)
+    is_async_job = models.BooleanField(default=False)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    fallbacks = models.PositiveSmallIntegerField(default=0)
+    attempt_log = models.JSONField(default=list, blank=True)
+    outcome = models.CharField(max_length=24, choices=Outcome.choices)
+    status_code = models.PositiveSmallIntegerField()
+    latency_ms = models.FloatField()
+    upstream_latency_ms = models.FloatField(default=0)
+    overhead_ms = models.FloatField(default=0)
+    tokens_in = models.PositiveIntegerField(default=0)
+    tokens_out = models.PositiveIntegerField(default=0)
+    cost_usd = models.FloatField(default=0)
+    error_class = models.CharField(max_length=40, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    error_tips = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["model", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.request_id} {self.model} {self.outcome}"

@@ -1,0 +1,159 @@
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
+
+from routing import breaker, health, keys
+from routing.models import ModelEndpoint, Route, RouteEndpoint, ServiceKey
+
+
+class ModelEndpointForm(forms.ModelForm):
+    base_url = forms.URLField(
+        max_length=500, assume_scheme="https", help_text="e.g. https://api.openai.com/v1"
+    )
+    # Write-only: the stored key is never rendered back into the page.
+    api_key = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Write-only. Leave empty to keep the current key.",
+    )
+    clear_api_key = forms.BooleanField(required=False, help_text="Remove the stored key.")
+
+    class Meta:
+        model = ModelEndpoint
+        fields = [
+            "name", "provider", "base_url", "upstream_model", "api_key", "clear_api_key",
+            "connect_timeout_s", "first_byte_timeout_s", "total_timeout_s", "max_retries",
+            "input_cost_per_1m", "output_cost_per_1m", "enabled",
+        ]  # fmt: skip
+
+    def save(self, commit: bool = True) -> ModelEndpoint:
+        endpoint = super().save(commit=False)
+        if self.cleaned_data.get("clear_api_key"):
+            endpoint.set_api_key("")
+        elif self.cleaned_data.get("api_key"):
+            endpoint.set_api_key(self.cleaned_data["api_key"])
+        if commit:
+            endpoint.save()
+        return endpoint
+
+
+@admin.register(ModelEndpoint)
+class ModelEndpointAdmin(admin.ModelAdmin):
+    form = ModelEndpointForm
+    list_display = [
+        "name", "provider", "base_url", "upstream_model", "has_key", "circuit", "last_probe",
+        "enabled",
+    ]  # fmt: skip
+    list_filter = ["provider", "enabled"]
+    search_fields = ["name", "base_url", "upstream_model"]
+    actions = ["test_connection"]
+
+    @admin.display(boolean=True, description="API key set")
+    def has_key(self, endpoint: ModelEndpoint) -> bool:
+        return endpoint.has_api_key
+
+    @admin.display(description="circuit (this process)")
+    def circuit(self, endpoint: ModelEndpoint) -> str:
+        return breaker.for_endpoint(endpoint.id).state
+
+    @admin.display(description="last probe")
+    def last_probe(self, endpoint: ModelEndpoint) -> str:
+        probe = getattr(endpoint, "probe", None)
+        if probe is None:
+            return "—"
+        return "ok" if probe.ok else probe.error_class
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ModelEndpoint]:
+        return super().get_queryset(request).select_related("probe")
+
+    @admin.action(description="Test connection")
+    def test_connection(self, request: HttpRequest, queryset: QuerySet[ModelEndpoint]) -> None:
+        for result in health.probe(list(queryset.values_list("id", flat=True))):
+            if result.ok:
+                self.message_user(
+                    request,
+                    f"{result.endpoint}: OK, answered in {result.latency_ms:.0f} ms.",
+                    messages.SUCCESS,
+                )
+            else:
+                tips = format_html_join("", "<li>{}</li>", ((tip,) for tip in result.tips))
+                diagnosis = format_html(
+                    "{}: {} ({})<ul>{}</ul>",
+                    result.endpoint,
+                    result.message,
+                    result.error_class,
+                    tips,
+                )
+                self.message_user(request, diagnosis, messages.ERROR)
+
+
+class RouteEndpointInline(admin.TabularInline):
+    model = RouteEndpoint
+    extra = 1
+    fields = ["position", "endpoint"]
+    ordering = ["position"]
+
+
+@admin.register(Route)
+class RouteAdmin(admin.ModelAdmin):
+    list_display = ["model_name", "chain_display", "enabled"]
+    search_fields = ["model_name"]
+    inlines = [RouteEndpointInline]
+
+    @admin.display(description="endpoints (in order)")
+    def chain_display(self, route: Route) -> str:
+        return " → ".join(link.endpoint.name for link in route.chain.all())
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Route]:
+        return super().get_queryset(request).prefetch_related("chain__endpoint")
+
+
+class ServiceKeyForm(forms.ModelForm):
+    allowed_models = forms.CharField(
+        required=False, help_text="Comma-separated model names; empty = every model."
+    )
+
+    class Meta:
+        model = ServiceKey
+        fields = ["name", "allowed_models", "expires_at"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.initial["allowed_models"] = ", ".join(self.instance.allowed_models or [])
+
+    def clean_allowed_models(self) -> list[str]:
+        raw = self.cleaned_data.get("allowed_models") or ""
+        return [name.strip() for name in raw.split(",") if name.strip()]
+
+
+@admin.register(ServiceKey)
+class ServiceKeyAdmin(admin.ModelAdmin):
+    form = ServiceKeyForm
+    list_display = ["name", "prefix", "models", "expires_at", "revoked_at", "created_at"]
+    search_fields = ["name", "prefix"]
+    readonly_fields = ["prefix", "revoked_at", "created_at"]
+    actions = ["revoke"]
+
+    @admin.display(description="allowed models")
+    def models(self, key: ServiceKey) -> str:
+        return ", ".join(key.allowed_models) or "all"
+
+    def save_model(self, request: HttpRequest, obj: ServiceKey, form: Any, change: bool) -> None:
+        raw_key = None if change else keys.assign_new_key(obj)
+        super().save_model(request, obj, form, change)
+        if raw_key:
+            self.message_user(
+                request,
+                f"New service key for {obj.name} — copy it now, it is not shown again: {raw_key}",
+                messages.WARNING,
+            )
+
+    @admin.action(description="Revoke selected keys")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ServiceKey]) -> None:
+        for key in queryset.filter(revoked_at__isnull=True):
+            key.revoke()
+        self.message_user(request, "Revoked; the keys stop working within seconds.")

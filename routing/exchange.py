@@ -1,0 +1,104 @@
+"""One request's bookkeeping, from arrival to its request record."""
+
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.utils import timezone
+
+from monitoring import recorder
+from routing.errors import GatewayError
+from routing.registry import KeyConfig
+from routing.router import Trace
+
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
+
+_OUTCOME_BY_STATUS = {401: "auth_error", 403: "auth_error"}
+
+
+def new_request_id(incoming: str | None) -> str:
+    """The caller's x-request-id when it is sane, else a fresh one."""
+    if incoming and _SAFE_REQUEST_ID.match(incoming):
+        return incoming
+    return "req_" + uuid.uuid4().hex
+
+
+@dataclass
+class Exchange:
+    request_id: str
+    method: str
+    path: str
+    started: float = field(default_factory=time.perf_counter)
+    created_at: datetime = field(default_factory=timezone.now)
+    key: KeyConfig | None = None
+    model: str = ""
+    stream: bool = False
+    is_async_job: bool = False
+    trace: Trace = field(default_factory=Trace)
+    tokens_in: int = 0
+    tokens_out: int = 0
+    recorded: bool = False
+
+    def add_usage(self, usage: dict[str, Any] | None) -> None:
+        if isinstance(usage, dict):
+            self.tokens_in = int(usage.get("prompt_tokens") or 0)
+            self.tokens_out = int(usage.get("completion_tokens") or 0)
+
+    def finish(
+        self,
+        *,
+        status: int,
+        outcome: str | None = None,
+        error: GatewayError | None = None,
+    ) -> None:
+        """Submit this request's one record (later calls are ignored)."""
+        if self.recorded:
+            return
+        self.recorded = True
+        latency_ms = (time.perf_counter() - self.started) * 1000
+        endpoint = self.trace.endpoint
+        if outcome is None:
+            outcome = _outcome(status, error)
+        recorder.submit(
+            {
+                "request_id": self.request_id,
+                "created_at": self.created_at,
+                "method": self.method,
+                "path": self.path[:200],
+                "service_key_id": self.key.id if self.key else None,
+                "service_key_name": self.key.name if self.key else "",
+                "model": self.model[:200],
+                "endpoint": endpoint.name if endpoint else "",
+                "stream": self.stream,
+                "is_async_job": self.is_async_job,
+                "attempts": len(self.trace.attempts),
+                "fallbacks": self.trace.fallbacks,
+                "attempt_log": [vars(attempt) for attempt in self.trace.attempts],
+                "outcome": outcome,
+                "status_code": status,
+                "latency_ms": round(latency_ms, 3),
+                "upstream_latency_ms": round(self.trace.upstream_ms, 3),
+                "overhead_ms": round(max(0.0, latency_ms - self.trace.upstream_ms), 3),
+                "tokens_in": self.tokens_in,
+                "tokens_out": self.tokens_out,
+                "cost_usd": endpoint.cost_usd(self.tokens_in, self.tokens_out) if endpoint else 0.0,
+                "error_class": error.error_class if error else "",
+                "error_message": error.message if error else "",
+                "error_tips": error.tips if error else [],
+            }
+        )
+
+
+def _outcome(status: int, error: GatewayError | None) -> str:
+    if error is None:
+        return "success"
+    if error.error_class == "internal_error":
+        return "internal_error"
+    if error.kind.type in ("upstream_error", "timeout_error", "service_unavailable"):
+        return "upstream_error"
+    if error.error_class == "upstream_rate_limited":
+        return "upstream_error"
+    return _OUTCOME_BY_STATUS.get(status, "client_error")

@@ -1,0 +1,178 @@
+"""A fake OpenAI-compatible upstream: the demo model of `make run`, and the tests' upstream.
+
+    python -m routing.fake_upstream --port 9001
+
+It answers instantly by echoing the last user message. A path prefix before /v1 picks
+a failure mode, so one process serves every endpoint the tests need:
+
+    /v1/...                       ok
+    /delay/<ms>/v1/...            ok after <ms> (before headers; per chunk when streaming)
+    /status/<code>/v1/...         that HTTP status with an OpenAI error body
+    /ratelimit/<s>/v1/...         429 with Retry-After: <s>
+    /flaky/<n>/<tag>/v1/...       500 for the first <n> requests with that tag, then ok
+    /hang/v1/...                  accept, then never answer
+    /garbage/v1/...               200 with a body that is not JSON
+    /cut/v1/...                   stream: two chunks, then the connection drops
+    /length/v1/...                ok, but finish_reason "length"
+    GET /_stats                   requests seen per path (JSON); POST /_reset clears
+"""
+
+import argparse
+import asyncio
+import json
+import time
+from collections import Counter
+from typing import Any
+
+from aiohttp import web
+
+_seen: Counter[str] = Counter()
+
+
+def _answer_text(body: dict[str, Any]) -> str:
+    user_turns = [m for m in body.get("messages", []) if m.get("role") == "user"]
+    last = user_turns[-1].get("content", "") if user_turns else ""
+    if isinstance(last, list):
+        last = " ".join(part.get("text", "") for part in last if isinstance(part, dict))
+    return f"Echo from {body.get('model', '?')}: {last}"
+
+
+def _usage(body: dict[str, Any], text: str) -> dict[str, int]:
+    prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+    completion = len(text.split())
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def _completion(body: dict[str, Any], finish_reason: str) -> dict[str, Any]:
+    text = _answer_text(body)
+    return {
+        "id": f"chatcmpl-{time.time_ns()}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model", "fake"),
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": finish_reason,
+            }
+        ],
+        "usage": _usage(body, text),
+    }
+
+
+def _chunk(body: dict[str, Any], delta: dict[str, Any], finish: str | None) -> bytes:
+    chunk = {
+        "id": "chatcmpl-stream",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": body.get("model", "fake"),
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    payload = {"error": {"message": message, "type": "fake_error", "param": None, "code": None}}
+    return web.json_response(payload, status=status, headers=headers)
+
+
+async def _stream(
+    request: web.Request, body: dict[str, Any], *, delay_s: float, cut: bool, finish: str
+) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    words = _answer_text(body).split(" ")
+    await response.write(_chunk(body, {"role": "assistant", "content": ""}, None))
+    for index, word in enumerate(words):
+        if delay_s:
+            await asyncio.sleep(delay_s)
+        if cut and index == 2:
+            assert request.transport is not None
+            request.transport.close()  # drop the connection mid-stream
+            return response
+        await response.write(_chunk(body, {"content": word if index == 0 else " " + word}, None))
+    await response.write(_chunk(body, {}, finish))
+    if (body.get("stream_options") or {}).get("include_usage"):
+        usage_chunk = {
+            "id": "chatcmpl-stream",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": body.get("model", "fake"),
+            "choices": [],
+            "usage": _usage(body, _answer_text(body)),
+        }
+        await response.write(b"data: " + json.dumps(usage_chunk).encode() + b"\n\n")
+    await response.write(b"data: [DONE]\n\n")
+    await response.write_eof()
+    return response
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    mode = request.match_info.get("mode", "")
+    _seen[request.path] += 1
+    parts = [p for p in mode.split("/") if p]
+    delay_s = 0.0
+    if parts[:1] == ["delay"]:
+        delay_s = int(parts[1]) / 1000
+    elif parts[:1] == ["status"]:
+        return _error(int(parts[1]), f"fake upstream status {parts[1]}")
+    elif parts[:1] == ["ratelimit"]:
+        return _error(429, "slow down", headers={"Retry-After": parts[1]})
+    elif parts[:1] == ["flaky"] and _seen[request.path] <= int(parts[1]):
+        return _error(500, "flaky upstream failed")
+    elif parts[:1] == ["hang"]:
+        await asyncio.sleep(3600)
+    elif parts[:1] == ["garbage"]:
+        return web.Response(text="<html>not an API</html>", content_type="text/html")
+
+    body = await request.json()
+    finish = "length" if parts[:1] == ["length"] else "stop"
+    if body.get("stream"):
+        if delay_s:
+            await asyncio.sleep(delay_s)
+        return await _stream(
+            request, body, delay_s=delay_s, cut=parts[:1] == ["cut"], finish=finish
+        )
+    if delay_s:
+        await asyncio.sleep(delay_s)
+    return web.json_response(_completion(body, finish))
+
+
+async def list_models(request: web.Request) -> web.Response:
+    return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model"}]})
+
+
+async def stats(request: web.Request) -> web.Response:
+    return web.json_response(dict(_seen))
+
+
+async def reset(request: web.Request) -> web.Response:
+    _seen.clear()
+    return web.json_response({})
+
+
+def make_app() -> web.Application:
+    app = web.Application()
+    app.router.add_get("/_stats", stats)
+    app.router.add_post("/_reset", reset)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post(r"/{mode:.+}/v1/chat/completions", chat_completions)
+    app.router.add_get("/v1/models", list_models)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9001)
+    args = parser.parse_args()
+    web.run_app(make_app(), host=args.host, port=args.port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()

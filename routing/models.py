@@ -1,0 +1,135 @@
+from django.db import models
+from django.utils import timezone
+
+from routing import crypto
+
+
+class ModelEndpoint(models.Model):
+    """One upstream deployment BeastMode can call."""
+
+    class Provider(models.TextChoices):
+        OPENAI = "openai", "OpenAI-compatible"
+
+    name = models.SlugField(max_length=100, unique=True)
+    provider = models.CharField(max_length=32, choices=Provider.choices, default=Provider.OPENAI)
+    base_url = models.URLField(max_length=500, help_text="e.g. https://api.openai.com/v1")
+    upstream_model = models.CharField(max_length=200, help_text="model id sent upstream")
+    api_key_encrypted = models.TextField(blank=True, default="", editable=False)
+    connect_timeout_s = models.FloatField(default=5.0)
+    first_byte_timeout_s = models.FloatField(default=30.0)
+    total_timeout_s = models.FloatField(default=120.0)
+    max_retries = models.PositiveSmallIntegerField(default=2)
+    input_cost_per_1m = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    output_cost_per_1m = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    enabled = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def set_api_key(self, api_key: str) -> None:
+        self.api_key_encrypted = crypto.encrypt(api_key) if api_key else ""
+
+    def get_api_key(self) -> str:
+        return crypto.decrypt(self.api_key_encrypted) if self.api_key_encrypted else ""
+
+    @property
+    def has_api_key(self) -> bool:
+        return bool(self.api_key_encrypted)
+
+
+class Route(models.Model):
+    """A model name clients send, mapped to an ordered chain of endpoints."""
+
+    model_name = models.CharField(max_length=200, unique=True)
+    description = models.CharField(max_length=300, blank=True, default="")
+    enabled = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["model_name"]
+
+    def __str__(self) -> str:
+        return self.model_name
+
+
+class RouteEndpoint(models.Model):
+    route = models.ForeignKey(Route, on_delete=models.CASCADE, related_name="chain")
+    endpoint = models.ForeignKey(ModelEndpoint, on_delete=models.CASCADE, related_name="+")
+    position = models.PositiveSmallIntegerField(default=0, help_text="0 = primary")
+
+    class Meta:
+        ordering = ["route", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["route", "endpoint"], name="route_endpoint_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.route} #{self.position}: {self.endpoint}"
+
+
+class ServiceKey(models.Model):
+    """A client credential. Only a SHA-256 of the key is stored; the key is shown once."""
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, editable=False, help_text="visible start of the key")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    allowed_models = models.JSONField(
+        default=list, blank=True, help_text="model names this key may use; empty = all"
+    )
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    def revoke(self) -> None:
+        self.revoked_at = timezone.now()
+        self.save(update_fields=["revoked_at", "updated_at"])
+
+
+class RegistryVersion(models.Model):
+    """One row whose counter moves whenever keys, routes or endpoints change.
+
+    Every server process polls it (one cheap query a second) and reloads its
+    in-process registry when it moves, so the hot path never queries the database.
+    """
+
+    version = models.BigIntegerField(default=0)
+
+
+class AsyncJob(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    id = models.CharField(max_length=40, primary_key=True)
+    service_key = models.ForeignKey(ServiceKey, on_delete=models.CASCADE, related_name="+")
+    request_id = models.CharField(max_length=64)
+    body = models.JSONField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+
+class EndpointProbe(models.Model):
+    """Latest health probe of an endpoint (by the Celery probe task or the admin action)."""
+
+    endpoint = models.OneToOneField(ModelEndpoint, on_delete=models.CASCADE, related_name="probe")
+    ok = models.BooleanField()
+    latency_ms = models.FloatField(null=True)
+    error_class = models.CharField(max_length=40, blank=True, default="")
+    message = models.TextField(blank=True, default="")
+    checked_at = models.DateTimeField()

@@ -1,0 +1,236 @@
+"""Keys, routes and endpoints held in process, so the hot path never queries the database.
+
+`current()` returns an immutable snapshot. A daemon thread polls RegistryVersion
+(one small query every REGISTRY_REFRESH_S) and swaps in a fresh snapshot when an
+admin changed something; a revoked key therefore stops working within about a second.
+"""
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.db import close_old_connections, transaction
+from django.utils import timezone
+
+from routing.errors import GatewayError
+from routing.keys import hash_key
+from routing.models import ModelEndpoint, RegistryVersion, Route, ServiceKey
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    id: int
+    name: str
+    provider: str
+    base_url: str
+    upstream_model: str
+    api_key: str = field(repr=False)
+    connect_timeout_s: float
+    first_byte_timeout_s: float
+    total_timeout_s: float
+    max_retries: int
+    input_cost_per_1m: float
+    output_cost_per_1m: float
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.base_url).netloc
+
+    @property
+    def label(self) -> str:
+        """How errors name the endpoint: name and host, never the key."""
+        return f"'{self.name}' ({self.host})"
+
+    def cost_usd(self, tokens_in: int, tokens_out: int) -> float:
+        return (tokens_in * self.input_cost_per_1m + tokens_out * self.output_cost_per_1m) / 1e6
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    model_name: str
+    endpoints: tuple[EndpointConfig, ...]
+
+
+@dataclass(frozen=True)
+class KeyConfig:
+    id: int
+    name: str
+    allowed_models: frozenset[str]
+    expires_at: datetime | None
+    revoked: bool
+
+    def may_use(self, model_name: str) -> bool:
+        return not self.allowed_models or model_name in self.allowed_models
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    version: int
+    keys_by_hash: dict[str, KeyConfig]
+    routes: dict[str, RouteConfig]
+    endpoints: dict[int, EndpointConfig]
+
+    def authenticate(self, authorization: str | None) -> KeyConfig:
+        """The key named by an `Authorization: Bearer` header, or GatewayError (401)."""
+        if not authorization:
+            raise GatewayError(
+                "missing_api_key",
+                "No API key provided: send 'Authorization: Bearer <service key>'.",
+            )
+        scheme, _, raw_key = authorization.partition(" ")
+        raw_key = raw_key.strip()
+        if scheme.lower() != "bearer" or not raw_key:
+            raise GatewayError(
+                "missing_api_key", "Malformed Authorization header: use 'Bearer <service key>'."
+            )
+        key = self.keys_by_hash.get(hash_key(raw_key))
+        if key is None:
+            raise GatewayError(
+                "invalid_api_key", f"Incorrect API key provided: {_redact(raw_key)}."
+            )
+        if key.revoked:
+            raise GatewayError("revoked_api_key", f"The service key '{key.name}' was revoked.")
+        if key.expires_at is not None and key.expires_at <= timezone.now():
+            raise GatewayError(
+                "expired_api_key",
+                f"The service key '{key.name}' expired at {key.expires_at.isoformat()}.",
+            )
+        return key
+
+    def resolve(self, key: KeyConfig, model_name: str) -> RouteConfig:
+        route = self.routes.get(model_name)
+        if route is None:
+            raise GatewayError(
+                "model_not_found",
+                f"The model '{model_name}' does not exist. GET /v1/models lists the models "
+                "this key may use.",
+                param="model",
+            )
+        if not key.may_use(model_name):
+            raise GatewayError(
+                "model_not_allowed",
+                f"The service key '{key.name}' may not use the model '{model_name}'.",
+                param="model",
+            )
+        return route
+
+    def models_for(self, key: KeyConfig) -> list[str]:
+        return sorted(name for name in self.routes if key.may_use(name))
+
+
+def _redact(raw_key: str) -> str:
+    return raw_key[:6] + "…" if len(raw_key) > 10 else "…"
+
+
+def _endpoint_config(ep: ModelEndpoint) -> EndpointConfig:
+    return EndpointConfig(
+        id=ep.id,
+        name=ep.name,
+        provider=ep.provider,
+        base_url=ep.base_url.rstrip("/"),
+        upstream_model=ep.upstream_model,
+        api_key=ep.get_api_key(),
+        connect_timeout_s=ep.connect_timeout_s,
+        first_byte_timeout_s=ep.first_byte_timeout_s,
+        total_timeout_s=ep.total_timeout_s,
+        max_retries=ep.max_retries,
+        input_cost_per_1m=float(ep.input_cost_per_1m),
+        output_cost_per_1m=float(ep.output_cost_per_1m),
+    )
+
+
+def load_endpoint_configs(endpoint_ids: list[int]) -> list[EndpointConfig]:
+    return [_endpoint_config(ep) for ep in ModelEndpoint.objects.filter(id__in=endpoint_ids)]
+
+
+def load_snapshot() -> Snapshot:
+    """Read everything the hot path needs in a handful of queries."""
+    with transaction.atomic():
+        version = _read_version()
+        endpoints = {
+            ep.id: _endpoint_config(ep) for ep in ModelEndpoint.objects.filter(enabled=True)
+        }
+        routes = {}
+        for route in Route.objects.filter(enabled=True).prefetch_related("chain"):
+            chain = sorted(route.chain.all(), key=lambda link: link.position)
+            routes[route.model_name] = RouteConfig(
+                model_name=route.model_name,
+                endpoints=tuple(
+                    endpoints[link.endpoint_id] for link in chain if link.endpoint_id in endpoints
+                ),
+            )
+        keys = {
+            key.key_hash: KeyConfig(
+                id=key.id,
+                name=key.name,
+                allowed_models=frozenset(key.allowed_models or ()),
+                expires_at=key.expires_at,
+                revoked=key.revoked_at is not None,
+            )
+            for key in ServiceKey.objects.all()
+        }
+    return Snapshot(version=version, keys_by_hash=keys, routes=routes, endpoints=endpoints)
+
+
+def _read_version() -> int:
+    row = RegistryVersion.objects.filter(pk=1).values_list("version", flat=True).first()
+    return row or 0
+
+
+def bump_version() -> None:
+    """Tell every process to reload (called on every config change).
+
+    The new version is a timestamp, not a counter, so a table emptied and refilled
+    (as tests do) can never come back to the version a process already holds.
+    """
+    RegistryVersion.objects.update_or_create(pk=1, defaults={"version": time.time_ns()})
+
+
+_snapshot: Snapshot | None = None
+_lock = threading.Lock()
+_refresher: threading.Thread | None = None
+
+
+def current() -> Snapshot:
+    snapshot = _snapshot
+    if snapshot is None:
+        return reload()
+    return snapshot
+
+
+def reload() -> Snapshot:
+    global _snapshot
+    snapshot = load_snapshot()
+    with _lock:
+        _snapshot = snapshot
+    return snapshot
+
+
+def start_refresher() -> None:
+    """Start the polling thread once per process (idempotent)."""
+    global _refresher
+    with _lock:
+        if _refresher is not None:
+            return
+        _refresher = threading.Thread(target=_refresh_forever, name="registry-refresh", daemon=True)
+        _refresher.start()
+
+
+def _refresh_forever() -> None:
+    interval_s = settings.REGISTRY_REFRESH_S
+    while True:
+        time.sleep(interval_s)
+        try:
+            close_old_connections()
+            if _snapshot is None or _read_version() != _snapshot.version:
+                reload()
+                log.info("registry reloaded (version %s)", _snapshot.version if _snapshot else "?")
+        except Exception:
+            # The database may be restarting; keep serving the last good snapshot.
+            log.warning("registry refresh failed; keeping the previous snapshot", exc_info=True)

@@ -1,0 +1,172 @@
+"""Pick an endpoint for a request: retries with backoff, fallbacks, circuit breaking.
+
+The router only routes. Records, caching and HTTP framing belong to the callers.
+"""
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass, field
+from itertools import pairwise
+from typing import Any, TypeVar
+
+from django.conf import settings
+
+from routing import breaker, upstream
+from routing.errors import GatewayError
+from routing.registry import EndpointConfig, RouteConfig
+
+T = TypeVar("T")
+
+
+@dataclass
+class Attempt:
+    endpoint: str
+    error_class: str | None  # None = success
+    upstream_status: int | None
+    latency_ms: float
+
+
+@dataclass
+class Trace:
+    """What the router did for one request, for the request record."""
+
+    attempts: list[Attempt] = field(default_factory=list)
+    endpoint: EndpointConfig | None = None  # the one that answered
+    upstream_ms: float = 0.0
+
+    @property
+    def fallbacks(self) -> int:
+        """How many times the router moved on to a later endpoint in the chain."""
+        names = [a.endpoint for a in self.attempts]
+        return sum(1 for before, after in pairwise(names) if before != after)
+
+    def add(self, endpoint: EndpointConfig, started: float, error: GatewayError | None) -> None:
+        latency_ms = (time.perf_counter() - started) * 1000
+        self.upstream_ms += latency_ms
+        self.attempts.append(
+            Attempt(
+                endpoint=endpoint.name,
+                error_class=error.error_class if error else None,
+                upstream_status=error.upstream_status if error else 200,
+                latency_ms=round(latency_ms, 3),
+            )
+        )
+
+
+async def complete(
+    model_name: str, route: RouteConfig, body: dict[str, Any], trace: Trace
+) -> dict[str, Any]:
+    """A chat completion from the first endpoint that gives one; raises GatewayError."""
+    return await _run(
+        model_name, route, trace, lambda ep: upstream.fetch_completion(model_name, ep, body)
+    )
+
+
+async def open_stream(
+    model_name: str, route: RouteConfig, body: dict[str, Any], trace: Trace
+) -> AsyncGenerator[dict[str, Any]]:
+    """The chunks of a streamed completion.
+
+    Fallback happens only until the first chunk has arrived (nothing has reached the
+    client yet); a failure after that raises GatewayError from the iterator.
+    """
+    stream = await _run(
+        model_name, route, trace, lambda ep: upstream.open_stream(model_name, ep, body)
+    )
+    return _follow(stream, trace)
+
+
+async def _follow(stream: upstream.UpstreamStream, trace: Trace) -> AsyncGenerator[dict[str, Any]]:
+    started = time.perf_counter()
+    endpoint_breaker = breaker.for_endpoint(stream.endpoint.id)
+    try:
+        yield stream.first_chunk
+        async for chunk in stream:
+            yield chunk
+    except GatewayError as error:
+        endpoint_breaker.record_failure(error.error_class)
+        trace.add(stream.endpoint, started, error)
+        raise
+    finally:
+        stream.close()
+    trace.upstream_ms += (time.perf_counter() - started) * 1000
+
+
+async def _run(
+    model_name: str,
+    route: RouteConfig,
+    trace: Trace,
+    call: Callable[[EndpointConfig], Awaitable[T]],
+) -> T:
+    failures: list[GatewayError] = []
+    for endpoint in route.endpoints:
+        endpoint_breaker = breaker.for_endpoint(endpoint.id)
+        last_error: GatewayError | None = None
+        for attempt in range(endpoint.max_retries + 1):
+            if not endpoint_breaker.allow_request():
+                break
+            started = time.perf_counter()
+            try:
+                result = await call(endpoint)
+            except GatewayError as error:
+                trace.add(endpoint, started, error)
+                if error.error_class == "upstream_bad_request":
+                    endpoint_breaker.release_probe()
+                    raise  # the request itself is wrong: another endpoint will not help
+                endpoint_breaker.record_failure(error.error_class)
+                last_error = error
+                delay_s = _retry_delay_s(attempt, endpoint.max_retries, error)
+                if delay_s is None:
+                    break
+                await asyncio.sleep(delay_s)
+                continue
+            except asyncio.CancelledError:
+                endpoint_breaker.release_probe()
+                raise
+            trace.add(endpoint, started, None)
+            trace.endpoint = endpoint
+            endpoint_breaker.record_success()
+            return result
+        if last_error is not None:
+            failures.append(last_error)
+    raise _final_error(model_name, route, failures)
+
+
+def _retry_delay_s(attempt: int, max_retries: int, error: GatewayError) -> float | None:
+    """Seconds to wait before retrying the same endpoint, or None to move on."""
+    if not error.kind.retryable or attempt >= max_retries:
+        return None
+    if error.retry_after_s is not None:
+        if error.retry_after_s > settings.RETRY_AFTER_CAP_S:
+            return None  # waiting that long is worse than a fallback
+        return error.retry_after_s
+    ceiling = min(settings.RETRY_MAX_DELAY_S, settings.RETRY_BASE_DELAY_S * 2**attempt)
+    return random.uniform(ceiling / 2, ceiling)  # jitter: callers do not retry in step
+
+
+def _final_error(model_name: str, route: RouteConfig, failures: list[GatewayError]) -> GatewayError:
+    if not route.endpoints:
+        return GatewayError(
+            "no_endpoint", f"Model '{model_name}' has no enabled endpoint in its route."
+        )
+    if not failures:
+        retry_after_s = min(breaker.for_endpoint(ep.id).retry_after_s() for ep in route.endpoints)
+        return GatewayError(
+            "circuit_open",
+            f"Model '{model_name}': every endpoint is failing and cooling down "
+            f"({', '.join(ep.label for ep in route.endpoints)}).",
+            retry_after_s=max(1.0, retry_after_s),
+        )
+    last = failures[-1]
+    if len(failures) == 1:
+        return last
+    other_tips = [tip for f in failures[:-1] for tip in f.tips if tip not in last.tips]
+    return GatewayError(
+        last.error_class,
+        f"All {len(failures)} endpoints failed. " + " Then: ".join(f.message for f in failures),
+        retry_after_s=last.retry_after_s,
+        upstream_status=last.upstream_status,
+        extra_tips=list(dict.fromkeys(other_tips)),
+    )

@@ -1,0 +1,133 @@
+"""Validate a chat completion body before anything is spent on it."""
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from routing.errors import GatewayError
+
+# Fields that would let a client steer where or how BeastMode calls upstream.
+FORBIDDEN_FIELDS = frozenset(
+    {
+        "api_base",
+        "base_url",
+        "api_key",
+        "api_version",
+        "api_type",
+        "organization",
+        "custom_llm_provider",
+        "extra_headers",
+        "headers",
+        "azure_ad_token",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "vertex_credentials",
+    }
+)
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+_RANGES: dict[str, tuple[float, float]] = {
+    "temperature": (0, 2),
+    "top_p": (0, 1),
+    "presence_penalty": (-2, 2),
+    "frequency_penalty": (-2, 2),
+}
+_POSITIVE_INTS = ("n", "max_tokens", "max_completion_tokens")
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    model: str
+    stream: bool
+    include_usage: bool
+    body: dict[str, Any]  # what goes upstream (the model name is replaced per endpoint)
+
+
+def parse_chat_request(raw: bytes) -> ChatRequest:
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise GatewayError("invalid_json", f"The request body is not valid JSON: {exc}.") from None
+    if not isinstance(body, dict):
+        raise GatewayError("invalid_request", "The request body must be a JSON object.")
+    if forbidden := sorted(FORBIDDEN_FIELDS.intersection(body)):
+        raise GatewayError(
+            "forbidden_field",
+            f"The field '{forbidden[0]}' is not accepted: BeastMode decides where requests "
+            "go. Send only the model name; admins configure endpoints and keys.",
+            param=forbidden[0],
+        )
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise GatewayError("invalid_request", "'model' is required (a string).", param="model")
+    _check_messages(body.get("messages"))
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise GatewayError("invalid_request", "'stream' must be true or false.", param="stream")
+    stream_options = body.get("stream_options")
+    if stream_options is not None and not isinstance(stream_options, dict):
+        raise GatewayError(
+            "invalid_request", "'stream_options' must be an object.", param="stream_options"
+        )
+    _check_numbers(body)
+    return ChatRequest(
+        model=model,
+        stream=stream,
+        include_usage=bool(stream_options and stream_options.get("include_usage")),
+        body=body,
+    )
+
+
+def _check_messages(messages: object) -> None:
+    if not isinstance(messages, list) or not messages:
+        raise GatewayError(
+            "invalid_request", "'messages' must be a non-empty array.", param="messages"
+        )
+    for index, message in enumerate(messages):
+        param = f"messages[{index}]"
+        if not isinstance(message, dict):
+            raise GatewayError("invalid_request", f"'{param}' must be an object.", param=param)
+        role = message.get("role")
+        if role not in ROLES:
+            raise GatewayError(
+                "invalid_request",
+                f"'{param}.role' must be one of {', '.join(sorted(ROLES))}; got {role!r}.",
+                param=f"{param}.role",
+            )
+        content = message.get("content")
+        if content is None and not (role == "assistant" and message.get("tool_calls")):
+            raise GatewayError(
+                "invalid_request", f"'{param}.content' is required.", param=f"{param}.content"
+            )
+        if content is not None and not isinstance(content, (str, list)):
+            raise GatewayError(
+                "invalid_request",
+                f"'{param}.content' must be a string or an array of content parts.",
+                param=f"{param}.content",
+            )
+
+
+def _check_numbers(body: dict[str, Any]) -> None:
+    for name, (low, high) in _RANGES.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not (low <= value <= high)
+        ):
+            raise GatewayError(
+                "invalid_request",
+                f"'{name}' must be a number from {low} to {high}; got {value!r}.",
+                param=name,
+            )
+    for name in _POSITIVE_INTS:
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise GatewayError(
+                "invalid_request",
+                f"'{name}' must be a positive integer; got {value!r}.",
+                param=name,
+            )

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# `make test`: lint, the whole suite against real Postgres and Redis, then the tests
+# marked `embedded` against the embedded default (SQLite, no Redis, in-process tasks).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/venv.sh
+scripts/services.sh
+
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+
+echo "== suite against PostgreSQL and Redis" >&2
+env DATABASE_URL="postgres://postgres@127.0.0.1:5432/beastmode" \
+    REDIS_URL="redis://127.0.0.1:6379/15" \
+    .venv/bin/python -m pytest -q "$@"
+
+echo "== embedded default (SQLite, no Redis, in-process tasks)" >&2
+env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL \
+    .venv/bin/python -m pytest -q -m embedded "$@"

@@ -1,0 +1,237 @@
+"""Shared fixtures: real processes on loopback, personas, and waiting helpers.
+
+The gateway under test runs as a real daphne process against the test database,
+and upstreams are the fake OpenAI server (routing/fake_upstream.py) in its own
+process, so timeouts, retries, pooling and records are exercised for real.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from django.db import connection
+
+from monitoring.models import RequestRecord
+from routing.keys import create_service_key
+from routing.models import ModelEndpoint, Route, RouteEndpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listened on port {port} within {timeout_s}s")
+
+
+def wait_until(check: Callable[[], T], timeout_s: float = 5.0, interval_s: float = 0.05) -> T:
+    """Poll until `check()` returns something truthy; returns it (or fails the test)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout_s}s (last: {result!r})")
+        time.sleep(interval_s)
+
+
+@dataclass
+class Process:
+    url: str
+    port: int
+    log_path: Path
+    popen: subprocess.Popen
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_process(args: list[str], port: int, name: str, env: dict[str, str]) -> Process:
+    log_path = ROOT / "var" / f"test-{name}-{port}.log"
+    log_path.parent.mkdir(exist_ok=True)
+    log_file = log_path.open("w")
+    popen = subprocess.Popen(
+        args, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    wait_for_port(port, popen)
+    return Process(url=f"http://127.0.0.1:{port}", port=port, log_path=log_path, popen=popen)
+
+
+def stop_process(process: Process) -> None:
+    process.popen.terminate()
+    try:
+        process.popen.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.popen.kill()
+
+
+@pytest.fixture(scope="session")
+def fake_upstream() -> Iterator[Process]:
+    """The fake OpenAI server; path prefixes choose its failure modes."""
+    port = free_port()
+    process = start_process(
+        [sys.executable, "-m", "routing.fake_upstream", "--port", str(port)],
+        port,
+        "upstream",
+        dict(os.environ),
+    )
+    yield process
+    stop_process(process)
+
+
+def server_env() -> dict[str, str]:
+    """Environment for a gateway process that shares this session's test database."""
+    env = dict(os.environ)
+    env["DJANGO_SETTINGS_MODULE"] = "beastmode.settings_test"
+    settings_dict = connection.settings_dict
+    if settings_dict["ENGINE"].endswith("postgresql"):
+        env["DATABASE_URL"] = (
+            f"postgres://{settings_dict['USER']}@{settings_dict['HOST']}:"
+            f"{settings_dict['PORT'] or 5432}/{settings_dict['NAME']}"
+        )
+    else:
+        env["BEASTMODE_TEST_SQLITE_NAME"] = str(settings_dict["NAME"])
+    return env
+
+
+@pytest.fixture(scope="session")
+def gateway(django_db_setup: None, django_db_blocker: Any) -> Iterator[Process]:
+    """BeastMode itself, served by daphne (the default server)."""
+    port = free_port()
+    process = start_process(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+         "beastmode.asgi:application"],
+        port,
+        "gateway",
+        server_env(),
+    )  # fmt: skip
+    yield process
+    stop_process(process)
+
+
+# --- personas and factories -------------------------------------------------------
+
+
+@dataclass
+class Client:
+    """A service calling BeastMode: its raw key and the id of its key row."""
+
+    name: str
+    key: str
+    key_id: int
+
+
+def make_client(name: str, **kwargs: Any) -> Client:
+    row, raw_key = create_service_key(name, **kwargs)
+    return Client(name=name, key=raw_key, key_id=row.id)
+
+
+def make_model(model_name: str, endpoints: list[ModelEndpoint]) -> Route:
+    route = Route.objects.create(model_name=model_name)
+    for position, endpoint in enumerate(endpoints):
+        RouteEndpoint.objects.create(route=route, endpoint=endpoint, position=position)
+    return route
+
+
+def make_endpoint(name: str, base_url: str, **fields: Any) -> ModelEndpoint:
+    api_key = fields.pop("api_key", "")
+    defaults: dict[str, Any] = {
+        "upstream_model": f"{name}-model",
+        "connect_timeout_s": 1.0,
+        "first_byte_timeout_s": 2.0,
+        "total_timeout_s": 5.0,
+        "max_retries": 0,
+        "input_cost_per_1m": 1,
+        "output_cost_per_1m": 2,
+    }
+    endpoint = ModelEndpoint(name=name, base_url=base_url, **{**defaults, **fields})
+    endpoint.set_api_key(api_key)
+    endpoint.save()
+    return endpoint
+
+
+# --- talking to the gateway --------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def http(
+    url: str,
+    *,
+    method: str = "GET",
+    body: Any = None,
+    key: str | None = None,
+    headers: dict[str, str] | None = None,
+    timeout_s: float = 30,
+) -> Reply:
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
+    if data is not None and not request.has_header("Content-type"):
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return Reply(response.status, {k.lower(): v for k, v in response.headers.items()},
+                         response.read())  # fmt: skip
+    except urllib.error.HTTPError as error:
+        return Reply(error.code, {k.lower(): v for k, v in error.headers.items()}, error.read())
+
+
+def record_for(request_id: str, timeout_s: float = 5.0) -> RequestRecord:
+    """The request's record, once the gateway's batch writer has written it."""
+    return wait_until(
+        lambda: RequestRecord.objects.filter(request_id=request_id).first(), timeout_s=timeout_s
+    )
+
+
+def wait_for_model(gateway: Process, client: Client, model_name: str) -> None:
+    """Block until the gateway's in-process registry has picked up a new route."""
+
+    def visible() -> bool:
+        reply = http(f"{gateway.url}/v1/models", key=client.key)
+        return reply.status == 200 and model_name in {m["id"] for m in reply.json()["data"]}
+
+    wait_until(visible)
+
+
+def wait_for_key(gateway: Process, client: Client) -> Client:
+    """Block until the gateway's in-process registry knows a new key."""
+    wait_until(lambda: http(f"{gateway.url}/v1/models", key=client.key).status == 200)
+    return client
+
+
+def upstream_hits(fake_upstream: Process, path: str) -> int:
+    return http(f"{fake_upstream.url}/_stats").json().get(path, 0)
