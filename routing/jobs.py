@@ -4,6 +4,7 @@ import asyncio
 import secrets
 from typing import Any
 
+from django.db import transaction
 from django.utils import timezone
 
 from monitoring import recorder
@@ -23,7 +24,7 @@ def submit(*, service_key_id: int, request_id: str, body: dict[str, Any]) -> str
         request_id=request_id,
         body=body,
     )
-    dispatch.enqueue(tasks.run_job, job.id)
+    transaction.on_commit(lambda: dispatch.enqueue(tasks.run_job, job.id))
     return job.id
 
 
@@ -51,9 +52,9 @@ def run(job_id: str) -> str:
     claimed = AsyncJob.objects.filter(pk=job_id, status=AsyncJob.Status.QUEUED).update(
         status=AsyncJob.Status.RUNNING
     )
-    if not claimed:
+    job = AsyncJob.objects.filter(pk=job_id).first() if claimed else None
+    if job is None:
         return "skipped"
-    job = AsyncJob.objects.get(pk=job_id)
     snapshot = registry.reload()
     exchange = Exchange(
         request_id=job.request_id, method="JOB", path=f"/v1/jobs/{job.id}", is_async_job=True

@@ -5,8 +5,11 @@ and upstreams are the fake OpenAI server (routing/fake_upstream.py) in its own
 process, so timeouts, retries, pooling and records are exercised for real.
 """
 
+import contextlib
+import itertools
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -82,11 +85,13 @@ def start_process(args: list[str], port: int, name: str, env: dict[str, str]) ->
 
 
 def stop_process(process: Process) -> None:
-    process.popen.terminate()
+    """Stop the process and everything it started (it leads its own session)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.popen.pid, signal.SIGTERM)
     try:
         process.popen.wait(timeout=10)
     except subprocess.TimeoutExpired:
-        process.popen.kill()
+        os.killpg(process.popen.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")
@@ -172,6 +177,47 @@ def make_endpoint(name: str, base_url: str, **fields: Any) -> ModelEndpoint:
     endpoint.set_api_key(api_key)
     endpoint.save()
     return endpoint
+
+
+@pytest.fixture
+def alice(transactional_db: None, gateway: Process) -> Client:
+    """Alice's service: a key that may use every model."""
+    return wait_for_key(gateway, make_client("alice-service"))
+
+
+@pytest.fixture
+def bob(transactional_db: None, gateway: Process) -> Client:
+    """Bob's service: a key restricted to the model 'bob-only'."""
+    return wait_for_key(gateway, make_client("bob-service", allowed_models=["bob-only"]))
+
+
+ModelFactory = Callable[..., str]
+_model_numbers = itertools.count()  # session-wide: the gateway's metrics outlive a test
+
+
+@pytest.fixture
+def model_with(gateway: Process, fake_upstream: Process, alice: Client) -> ModelFactory:
+    """Make a model routed to fake-upstream endpoints given as path modes, e.g.
+    model_with("status/500", "") → primary answers 500, fallback answers OK.
+    Returns the model name once the gateway can route it."""
+
+    def factory(*modes: str, model_name: str | None = None, **endpoint_fields: object) -> str:
+        n = next(_model_numbers)
+        name = model_name or f"m{n}"
+        endpoints: list[ModelEndpoint] = []
+        for i, mode in enumerate(modes):
+            prefix = f"/{mode}" if mode else ""
+            base_url = (
+                mode
+                if mode.startswith(("http://", "https://"))
+                else (f"{fake_upstream.url}{prefix}/v1")
+            )
+            endpoints.append(make_endpoint(f"{name}-ep{i}", base_url, **endpoint_fields))
+        make_model(name, endpoints)
+        wait_for_model(gateway, alice, name)
+        return name
+
+    return factory
 
 
 # --- talking to the gateway --------------------------------------------------------

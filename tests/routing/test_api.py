@@ -8,8 +8,7 @@ import pytest
 from django.utils import timezone
 
 from routing.models import ServiceKey
-from tests.conftest import Client, Process, http, make_client, record_for, wait_until
-from tests.routing.conftest import ModelFactory
+from tests.conftest import Client, ModelFactory, Process, http, make_client, record_for, wait_until
 
 pytestmark = pytest.mark.embedded
 

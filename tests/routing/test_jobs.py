@@ -1,0 +1,97 @@
+"""Asynchronous jobs: 202 now, the result later from a Celery worker (in-process when embedded)."""
+
+import sys
+from collections.abc import Iterator
+
+import pytest
+from django.conf import settings
+
+from monitoring.models import RequestRecord
+from tests.conftest import (
+    Client,
+    ModelFactory,
+    Process,
+    free_port,
+    http,
+    server_env,
+    start_process,
+    stop_process,
+    wait_until,
+)
+
+pytestmark = pytest.mark.embedded
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup: None) -> Iterator[None]:
+    """A real Celery worker when a broker is configured; embedded runs use in-process threads."""
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        yield
+        return
+    health_port = free_port()  # the worker does not listen; a tiny server tells us it is up
+    process = start_process(
+        ["bash", "-c",
+         f"{sys.executable} -m celery -A beastmode worker --pool=solo --concurrency=1 "
+         f"--loglevel=INFO --without-gossip --without-mingle & "
+         f"{sys.executable} -m http.server {health_port} --bind 127.0.0.1; wait"],
+        health_port,
+        "celery",
+        server_env(),
+    )  # fmt: skip
+    yield
+    stop_process(process)
+
+
+def submit(gateway: Process, client: Client, model: str) -> tuple[str, str]:
+    body = {"model": model, "messages": [{"role": "user", "content": "later"}]}
+    reply = http(f"{gateway.url}/v1/chat/completions", method="POST", key=client.key,
+                 headers={"X-BeastMode-Async": "true"}, body=body)  # fmt: skip
+    assert reply.status == 202, reply.body
+    job = reply.json()
+    assert job["status"] == "queued" and job["id"].startswith("job_")
+    return job["id"], reply.headers["x-request-id"]
+
+
+def test_async_job_is_accepted_then_answered_by_a_worker(
+    gateway: Process, alice: Client, model_with: ModelFactory, celery_worker: None
+) -> None:
+    model = model_with("")
+    job_id, request_id = submit(gateway, alice, model)
+
+    def finished() -> dict | None:
+        view = http(f"{gateway.url}/v1/jobs/{job_id}", key=alice.key).json()
+        return view if view["status"] == "succeeded" else None
+
+    view = wait_until(finished, timeout_s=15)
+    answer = view["result"]["choices"][0]["message"]["content"]
+    assert answer == f"Echo from {model}-ep0-model: later"
+    assert RequestRecord.objects.get(request_id=request_id, outcome="accepted").status_code == 202
+    run = wait_until(
+        lambda: RequestRecord.objects.filter(request_id=request_id, outcome="success").first()
+    )
+    assert run.is_async_job and run.endpoint == f"{model}-ep0" and run.tokens_out == 4
+
+
+def test_a_failed_job_reports_the_same_diagnosis(
+    gateway: Process, alice: Client, model_with: ModelFactory, celery_worker: None
+) -> None:
+    model = model_with("status/401")
+    job_id, _ = submit(gateway, alice, model)
+
+    def finished() -> dict | None:
+        view = http(f"{gateway.url}/v1/jobs/{job_id}", key=alice.key).json()
+        return view if view["status"] == "failed" else None
+
+    view = wait_until(finished, timeout_s=15)
+    assert view["status_code"] == 502
+    assert view["error"]["code"] == "upstream_auth" and view["error"]["tips"]
+
+
+def test_a_job_is_visible_only_to_the_key_that_submitted_it(
+    gateway: Process, alice: Client, bob: Client, model_with: ModelFactory, celery_worker: None
+) -> None:
+    model = model_with("")
+    job_id, _ = submit(gateway, alice, model)
+
+    reply = http(f"{gateway.url}/v1/jobs/{job_id}", key=bob.key)
+    assert reply.status == 404 and reply.json()["error"]["code"] == "job_not_found"

@@ -1,0 +1,283 @@
+"""Retries, fallbacks, circuit breaking and the errors that say what to do, end to end."""
+
+import time
+
+import openai
+import pytest
+
+from tests.conftest import Client, ModelFactory, Process, free_port, http, record_for, upstream_hits
+
+MESSAGES = [{"role": "user", "content": "hello"}]
+
+
+def chat(gateway: Process, client: Client, model: str, **extra: object):
+    body = {"model": model, "messages": MESSAGES, **extra}
+    return http(f"{gateway.url}/v1/chat/completions", method="POST", key=client.key, body=body)
+
+
+def error_of(reply) -> dict:
+    return reply.json()["error"]
+
+
+def test_upstream_401_names_model_endpoint_and_host_and_tips_about_the_key(
+    gateway: Process, fake_upstream: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with("status/401", api_key="sk-live-SECRET-upstream-key-123")
+    reply = chat(gateway, alice, model)
+
+    assert reply.status == 502
+    error = error_of(reply)
+    assert error["code"] == "upstream_auth"
+    assert f"'{model}'" in error["message"] and f"'{model}-ep0'" in error["message"]
+    assert f"127.0.0.1:{fake_upstream.port}" in error["message"]
+    assert "HTTP 401" in error["message"]
+    assert any("API key" in tip for tip in error["tips"])
+    assert any("still valid" in tip for tip in error["tips"])
+    assert any("permission" in tip for tip in error["tips"])
+    assert "SECRET" not in reply.body.decode()
+    record = record_for(reply.headers["x-request-id"])
+    assert record.outcome == "upstream_error" and record.error_tips == error["tips"]
+    assert "SECRET" not in record.error_message
+
+
+def test_upstream_404_is_not_retried_and_tips_point_at_the_path(
+    gateway: Process, fake_upstream: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with("status/404", max_retries=3)
+    reply = chat(gateway, alice, model)
+
+    assert reply.status == 502 and error_of(reply)["code"] == "upstream_not_found"
+    assert any("/v1" in tip for tip in error_of(reply)["tips"])
+    assert upstream_hits(fake_upstream, "/status/404/v1/chat/completions") == 1
+    assert record_for(reply.headers["x-request-id"]).attempts == 1
+
+
+def test_upstream_5xx_is_retried_then_reported_with_tips(
+    gateway: Process, fake_upstream: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with("status/503", max_retries=2)
+    before = upstream_hits(fake_upstream, "/status/503/v1/chat/completions")
+    reply = chat(gateway, alice, model)
+
+    assert reply.status == 502
+    assert error_of(reply)["code"] == "upstream_server_error"
+    assert any("retry" in tip.lower() for tip in error_of(reply)["tips"])
+    assert reply.headers["x-should-retry"] == "false"
+    assert upstream_hits(fake_upstream, "/status/503/v1/chat/completions") - before == 3
+    assert record_for(reply.headers["x-request-id"]).attempts == 3
+
+
+def test_a_flaky_endpoint_succeeds_after_retries(
+    gateway: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with("flaky/2/retry-demo", max_retries=2)
+    reply = chat(gateway, alice, model)
+
+    assert reply.status == 200
+    record = record_for(reply.headers["x-request-id"])
+    assert [a["error_class"] for a in record.attempt_log] == [
+        "upstream_server_error",
+        "upstream_server_error",
+        None,
+    ]
+
+
+def test_upstream_400_is_the_callers_problem_and_is_neither_retried_nor_failed_over(
+    gateway: Process, fake_upstream: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with("status/400", "", max_retries=2)
+    reply = chat(gateway, alice, model)
+
+    assert reply.status == 400
+    assert error_of(reply)["code"] == "upstream_bad_request"
+    assert record_for(reply.headers["x-request-id"]).attempts == 1
+
+
+def test_connection_refused_tips_say_check_url_server_and_network(
+    gateway: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with(f"http://127.0.0.1:{free_port()}/v1")
+    reply = chat(gateway, alice, model)
+
+    assert reply.status == 502
+    error = error_of(reply)
+    assert error["code"] == "connection_refused"
+    tips = " ".join(error["tips"]).lower()
+    assert "base url" in tips and "running" in tips and "network" in tips
+
+
+def test_dns_failure_is_named(gateway: Process, alice: Client, model_with: ModelFactory) -> None:
+    model = model_with("http://no-such-host.invalid/v1")
+    reply = chat(gateway, alice, model)
+    assert reply.status == 502 and error_of(reply)["code"] == "dns_failure"
+    assert "no-such-host.invalid" in error_of(reply)["message"]
+
+
+def test_tls_to_a_plain_http_server_is_a_tls_error(
+    gateway: Process, fake_upstream: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with(f"https://127.0.0.1:{fake_upstream.port}/v1")
+    reply = chat(gateway, alice, model)
+    assert reply.status == 502 and error_of(reply)["code"] == "tls_error"
+    assert any("http://" in tip for tip in error_of(reply)["tips"])
+
+
+def test_first_byte_timeout_is_504_with_tips(
+    gateway: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with("hang", first_byte_timeout_s=0.3)
+    started = time.monotonic()
+    reply = chat(gateway, alice, model)
+
+    assert time.monotonic() - started < 2
+    assert reply.status == 504
+    error = error_of(reply)
+    assert error["code"] == "first_byte_timeout"
+    tips = " ".join(error["tips"]).lower()
+    assert "overloaded" in tips and "timeout" in tips and "smaller" in tips
+
+
+def test_total_timeout_mid_stream_ends_with_an_error_event(
+    gateway: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with("delay/200", total_timeout_s=0.5)
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=alice.key, max_retries=0)
+
+    received: list[str] = []
+    with pytest.raises(openai.APIError) as raised:
+        for chunk in client.chat.completions.create(model=model, messages=MESSAGES, stream=True):
+            received.append(chunk.choices[0].delta.content or "")
+    assert received, "the stream started before the timeout struck"
+    assert "did not finish in time" in str(raised.value)
+
+
+def test_garbage_from_upstream_is_an_invalid_response(
+    gateway: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with("garbage")
+    reply = chat(gateway, alice, model)
+    assert reply.status == 502 and error_of(reply)["code"] == "invalid_upstream_response"
+    assert any("OpenAI-compatible" in tip for tip in error_of(reply)["tips"])
+
+
+def test_rate_limit_honours_retry_after_and_passes_it_on(
+    gateway: Process, fake_upstream: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with("ratelimit/1", max_retries=1)
+    started = time.monotonic()
+    reply = chat(gateway, alice, model)
+
+    assert time.monotonic() - started >= 1.0, "waited for Retry-After before retrying"
+    assert reply.status == 429
+    assert reply.headers["retry-after"] == "1"
+    assert error_of(reply)["type"] == "rate_limit_error"
+    assert record_for(reply.headers["x-request-id"]).attempts == 2
+
+
+def test_retry_after_beyond_the_cap_falls_back_at_once(
+    gateway: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with("ratelimit/3600", "", max_retries=3)
+    started = time.monotonic()
+    reply = chat(gateway, alice, model)
+
+    assert reply.status == 200 and time.monotonic() - started < 2
+    record = record_for(reply.headers["x-request-id"])
+    assert (record.endpoint, record.attempts, record.fallbacks) == (f"{model}-ep1", 2, 1)
+
+
+def test_fallback_to_the_next_endpoint_when_the_primary_is_down(
+    gateway: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with(f"http://127.0.0.1:{free_port()}/v1", "")
+    reply = chat(gateway, alice, model)
+
+    assert reply.status == 200
+    assert reply.json()["model"] == f"{model}-ep1-model"
+    record = record_for(reply.headers["x-request-id"])
+    assert (record.endpoint, record.fallbacks) == (f"{model}-ep1", 1)
+    assert record.attempt_log[0]["error_class"] == "connection_refused"
+
+
+def test_when_every_endpoint_fails_the_message_covers_each(
+    gateway: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with("status/500", "status/401")
+    error = error_of(chat(gateway, alice, model))
+
+    assert error["code"] == "upstream_auth"
+    assert f"{model}-ep0" in error["message"] and f"{model}-ep1" in error["message"]
+    assert any("API key" in tip for tip in error["tips"])
+    assert any("status page" in tip for tip in error["tips"])
+
+
+def test_circuit_opens_after_repeated_failures_then_probes_and_closes(
+    gateway: Process, fake_upstream: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    # Test settings: 3 consecutive failures open a circuit for 1 s.
+    model = model_with("flaky/3/breaker", "")
+    path = "/flaky/3/breaker/v1/chat/completions"
+    for _ in range(3):
+        assert chat(gateway, alice, model).status == 200  # served by the fallback
+    hits_when_open = upstream_hits(fake_upstream, path)
+    assert hits_when_open == 3
+
+    reply = chat(gateway, alice, model)
+    assert reply.status == 200
+    assert upstream_hits(fake_upstream, path) == hits_when_open, "open circuit: primary skipped"
+    assert record_for(reply.headers["x-request-id"]).attempts == 1
+    metrics = http(f"{gateway.url}/metrics").body.decode()
+    assert f'beastmode_circuit_state{{endpoint="{model}-ep0"}} 2' in metrics
+
+    time.sleep(1.1)  # cooldown over: one probe goes to the primary, which now succeeds
+    reply = chat(gateway, alice, model)
+    assert reply.status == 200 and reply.json()["model"] == f"{model}-ep0-model"
+    metrics = http(f"{gateway.url}/metrics").body.decode()
+    assert f'beastmode_circuit_state{{endpoint="{model}-ep0"}} 0' in metrics
+
+
+def test_all_circuits_open_is_503_with_retry_after(
+    gateway: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with("status/500")
+    for _ in range(3):
+        chat(gateway, alice, model)
+    reply = chat(gateway, alice, model)
+
+    assert reply.status == 503
+    assert error_of(reply)["code"] == "circuit_open"
+    assert int(reply.headers["retry-after"]) >= 1
+
+
+def test_stream_falls_back_before_the_first_byte(
+    gateway: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with("status/500", "")
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=alice.key, max_retries=0)
+
+    with client.chat.completions.with_streaming_response.create(
+        model=model, messages=MESSAGES, stream=True
+    ) as response:
+        request_id = response.headers["x-request-id"]
+        text = "".join(c.choices[0].delta.content or "" for c in response.parse() if c.choices)
+    assert text == f"Echo from {model}-ep1-model: hello"
+    assert record_for(request_id).fallbacks == 1
+
+
+def test_stream_cut_after_the_first_byte_ends_with_an_error_event_and_no_fallback(
+    gateway: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with("cut", "")
+    reply = http(f"{gateway.url}/v1/chat/completions", method="POST", key=alice.key,
+                 body={"model": model, "messages": MESSAGES, "stream": True})  # fmt: skip
+
+    events = [e for e in reply.body.decode().split("\n\n") if e]
+    assert events[-1].startswith('data: {"error"')
+    assert "stream_interrupted" in events[-1]
+    assert "[DONE]" not in reply.body.decode()
+    record = record_for(reply.headers["x-request-id"])
+    assert (record.outcome, record.error_class, record.endpoint) == (
+        "upstream_error",
+        "stream_interrupted",
+        f"{model}-ep0",
+    )
