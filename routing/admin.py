@@ -76,16 +76,16 @@ class ModelEndpointAdmin(admin.ModelAdmin):
             if result.ok:
                 self.message_user(
                     request,
-                    f"{result.endpoint}: OK, answered in {result.latency_ms:.0f} ms.",
+                    f"Endpoint '{result.endpoint}': OK, answered in {result.latency_ms:.0f} ms.",
                     messages.SUCCESS,
                 )
             else:
                 tips = format_html_join("", "<li>{}</li>", ((tip,) for tip in result.tips))
                 diagnosis = format_html(
-                    "{}: {} ({})<ul>{}</ul>",
+                    "Endpoint '{}' failed ({}): {}<ul>{}</ul>",
                     result.endpoint,
-                    result.message,
                     result.error_class,
+                    result.message,
                     tips,
                 )
                 self.message_user(request, diagnosis, messages.ERROR)

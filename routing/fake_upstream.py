@@ -10,6 +10,7 @@ a failure mode, so one process serves every endpoint the tests need:
     /status/<code>/v1/...         that HTTP status with an OpenAI error body
     /ratelimit/<s>/v1/...         429 with Retry-After: <s>
     /flaky/<n>/<tag>/v1/...       500 for the first <n> requests with that tag, then ok
+    /needkey/<key>/v1/...         401 unless the request carries "Authorization: Bearer <key>"
     /hang/v1/...                  accept, then never answer
     /garbage/v1/...               200 with a body that is not JSON
     /cut/v1/...                   stream: two chunks, then the connection drops
@@ -125,6 +126,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return _error(429, "slow down", headers={"Retry-After": parts[1]})
     elif parts[:1] == ["flaky"] and _seen[request.path] <= int(parts[1]):
         return _error(500, "flaky upstream failed")
+    elif parts[:1] == ["needkey"] and request.headers.get("Authorization") != f"Bearer {parts[1]}":
+        return _error(401, "Incorrect API key provided")
     elif parts[:1] == ["hang"]:
         await asyncio.sleep(3600)
     elif parts[:1] == ["garbage"]:

@@ -61,7 +61,7 @@ async def _probe_many(configs: list[registry.EndpointConfig]) -> list[ProbeResul
 async def _probe_one(endpoint: registry.EndpointConfig) -> ProbeResult:
     started = time.perf_counter()
     try:
-        await upstream.fetch_completion(f"probe of {endpoint.name}", endpoint, PROBE_BODY)
+        await upstream.fetch_completion(endpoint.upstream_model, endpoint, PROBE_BODY)
     except GatewayError as error:
         latency_ms = (time.perf_counter() - started) * 1000
         if error.kind.endpoint_fault:

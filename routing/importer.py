@@ -35,7 +35,10 @@ class ImportSummary:
 
 
 def import_models(text: str) -> ImportSummary:
-    data = yaml.safe_load(text)  # never yaml.load: the file may come from anyone
+    try:
+        data = yaml.safe_load(text)  # never yaml.load: the file may come from anyone
+    except yaml.YAMLError as exc:
+        raise ImportError_(f"not valid YAML: {exc}") from None
     models = data.get("models") if isinstance(data, dict) else None
     if not isinstance(models, list):
         raise ImportError_("the file must have a top-level 'models:' list")

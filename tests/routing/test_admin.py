@@ -1,0 +1,73 @@
+"""Admin workflows: test connection with the live diagnosis, service keys shown once, revoke."""
+
+import pytest
+from django.test import Client as BrowserClient
+
+from routing.keys import hash_key
+from routing.models import ModelEndpoint, ServiceKey
+from tests.conftest import Process, free_port, make_endpoint
+
+
+@pytest.fixture
+def admin_browser(transactional_db: None, django_user_model) -> BrowserClient:  # noqa: ANN001
+    """An operator logged in to Django admin."""
+    user = django_user_model.objects.create_superuser("root", "root@example.com", "pw")
+    browser = BrowserClient()
+    browser.force_login(user)
+    return browser
+
+
+def run_action(browser: BrowserClient, url: str, action: str, ids: list[int]) -> str:
+    response = browser.post(url, {"action": action, "_selected_action": ids}, follow=True)
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def test_test_connection_reports_success_and_the_same_diagnosis_a_request_would_get(
+    admin_browser: BrowserClient, fake_upstream: Process
+) -> None:
+    good = make_endpoint("good", f"{fake_upstream.url}/v1")
+    no_v1 = make_endpoint("no-v1", fake_upstream.url)  # the classic: /v1 missing
+    refused = make_endpoint("refused", f"http://127.0.0.1:{free_port()}/v1")
+
+    page = run_action(admin_browser, "/admin/routing/modelendpoint/", "test_connection",
+                      [good.id, no_v1.id, refused.id])  # fmt: skip
+
+    assert "Endpoint &#x27;good&#x27;: OK, answered in" in page
+    assert "Endpoint 'no-v1' failed (upstream_not_found)" in page
+    assert "end in /v1" in page
+    assert "Endpoint 'refused' failed (connection_refused)" in page
+    assert "Check that the upstream server is running" in page
+    assert ModelEndpoint.objects.get(name="no-v1").probe.error_class == "upstream_not_found"
+    assert ModelEndpoint.objects.get(name="good").probe.ok
+
+
+def test_a_new_service_key_is_shown_once_and_stored_hashed(admin_browser: BrowserClient) -> None:
+    response = admin_browser.post(
+        "/admin/routing/servicekey/add/",
+        {
+            "name": "billing",
+            "allowed_models": "demo, gpt-4o",
+            "expires_at_0": "",
+            "expires_at_1": "",
+        },
+        follow=True,
+    )
+    page = response.content.decode()
+    key = ServiceKey.objects.get(name="billing")
+    raw = page.split("it is not shown again: ")[1].split("<")[0].strip()
+
+    assert raw.startswith("bm-") and raw.startswith(key.prefix)
+    assert key.key_hash == hash_key(raw) and raw not in key.key_hash
+    assert key.allowed_models == ["demo", "gpt-4o"]
+    change = admin_browser.get(f"/admin/routing/servicekey/{key.id}/change/").content.decode()
+    assert raw not in change
+
+
+def test_revoking_a_key_from_admin_marks_it_revoked(admin_browser: BrowserClient) -> None:
+    from routing.keys import create_service_key
+
+    key, _ = create_service_key("leaky")
+    run_action(admin_browser, "/admin/routing/servicekey/", "revoke", [key.id])
+    key.refresh_from_db()
+    assert key.revoked_at is not None

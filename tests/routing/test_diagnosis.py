@@ -1,0 +1,52 @@
+import aiohttp
+import pytest
+from multidict import CIMultiDict
+
+from routing import diagnosis
+from routing.registry import EndpointConfig
+
+ENDPOINT = EndpointConfig(
+    id=1, name="main", provider="openai", base_url="https://api.example.com/v1",
+    upstream_model="gpt", api_key="sk-abcdefghijklmnop", connect_timeout_s=1,
+    first_byte_timeout_s=1, total_timeout_s=1, max_retries=0, input_cost_per_1m=0,
+    output_cost_per_1m=0,
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"Retry-After": "7"}, 7.0),
+        ({"retry-after-ms": "1500", "Retry-After": "7"}, 1.5),
+        ({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),  # in the past
+        ({"Retry-After": "soon"}, None),
+        ({}, None),
+    ],
+)
+def test_retry_after_reads_seconds_milliseconds_and_dates(
+    headers: dict[str, str], seconds: float | None
+) -> None:
+    assert diagnosis.retry_after_s(CIMultiDict(headers)) == seconds
+
+
+def test_upstream_text_is_scrubbed_of_the_key_and_keylike_tokens() -> None:
+    text = "Incorrect API key provided: sk-abcdefghijklmnop; also sk-proj-zzzzzzzzzz"
+    scrubbed = diagnosis.scrub(text, ENDPOINT)
+    assert "abcdefghijklmnop" not in scrubbed and "zzzzzzzzzz" not in scrubbed
+    assert scrubbed.count("[redacted]") == 2
+
+
+def test_a_connect_timeout_is_told_apart_from_a_first_byte_timeout() -> None:
+    connect = diagnosis.from_exception(
+        model_name="m", endpoint=ENDPOINT, exc=aiohttp.ConnectionTimeoutError(), phase="first_byte"
+    )
+    first_byte = diagnosis.from_exception(
+        model_name="m", endpoint=ENDPOINT, exc=TimeoutError(), phase="first_byte"
+    )
+    total = diagnosis.from_exception(
+        model_name="m", endpoint=ENDPOINT, exc=TimeoutError(), phase="total"
+    )
+    assert (connect.error_class, first_byte.error_class, total.error_class) == (
+        "connect_timeout", "first_byte_timeout", "total_timeout"
+    )  # fmt: skip
+    assert connect.status == 504 and "'main' (api.example.com)" in connect.message
