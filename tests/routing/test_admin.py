@@ -1,20 +1,10 @@
 """Admin workflows: test connection with the live diagnosis, service keys shown once, revoke."""
 
-import pytest
 from django.test import Client as BrowserClient
 
-from routing.keys import hash_key
+from routing.keys import create_service_key, hash_key
 from routing.models import ModelEndpoint, ServiceKey
 from tests.conftest import Process, free_port, make_endpoint
-
-
-@pytest.fixture
-def admin_browser(transactional_db: None, django_user_model) -> BrowserClient:  # noqa: ANN001
-    """An operator logged in to Django admin."""
-    user = django_user_model.objects.create_superuser("root", "root@example.com", "pw")
-    browser = BrowserClient()
-    browser.force_login(user)
-    return browser
 
 
 def run_action(browser: BrowserClient, url: str, action: str, ids: list[int]) -> str:
@@ -65,8 +55,6 @@ def test_a_new_service_key_is_shown_once_and_stored_hashed(admin_browser: Browse
 
 
 def test_revoking_a_key_from_admin_marks_it_revoked(admin_browser: BrowserClient) -> None:
-    from routing.keys import create_service_key
-
     key, _ = create_service_key("leaky")
     run_action(admin_browser, "/admin/routing/servicekey/", "revoke", [key.id])
     key.refresh_from_db()

@@ -5,17 +5,26 @@ import time
 import openai
 import pytest
 
-from tests.conftest import Client, ModelFactory, Process, free_port, http, record_for, upstream_hits
+from tests.conftest import (
+    Client,
+    ModelFactory,
+    Process,
+    Reply,
+    free_port,
+    http,
+    record_for,
+    upstream_hits,
+)
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 
 
-def chat(gateway: Process, client: Client, model: str, **extra: object):
+def chat(gateway: Process, client: Client, model: str, **extra: object) -> Reply:
     body = {"model": model, "messages": MESSAGES, **extra}
     return http(f"{gateway.url}/v1/chat/completions", method="POST", key=client.key, body=body)
 
 
-def error_of(reply) -> dict:
+def error_of(reply: Reply) -> dict:
     return reply.json()["error"]
 
 

@@ -1,31 +1,20 @@
 """Upstream API keys: encrypted at rest, sent upstream, and nowhere else."""
 
-import pytest
 from django.db import connection
 from django.test import Client as BrowserClient
 
 from routing.models import ModelEndpoint
-from tests.conftest import Client, Process, http, record_for
-from tests.conftest import ModelFactory
+from tests.conftest import Client, ModelFactory, Process, http, record_for
 
 UPSTREAM_KEY = "sk-proj-TOPSECRET0123456789abcdef"
-
-
-@pytest.fixture
-def admin_browser(transactional_db: None, django_user_model) -> BrowserClient:  # noqa: ANN001
-    """An operator logged in to Django admin."""
-    user = django_user_model.objects.create_superuser("root", "root@example.com", "pw")
-    browser = BrowserClient()
-    browser.force_login(user)
-    return browser
 
 
 def test_the_key_is_encrypted_at_rest_and_still_sent_upstream(
     gateway: Process, alice: Client, model_with: ModelFactory
 ) -> None:
     model = model_with(f"needkey/{UPSTREAM_KEY}", api_key=UPSTREAM_KEY)
-    reply = http(f"{gateway.url}/v1/chat/completions", method="POST", key=alice.key,
-                 body={"model": model, "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+    reply = http(f"{gateway.url}/v1/chat/completions", method="POST", key=alice.key, body=body)
     assert reply.status == 200, "the upstream received the decrypted key"
 
     with connection.cursor() as cursor:
@@ -39,8 +28,8 @@ def test_the_key_appears_in_no_error_record_log_or_metrics(
 ) -> None:
     # The upstream refuses the key and quotes it back, as some providers do.
     model = model_with("needkey/another-key", api_key=UPSTREAM_KEY)
-    reply = http(f"{gateway.url}/v1/chat/completions", method="POST", key=alice.key,
-                 body={"model": model, "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+    reply = http(f"{gateway.url}/v1/chat/completions", method="POST", key=alice.key, body=body)
 
     assert reply.status == 502
     assert UPSTREAM_KEY not in reply.body.decode()
