@@ -154,7 +154,5 @@ RETRY_MAX_DELAY_S = env_float("BEASTMODE_RETRY_MAX_DELAY_S", "5")
 RETRY_AFTER_CAP_S = env_float("BEASTMODE_RETRY_AFTER_CAP_S", "10")
 BREAKER_FAILURE_THRESHOLD = env_int("BEASTMODE_BREAKER_FAILURE_THRESHOLD", "5")
 BREAKER_COOLDOWN_S = env_float("BEASTMODE_BREAKER_COOLDOWN_S", "30")
-# Async jobs: how long finished results are kept.
-JOB_RESULT_TTL_S = env_int("BEASTMODE_JOB_RESULT_TTL_S", "86400")
 # Optional bearer token for /metrics; empty = open.
 METRICS_TOKEN = env_secret("BEASTMODE_METRICS_TOKEN")

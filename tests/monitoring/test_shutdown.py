@@ -1,0 +1,56 @@
+"""What happens to request records that are still queued when a server stops."""
+
+import signal
+import sys
+from datetime import UTC, datetime
+
+import pytest
+from django.conf import settings
+
+from monitoring import recorder
+from monitoring.models import RequestRecord
+from tests.conftest import Client, ModelFactory, Process, free_port, http, server_env, start_process
+
+SERVERS = {
+    "daphne": ["-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", "beastmode.asgi:application"],
+    "uvicorn": ["-m", "uvicorn", "beastmode.asgi:application", "--host", "127.0.0.1",
+                "--port", "{port}", "--no-access-log"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("server", sorted(SERVERS))
+def test_sigterm_flushes_queued_records(
+    server: str, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with("")
+    port = free_port()
+    env = {**server_env(), "BEASTMODE_RECORD_FLUSH_INTERVAL_S": "3600"}  # never on its own
+    args = [sys.executable, *(a.replace("{port}", str(port)) for a in SERVERS[server])]
+    process: Process = start_process(args, port, f"shutdown-{server}", env)
+    body = {"model": model, "messages": [{"role": "user", "content": "bye"}]}
+    ids = []
+    for _ in range(5):
+        reply = http(f"{process.url}/v1/chat/completions", method="POST", key=alice.key, body=body)
+        assert reply.status == 200
+        ids.append(reply.headers["x-request-id"])
+    assert not RequestRecord.objects.filter(request_id__in=ids).exists(), "still queued"
+
+    process.popen.send_signal(signal.SIGTERM)
+    assert process.popen.wait(timeout=15) is not None
+
+    assert RequestRecord.objects.filter(request_id__in=ids).count() == 5
+
+
+def test_spooled_records_are_replayed_once_at_the_next_start(transactional_db: None) -> None:
+    record = {
+        "request_id": "spooled-1", "created_at": datetime.now(UTC), "path": "/v1/models",
+        "outcome": "success", "status_code": 200, "latency_ms": 1.0,
+    }  # fmt: skip
+    recorder._spool([record])
+    assert settings.RECORD_SPOOL_PATH.exists()
+
+    recorder._replay_spool()
+    recorder.flush()
+
+    assert not settings.RECORD_SPOOL_PATH.exists()
+    assert RequestRecord.objects.get(request_id="spooled-1").outcome == "success"
