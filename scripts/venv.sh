@@ -8,6 +8,8 @@ fi
 want=$(sha256sum requirements.txt | cut -d' ' -f1)
 if [ "$(cat .venv/.requirements.sha256 2>/dev/null)" != "$want" ]; then
   echo "installing requirements into .venv ..." >&2
-  .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+  # (this machine's pip config names extra index folders that may not exist: not our noise)
+  .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt \
+    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
   echo "$want" > .venv/.requirements.sha256
 fi
