@@ -122,7 +122,8 @@ async def _run(
                     break
                 await asyncio.sleep(delay_s)
                 continue
-            except asyncio.CancelledError:
+            except BaseException:
+                # Cancelled (client gone) or a bug: no verdict on the endpoint's health.
                 endpoint_breaker.release_probe()
                 raise
             trace.add(endpoint, started, None)
