@@ -12,12 +12,15 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connection, transaction
+from django.db.models import Field
 
 from monitoring import metrics
 from monitoring.models import RequestRecord
@@ -61,8 +64,41 @@ def pending_count() -> int:
 
 
 def _write(batch: list[dict[str, Any]]) -> None:
-    RequestRecord.objects.bulk_create([RequestRecord(**record) for record in batch])
+    """One executemany of plain tuples: the ORM's bulk_create spent more CPU (and GIL)
+    compiling SQL than the database spent writing, which showed as request tail latency."""
+    columns = _columns()
+    rows = [
+        tuple(convert(record.get(name, default)) for name, default, convert in columns)
+        for record in batch
+    ]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.executemany(_insert_sql(), rows)
     metrics.observe_written(len(batch))
+
+
+@cache
+def _columns() -> tuple[tuple[str, Any, Callable[[Any], Any]], ...]:
+    """(record key, default, to-database converter) for every column but the id."""
+
+    def convert(field: Field) -> Callable[[Any], Any]:
+        kind = field.get_internal_type()
+        if kind == "JSONField":
+            return json.dumps
+        if kind == "DateTimeField":
+            return connection.ops.adapt_datetimefield_value
+        return lambda value: value
+
+    fields = [f for f in RequestRecord._meta.concrete_fields if not f.primary_key]
+    return tuple((f.attname, f.get_default(), convert(f)) for f in fields)
+
+
+@cache
+def _insert_sql() -> str:
+    quote = connection.ops.quote_name
+    fields = [f for f in RequestRecord._meta.concrete_fields if not f.primary_key]
+    columns = ", ".join(quote(f.column) for f in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    return f"INSERT INTO {quote(RequestRecord._meta.db_table)} ({columns}) VALUES ({placeholders})"
 
 
 def _start_writer() -> None:

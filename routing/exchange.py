@@ -1,8 +1,8 @@
 """One request's bookkeeping, from arrival to its request record."""
 
+import os
 import re
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -23,7 +23,7 @@ def new_request_id(incoming: str | None) -> str:
     """The caller's x-request-id when it is sane, else a fresh one."""
     if incoming and _SAFE_REQUEST_ID.match(incoming):
         return incoming
-    return "req_" + uuid.uuid4().hex
+    return "req_" + os.urandom(16).hex()
 
 
 @dataclass
