@@ -148,6 +148,8 @@ REGISTRY_REFRESH_S = env_float("BEASTMODE_REGISTRY_REFRESH_S", "1.0")
 RECORD_FLUSH_INTERVAL_S = env_float("BEASTMODE_RECORD_FLUSH_INTERVAL_S", "0.25")
 RECORD_BATCH_SIZE = env_int("BEASTMODE_RECORD_BATCH_SIZE", "500")
 RECORD_SPOOL_PATH = VAR_DIR / "unwritten-records.jsonl"
+# While the database is down, records beyond this many wait in the spool file instead.
+RECORD_MAX_PENDING = env_int("BEASTMODE_RECORD_MAX_PENDING", "100000")
 # Router: retries, Retry-After cap, circuit breaker.
 RETRY_BASE_DELAY_S = env_float("BEASTMODE_RETRY_BASE_DELAY_S", "0.2")
 RETRY_MAX_DELAY_S = env_float("BEASTMODE_RETRY_MAX_DELAY_S", "5")

@@ -123,14 +123,23 @@ def _write_forever() -> None:
             close_old_connections()
             flush()
             backoff_s = settings.RECORD_FLUSH_INTERVAL_S
+            _replay_spool()  # records spooled while the database was down
         except Exception:
             backoff_s = min(backoff_s * 2, 10.0)
+            _spool_overflow()
             log.warning(
                 "writing %d request records failed; retrying in %.1fs",
                 len(_pending),
                 backoff_s,
                 exc_info=True,
             )
+
+
+def _spool_overflow() -> None:
+    """While the database is down, keep memory bounded: the oldest records go to the spool."""
+    excess = len(_pending) - settings.RECORD_MAX_PENDING
+    if excess > 0:
+        _spool([_pending.popleft() for _ in range(excess)])
 
 
 def _flush_at_exit() -> None:
@@ -152,10 +161,11 @@ def _spool(records: list[dict[str, Any]]) -> None:
 
 def _replay_spool() -> None:
     path: Path = settings.RECORD_SPOOL_PATH
-    if not path.exists():
-        return
     claimed = path.with_suffix(f".replay-{time.time_ns()}")
-    path.rename(claimed)  # another process starting now will not replay the same file
+    try:
+        path.rename(claimed)  # atomic: no other process replays the same file
+    except FileNotFoundError:
+        return
     for line in claimed.read_text().splitlines():
         record = json.loads(line)
         record["created_at"] = datetime.fromisoformat(record["created_at"])

@@ -41,6 +41,23 @@ def test_sigterm_flushes_queued_records(
     assert RequestRecord.objects.filter(request_id__in=ids).count() == 5
 
 
+def test_records_beyond_the_memory_bound_wait_in_the_spool(
+    transactional_db: None, settings: object
+) -> None:
+    settings.RECORD_MAX_PENDING = 2  # type: ignore[attr-defined]
+    base = {"created_at": datetime.now(UTC), "path": "/v1/models", "outcome": "success",
+            "status_code": 200, "latency_ms": 1.0}  # fmt: skip
+    recorder._pending.extend({**base, "request_id": f"overflow-{i}"} for i in range(5))
+
+    recorder._spool_overflow()
+
+    assert recorder.pending_count() == 2
+    assert len(settings.RECORD_SPOOL_PATH.read_text().splitlines()) == 3  # type: ignore[attr-defined]
+    recorder._replay_spool()
+    recorder.flush()
+    assert RequestRecord.objects.filter(request_id__startswith="overflow-").count() == 5
+
+
 def test_spooled_records_are_replayed_once_at_the_next_start(transactional_db: None) -> None:
     record = {
         "request_id": "spooled-1", "created_at": datetime.now(UTC), "path": "/v1/models",
