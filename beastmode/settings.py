@@ -7,6 +7,8 @@ DATABASE_URL and REDIS_URL switch on the production parts. See .env.example.
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from beastmode.env import database_from_url, env_bool, env_float, env_int, env_secret, env_str
 
@@ -93,7 +95,15 @@ if REDIS_URL:
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": REDIS_URL,
-            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.2, "SOCKET_TIMEOUT": 0.2},
+            "OPTIONS": {
+                # Short timeouts, no retries: cache/tiers.py adds a breaker, so a Redis
+                # outage costs one short timeout per breaker window, never a stall.
+                "SOCKET_CONNECT_TIMEOUT": 0.2,
+                "SOCKET_TIMEOUT": 0.2,
+                "CONNECTION_POOL_KWARGS": {"retry": Retry(NoBackoff(), 0)},
+                # JSON, not pickle: nothing read back from Redis is ever unpickled.
+                "SERIALIZER": "django_redis.serializers.json.JSONSerializer",
+            },
         }
     }
     CHANNEL_LAYERS = {
@@ -156,5 +166,11 @@ RETRY_MAX_DELAY_S = env_float("BEASTMODE_RETRY_MAX_DELAY_S", "5")
 RETRY_AFTER_CAP_S = env_float("BEASTMODE_RETRY_AFTER_CAP_S", "10")
 BREAKER_FAILURE_THRESHOLD = env_int("BEASTMODE_BREAKER_FAILURE_THRESHOLD", "5")
 BREAKER_COOLDOWN_S = env_float("BEASTMODE_BREAKER_COOLDOWN_S", "30")
+# Cache tiers: lifetimes (a model's ttl_s overrides them) and L1's bounds.
+CACHE_L1_TTL_S = env_int("BEASTMODE_CACHE_L1_TTL_S", "3600")
+CACHE_L2_TTL_S = env_int("BEASTMODE_CACHE_L2_TTL_S", "7200")
+CACHE_L3_TTL_S = env_int("BEASTMODE_CACHE_L3_TTL_S", "86400")
+CACHE_L1_MAX_ENTRIES = env_int("BEASTMODE_CACHE_L1_MAX_ENTRIES", "20000")
+CACHE_L1_MAX_BYTES = env_int("BEASTMODE_CACHE_L1_MAX_BYTES", str(64 * 1024 * 1024))
 # Optional bearer token for /metrics; empty = open.
 METRICS_TOKEN = env_secret("BEASTMODE_METRICS_TOKEN")

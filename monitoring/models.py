@@ -34,6 +34,16 @@ class RequestRecord(models.Model):
     tokens_in = models.PositiveIntegerField(default=0)
     tokens_out = models.PositiveIntegerField(default=0)
     cost_usd = models.FloatField(default=0)
+    is_warming = models.BooleanField(default=False)
+    cache_outcome = models.CharField(
+        max_length=8, blank=True, default="", help_text="miss, exact, semantic or shadow"
+    )
+    cache_tier = models.CharField(max_length=2, blank=True, default="")
+    cache_similarity = models.FloatField(null=True, blank=True)
+    cache_entry_key = models.CharField(max_length=64, blank=True, default="")
+    saved_tokens_in = models.PositiveIntegerField(default=0)
+    saved_tokens_out = models.PositiveIntegerField(default=0)
+    cost_saved_usd = models.FloatField(default=0)
     error_class = models.CharField(max_length=40, blank=True, default="")
     error_message = models.TextField(blank=True, default="")
     error_tips = models.JSONField(default=list, blank=True)

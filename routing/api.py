@@ -12,6 +12,9 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from cache import service as cache_service
+from cache import streams
+from cache.tiers import Entry
 from routing import jobs, registry, router
 from routing.asgi_http import (
     SSE_HEADERS,
@@ -26,7 +29,7 @@ from routing.asgi_http import (
     sse_event,
 )
 from routing.errors import GatewayError
-from routing.exchange import Exchange, new_request_id
+from routing.exchange import CacheOutcome, Exchange, new_request_id
 from routing.validation import ChatRequest, parse_chat_request
 
 log = logging.getLogger(__name__)
@@ -85,6 +88,7 @@ async def _chat_completions(
     chat = parse_chat_request(raw)
     exchange.model, exchange.stream = chat.model, chat.stream
     route = snapshot.resolve(exchange.key, chat.model)
+    plan = cache_service.plan(exchange.key, route, chat, header(scope, b"cache-control"))
 
     if (header(scope, b"x-beastmode-async") or "").lower() == "true":
         job_id = await sync_to_async(jobs.submit)(
@@ -96,12 +100,58 @@ async def _chat_completions(
         exchange.finish(status=202, outcome="accepted")
         return
 
-    if chat.stream:
-        await _stream_completion(send, exchange, chat, route, base_headers)
+    if plan is not None and (hit := await _cached_answer(plan)):
+        await _send_hit(send, exchange, chat, route, hit, base_headers)
         return
-    completion = await router.complete(chat.model, route, chat.body, exchange.trace)
-    exchange.add_usage(completion.get("usage"))
-    await send_json(send, 200, completion, base_headers)
+    leading = plan is not None and cache_service.lead(plan)
+    entry = None
+    try:
+        if plan is not None:
+            exchange.cache = CacheOutcome("miss")
+            base_headers = [*base_headers, (b"x-beastmode-cache", b"miss")]
+        if chat.stream:
+            entry = await _stream_completion(send, exchange, chat, route, plan, base_headers)
+            return
+        completion = await router.complete(chat.model, route, chat.body, exchange.trace)
+        exchange.add_usage(completion.get("usage"))
+        if plan is not None and exchange.trace.endpoint is not None:
+            entry = cache_service.store(plan, completion, exchange.trace.endpoint.name)
+        await send_json(send, 200, completion, base_headers)
+        exchange.finish(status=200)
+    finally:
+        if leading:
+            cache_service.land(plan, entry)
+
+
+async def _cached_answer(plan: cache_service.CachePlan) -> cache_service.Hit | None:
+    """A hit, or the answer of an identical request already on its way upstream."""
+    if not plan.read:
+        return None
+    if hit := await cache_service.lookup(plan):
+        return hit
+    if (in_flight := cache_service.waiting_for(plan)) and (entry := await in_flight):
+        return cache_service.Hit(entry, "exact", "L1")
+    return None
+
+
+async def _send_hit(
+    send: Send,
+    exchange: Exchange,
+    chat: ChatRequest,
+    route: registry.RouteConfig,
+    hit: cache_service.Hit,
+    base_headers: list,
+) -> None:
+    exchange.cache = CacheOutcome.of_hit(hit, route)
+    headers = [*base_headers, *exchange.cache.headers()]
+    if not chat.stream:
+        await send_json(send, 200, hit.entry.response, headers)
+    else:
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + headers})
+        events = streams.replay(hit.entry.response, include_usage=chat.include_usage)
+        for event in events[:-1]:
+            await _send_body(send, event, more=True)
+        await _send_body(send, events[-1], more=False)
     exchange.finish(status=200)
 
 
@@ -110,15 +160,19 @@ async def _stream_completion(
     exchange: Exchange,
     chat: ChatRequest,
     route: registry.RouteConfig,
+    plan: cache_service.CachePlan | None,
     base_headers: list,
-) -> None:
+) -> Entry | None:
+    """Relay the stream; returns the cache entry stored after its terminal event."""
     # Until the first chunk arrives nothing is sent, so the router may still fall back.
     chunks = await router.open_stream(chat.model, route, chat.body, exchange.trace)
     await send(
         {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + base_headers}
     )
+    assembled = streams.StreamAssembler()
     try:
         async for chunk in chunks:
+            assembled.add(chunk)
             if "usage" in chunk:
                 exchange.add_usage(chunk.get("usage"))
                 if not chat.include_usage:
@@ -130,14 +184,18 @@ async def _stream_completion(
         # The 200 is already out: tell the client in-band, as the OpenAI SDK expects.
         await _send_body(send, sse_event(error.to_body()), more=False)
         exchange.finish(status=200, outcome="upstream_error", error=error)
-        return
+        return None
     except ClientDisconnected:
         exchange.finish(status=200, outcome="client_disconnected")
-        return
+        return None
     finally:
         await chunks.aclose()
+    entry = None
+    if plan is not None and exchange.trace.endpoint is not None:
+        entry = cache_service.store(plan, assembled.completion(), exchange.trace.endpoint.name)
     await _send_body(send, b"data: [DONE]\n\n", more=False)
     exchange.finish(status=200)
+    return entry
 
 
 async def _send_body(send: Send, body: bytes, *, more: bool) -> None:

@@ -5,14 +5,17 @@ import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
 from monitoring import recorder
 from routing.errors import GatewayError
-from routing.registry import KeyConfig
+from routing.registry import KeyConfig, RouteConfig
 from routing.router import Trace
+
+if TYPE_CHECKING:
+    from cache.service import Hit
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 
@@ -27,6 +30,43 @@ def new_request_id(incoming: str | None) -> str:
 
 
 @dataclass
+class CacheOutcome:
+    """How the cache took part in a request (for its record and response headers)."""
+
+    outcome: str  # "miss", "exact", "semantic" or "shadow"
+    tier: str = ""
+    similarity: float | None = None
+    entry_key: str = ""
+    saved_tokens_in: int = 0
+    saved_tokens_out: int = 0
+    cost_saved_usd: float = 0.0
+
+    @classmethod
+    def of_hit(cls, hit: "Hit", route: RouteConfig) -> "CacheOutcome":
+        """A hit saved what its answer cost upstream, at the answering endpoint's prices."""
+        entry = hit.entry
+        prices = next((ep for ep in route.endpoints if ep.name == entry.endpoint), None)
+        prices = prices or (route.endpoints[0] if route.endpoints else None)
+        return cls(
+            outcome=hit.kind,
+            tier=hit.tier,
+            similarity=hit.similarity,
+            entry_key=entry.key,
+            saved_tokens_in=entry.tokens_in,
+            saved_tokens_out=entry.tokens_out,
+            cost_saved_usd=prices.cost_usd(entry.tokens_in, entry.tokens_out) if prices else 0.0,
+        )
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        headers = [(b"x-beastmode-cache", self.outcome.encode())]
+        if self.tier:
+            headers.append((b"x-beastmode-cache-tier", self.tier.encode()))
+        if self.similarity is not None:
+            headers.append((b"x-beastmode-similarity", f"{self.similarity:.4f}".encode()))
+        return headers
+
+
+@dataclass
 class Exchange:
     request_id: str
     method: str
@@ -37,6 +77,8 @@ class Exchange:
     model: str = ""
     stream: bool = False
     is_async_job: bool = False
+    is_warming: bool = False
+    cache: CacheOutcome | None = None
     trace: Trace = field(default_factory=Trace)
     tokens_in: int = 0
     tokens_out: int = 0
@@ -85,11 +127,27 @@ class Exchange:
                 "tokens_in": self.tokens_in,
                 "tokens_out": self.tokens_out,
                 "cost_usd": endpoint.cost_usd(self.tokens_in, self.tokens_out) if endpoint else 0.0,
+                "is_warming": self.is_warming,
+                **_cache_fields(self.cache),
                 "error_class": error.error_class if error else "",
                 "error_message": error.message if error else "",
                 "error_tips": error.tips if error else [],
             }
         )
+
+
+def _cache_fields(cache: CacheOutcome | None) -> dict[str, Any]:
+    if cache is None:
+        return {}
+    return {
+        "cache_outcome": cache.outcome,
+        "cache_tier": cache.tier,
+        "cache_similarity": cache.similarity,
+        "cache_entry_key": cache.entry_key,
+        "saved_tokens_in": cache.saved_tokens_in,
+        "saved_tokens_out": cache.saved_tokens_out,
+        "cost_saved_usd": cache.cost_saved_usd,
+    }
 
 
 def _outcome(status: int, error: GatewayError | None) -> str:

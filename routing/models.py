@@ -44,9 +44,22 @@ class ModelEndpoint(models.Model):
 class Route(models.Model):
     """A model name clients send, mapped to an ordered chain of endpoints."""
 
+    class SemanticMode(models.TextChoices):
+        OFF = "off"
+        SHADOW = "shadow", "shadow (compute and record, never serve)"
+        ON = "on"
+
     model_name = models.CharField(max_length=200, unique=True)
     description = models.CharField(max_length=300, blank=True, default="")
     enabled = models.BooleanField(default=True)
+    cache_enabled = models.BooleanField(default=True, help_text="exact-match cache")
+    semantic_mode = models.CharField(
+        max_length=8, choices=SemanticMode.choices, default=SemanticMode.OFF
+    )
+    semantic_threshold = models.FloatField(default=0.95)
+    cache_ttl_s = models.PositiveIntegerField(
+        null=True, blank=True, help_text="lifetime of this model's cached answers; empty = defaults"
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -81,6 +94,13 @@ class ServiceKey(models.Model):
         default=list, blank=True, help_text="model names this key may use; empty = all"
     )
     expires_at = models.DateTimeField(null=True, blank=True)
+    cache_namespace = models.ForeignKey(
+        "cache.CacheNamespace",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        help_text="share cached answers with the other keys of this namespace; empty = own",
+    )
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

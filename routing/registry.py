@@ -55,6 +55,10 @@ class EndpointConfig:
 class RouteConfig:
     model_name: str
     endpoints: tuple[EndpointConfig, ...]
+    cache_enabled: bool = True
+    semantic_mode: str = "off"
+    semantic_threshold: float = 0.95
+    cache_ttl_s: int | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,7 @@ class KeyConfig:
     allowed_models: frozenset[str]
     expires_at: datetime | None
     revoked: bool
+    cache_namespace: str | None = None  # a shared namespace's name; None = the key's own
 
     def may_use(self, model_name: str) -> bool:
         return not self.allowed_models or model_name in self.allowed_models
@@ -165,6 +170,10 @@ def load_snapshot() -> Snapshot:
             endpoints=tuple(
                 endpoints[link.endpoint_id] for link in chain if link.endpoint_id in endpoints
             ),
+            cache_enabled=route.cache_enabled,
+            semantic_mode=route.semantic_mode,
+            semantic_threshold=route.semantic_threshold,
+            cache_ttl_s=route.cache_ttl_s,
         )
     keys = {
         key.key_hash: KeyConfig(
@@ -173,8 +182,9 @@ def load_snapshot() -> Snapshot:
             allowed_models=frozenset(key.allowed_models or ()),
             expires_at=key.expires_at,
             revoked=key.revoked_at is not None,
+            cache_namespace=key.cache_namespace.name if key.cache_namespace else None,
         )
-        for key in ServiceKey.objects.all()
+        for key in ServiceKey.objects.select_related("cache_namespace")
     }
     return Snapshot(version=version, keys_by_hash=keys, routes=routes, endpoints=endpoints)
 

@@ -40,6 +40,7 @@ class ChatRequest:
     stream: bool
     include_usage: bool
     body: dict[str, Any]  # what goes upstream (the model name is replaced per endpoint)
+    cache_field: Any = None  # BeastMode's own `cache` controls, never sent upstream
 
 
 def parse_chat_request(raw: bytes) -> ChatRequest:
@@ -69,11 +70,13 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
             "invalid_request", "'stream_options' must be an object.", param="stream_options"
         )
     _check_numbers(body)
+    cache_field = body.pop("cache", None)
     return ChatRequest(
         model=model,
         stream=stream,
         include_usage=bool(stream_options and stream_options.get("include_usage")),
         body=body,
+        cache_field=cache_field,
     )
 
 

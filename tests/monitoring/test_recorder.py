@@ -64,9 +64,9 @@ def test_metrics_expose_a_latency_histogram_per_model(
     gateway: Process, alice: Client, model_with: ModelFactory
 ) -> None:
     model = model_with("")
-    for _ in range(3):
+    for n in range(3):  # different questions: no cache hits
         http(f"{gateway.url}/v1/chat/completions", method="POST", key=alice.key,
-             body={"model": model, "messages": [{"role": "user", "content": "x"}]})  # fmt: skip
+             body={"model": model, "messages": [{"role": "user", "content": f"x{n}"}]})  # fmt: skip
     text = http(f"{gateway.url}/metrics").body.decode()
 
     assert "# TYPE beastmode_request_duration_seconds histogram" in text

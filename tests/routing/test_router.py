@@ -1,5 +1,6 @@
 """Retries, fallbacks, circuit breaking and the errors that say what to do, end to end."""
 
+import itertools
 import time
 
 import openai
@@ -17,10 +18,13 @@ from tests.conftest import (
 )
 
 MESSAGES = [{"role": "user", "content": "hello"}]
+_questions = itertools.count()
 
 
 def chat(gateway: Process, client: Client, model: str, **extra: object) -> Reply:
-    body = {"model": model, "messages": MESSAGES, **extra}
+    # A new question every time, so that no answer comes from the cache.
+    messages = [{"role": "user", "content": f"hello {next(_questions)}"}]
+    body = {"model": model, "messages": messages, **extra}
     return http(f"{gateway.url}/v1/chat/completions", method="POST", key=client.key, body=body)
 
 

@@ -1,0 +1,73 @@
+"""What makes two requests the same: the exact key and the semantic partition.
+
+The exact key covers the namespace, the model name, every message and every parameter
+that can change the output. Only fields known not to change the output are left out;
+an unknown field is part of the key, so a new OpenAI parameter can never make two
+different requests collide.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+# Fields that do not change what the model answers.
+NON_OUTPUT_FIELDS = frozenset(
+    {"model", "messages", "stream", "stream_options", "user", "metadata", "store", "cache"}
+)
+_TOOL_ROLES = frozenset({"tool", "function"})
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    namespace: str
+    model: str
+    exact: str  # sha256 over everything that changes the output
+    partition: str  # sha256 over namespace, model and parameters (not the conversation)
+    conversation_text: str  # what the semantic index compares
+    semantic_eligible: bool  # False for turns with tool calls or tool results
+
+
+def namespace_for(*, key_id: int, shared_namespace: str | None) -> str:
+    """A key's own namespace, unless an admin put it into a shared one."""
+    return f"shared:{shared_namespace}" if shared_namespace else f"key:{key_id}"
+
+
+def derive(namespace: str, model: str, body: dict[str, Any]) -> CacheKey:
+    messages = body.get("messages") or []
+    params = {k: v for k, v in body.items() if k not in NON_OUTPUT_FIELDS}
+    partition = _digest({"namespace": namespace, "model": model, "params": params})
+    exact = _digest({"partition": partition, "messages": messages})
+    return CacheKey(
+        namespace=namespace,
+        model=model,
+        exact=exact,
+        partition=partition,
+        conversation_text=conversation_text(messages),
+        semantic_eligible=not _has_tool_turns(messages),
+    )
+
+
+def conversation_text(messages: list[dict[str, Any]]) -> str:
+    """The whole conversation (system prompt and earlier turns too), one turn per line."""
+    lines = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            content = " ".join(
+                str(part.get("text", "")) for part in content if isinstance(part, dict)
+            )
+        lines.append(f"{message.get('role')}: {content or ''}")
+    return "\n".join(lines)
+
+
+def _has_tool_turns(messages: list[dict[str, Any]]) -> bool:
+    return any(
+        m.get("role") in _TOOL_ROLES or m.get("tool_calls") or m.get("function_call")
+        for m in messages
+    )
+
+
+def _digest(value: object) -> str:
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -1,0 +1,208 @@
+"""The three cache tiers: L1 in process, L2 Redis (django-redis), L3 the database.
+
+All three store the same `Entry`. L1 is called on the event loop (memory only); L2 and
+L3 do blocking I/O and are called from a worker thread by cache/service.py.
+"""
+
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import caches
+from django.db.models import F
+
+from cache.models import CacheEntry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Entry:
+    key: str
+    namespace: str
+    model: str
+    partition: str
+    prompt_text: str
+    semantic_eligible: bool
+    response: dict[str, Any]
+    tokens_in: int
+    tokens_out: int
+    endpoint: str
+    created_at: float  # epoch seconds
+    expires_at: float
+    size_bytes: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.size_bytes:
+            self.size_bytes = len(json.dumps(self.response)) + len(self.prompt_text)
+
+    def remaining_s(self, now: float) -> float:
+        return self.expires_at - now
+
+
+class MemoryTier:
+    """L1: LRU bounded by entry count and bytes, with per-entry expiry. Thread-safe."""
+
+    name = "L1"
+
+    def __init__(self, *, max_entries: int, max_bytes: int, ttl_s: int) -> None:
+        self.max_entries, self.max_bytes, self.ttl_s = max_entries, max_bytes, ttl_s
+        self._entries: OrderedDict[str, tuple[Entry, float]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: str, now: float) -> Entry | None:
+        with self._lock:
+            item = self._entries.get(key)
+            if item is None:
+                return None
+            entry, until = item
+            if until <= now:
+                self._drop(key)
+                return None
+            self._entries.move_to_end(key)
+            return entry
+
+    def put(self, entry: Entry, now: float) -> None:
+        until = min(now + self.ttl_s, entry.expires_at)
+        if until <= now or entry.size_bytes > self.max_bytes:
+            return
+        with self._lock:
+            if entry.key in self._entries:
+                self._drop(entry.key)
+            self._entries[entry.key] = (entry, until)
+            self._bytes += entry.size_bytes
+            while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
+                self._drop(next(iter(self._entries)))
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            if key in self._entries:
+                self._drop(key)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _drop(self, key: str) -> None:
+        entry, _ = self._entries.pop(key)
+        self._bytes -= entry.size_bytes
+
+
+class RedisTier:
+    """L2 through django-redis. Fails open: errors are misses, and after repeated errors
+    a breaker skips Redis for a while, so an outage costs one short timeout per window."""
+
+    name = "L2"
+    _PREFIX = "bm:cache:"
+
+    def __init__(self, *, ttl_s: int, failure_threshold: int = 3, cooldown_s: float = 10) -> None:
+        self.ttl_s = ttl_s
+        self.failure_threshold, self.cooldown_s = failure_threshold, cooldown_s
+        self._failures = 0
+        self._open_until = 0.0
+
+    @property
+    def available(self) -> bool:
+        return bool(settings.REDIS_URL) and time.monotonic() >= self._open_until
+
+    def get(self, key: str) -> Entry | None:
+        raw = self._call(lambda: caches["default"].get(self._PREFIX + key))
+        return Entry(**raw) if isinstance(raw, dict) else None
+
+    def put(self, entry: Entry, now: float) -> None:
+        timeout_s = min(self.ttl_s, entry.remaining_s(now))
+        if timeout_s > 1:
+            self._call(
+                lambda: caches["default"].set(self._PREFIX + entry.key, asdict(entry), timeout_s)
+            )
+
+    def delete(self, key: str) -> None:
+        self._call(lambda: caches["default"].delete(self._PREFIX + key))
+
+    def _call(self, operation: Any) -> Any:
+        if not self.available:
+            return None
+        try:
+            result = operation()
+        except Exception as exc:
+            self._failures += 1
+            if self._failures >= self.failure_threshold:
+                self._open_until = time.monotonic() + self.cooldown_s
+                log.warning(
+                    "L2 cache (Redis) unavailable, skipped for %ss: %s", self.cooldown_s, exc
+                )
+            return None
+        self._failures = 0
+        return result
+
+
+class DatabaseTier:
+    """L3: the CacheEntry table. Expired rows are ignored here and pruned by a task."""
+
+    name = "L3"
+
+    def __init__(self, *, ttl_s: int) -> None:
+        self.ttl_s = ttl_s
+
+    def get(self, key: str, now: float) -> Entry | None:
+        row = CacheEntry.objects.filter(key=key, expires_at__gt=_dt(now)).first()
+        return _entry_from_row(row) if row else None
+
+    def put(self, entry: Entry) -> None:
+        CacheEntry.objects.update_or_create(
+            key=entry.key,
+            defaults={
+                "namespace": entry.namespace,
+                "model": entry.model,
+                "partition": entry.partition,
+                "prompt_text": entry.prompt_text,
+                "semantic_eligible": entry.semantic_eligible,
+                "response": entry.response,
+                "size_bytes": entry.size_bytes,
+                "tokens_in": entry.tokens_in,
+                "tokens_out": entry.tokens_out,
+                "endpoint": entry.endpoint,
+                "created_at": _dt(entry.created_at),
+                "expires_at": _dt(entry.expires_at),
+            },
+        )
+
+    def count_hits(self, hits: dict[str, int]) -> None:
+        for key, count in hits.items():
+            CacheEntry.objects.filter(key=key).update(hits=F("hits") + count)
+
+    def delete(self, key: str) -> None:
+        CacheEntry.objects.filter(key=key).delete()
+
+
+def _dt(epoch_s: float) -> datetime:
+    return datetime.fromtimestamp(epoch_s, tz=UTC)
+
+
+def _entry_from_row(row: CacheEntry) -> Entry:
+    return Entry(
+        key=row.key,
+        namespace=row.namespace,
+        model=row.model,
+        partition=row.partition,
+        prompt_text=row.prompt_text,
+        semantic_eligible=row.semantic_eligible,
+        response=row.response,
+        tokens_in=row.tokens_in,
+        tokens_out=row.tokens_out,
+        endpoint=row.endpoint,
+        created_at=row.created_at.timestamp(),
+        expires_at=row.expires_at.timestamp(),
+        size_bytes=row.size_bytes,
+    )
