@@ -1,0 +1,69 @@
+"""What makes two requests the same (cache/keys.py)."""
+
+import pytest
+
+from cache.keys import derive
+
+BASE = {
+    "model": "demo",
+    "messages": [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "What is 2+2?"},
+    ],
+}
+
+
+def key(body: dict, namespace: str = "key:1", model: str = "demo") -> str:
+    return derive(namespace, model, body).exact
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("temperature", 0.2), ("top_p", 0.5), ("max_tokens", 10), ("max_completion_tokens", 10),
+        ("n", 2), ("stop", ["\n"]), ("seed", 7), ("presence_penalty", 1), ("frequency_penalty", 1),
+        ("logit_bias", {"50256": -100}), ("logprobs", True), ("response_format", {"type": "json_object"}),
+        ("tools", [{"type": "function", "function": {"name": "f", "parameters": {}}}]),
+        ("tool_choice", "required"), ("parallel_tool_calls", False), ("reasoning_effort", "high"),
+        ("some_future_parameter", 1),
+    ],
+)  # fmt: skip
+def test_every_output_affecting_parameter_changes_the_key(name: str, value: object) -> None:
+    assert key({**BASE, name: value}) != key(BASE)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("stream", True), ("stream_options", {"include_usage": True}), ("user", "u-42"),
+     ("metadata", {"team": "x"})],
+)  # fmt: skip
+def test_parameters_that_do_not_change_the_output_keep_the_key(name: str, value: object) -> None:
+    assert key({**BASE, name: value}) == key(BASE)
+
+
+def test_system_prompt_earlier_turns_model_and_namespace_are_all_in_the_key() -> None:
+    other_system = {
+        **BASE,
+        "messages": [{"role": "system", "content": "Be verbose."}, BASE["messages"][1]],
+    }
+    earlier_turn = {**BASE, "messages": [{"role": "user", "content": "Hi"}, *BASE["messages"]]}
+    assert key(other_system) != key(BASE)
+    assert key(earlier_turn) != key(BASE)
+    assert key(BASE, model="other") != key(BASE)
+    assert key(BASE, namespace="key:2") != key(BASE)
+
+
+def test_parameter_order_does_not_matter() -> None:
+    assert key({"temperature": 1, **BASE, "seed": 3}) == key({"seed": 3, **BASE, "temperature": 1})
+
+
+def test_the_conversation_text_covers_every_turn_and_tool_turns_skip_semantic_matching() -> None:
+    plain = derive("key:1", "demo", BASE)
+    assert plain.conversation_text == "system: You are terse.\nuser: What is 2+2?"
+    assert plain.semantic_eligible
+    tool_turn = {
+        **BASE,
+        "messages": [*BASE["messages"], {"role": "tool", "content": "4", "tool_call_id": "c"}],
+    }
+    assert not derive("key:1", "demo", tool_turn).semantic_eligible
+    assert derive("key:1", "demo", BASE).partition == derive("key:1", "demo", tool_turn).partition

@@ -1,0 +1,84 @@
+"""L2 fails open: with Redis killed mid-run, every request is still answered."""
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import (
+    Client,
+    ModelFactory,
+    Process,
+    free_port,
+    http,
+    server_env,
+    start_process,
+    stop_process,
+    wait_for_port,
+)
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+
+
+@pytest.fixture
+def doomed_redis() -> Iterator[subprocess.Popen]:
+    """A Redis of this test's own, to be killed."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    wait_for_port(port, process)
+    process.port = port  # type: ignore[attr-defined]
+    yield process
+    process.kill()
+    process.wait()
+
+
+def test_requests_are_answered_after_redis_dies(
+    doomed_redis: subprocess.Popen, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with("")
+    port = free_port()
+    env = {**server_env(), "REDIS_URL": f"redis://127.0.0.1:{doomed_redis.port}/0"}  # type: ignore[attr-defined]
+    gateway: Process = start_process(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+         "beastmode.asgi:application"], port, "redis-outage", env,
+    )  # fmt: skip
+    url = f"{gateway.url}/v1/chat/completions"
+
+    def ask(text: str) -> tuple[int, str, float]:
+        started = time.monotonic()
+        body = {"model": model, "messages": [{"role": "user", "content": text}]}
+        reply = http(url, method="POST", key=alice.key, body=body)
+        return reply.status, reply.headers.get("x-beastmode-cache", ""), time.monotonic() - started
+
+    try:
+        assert ask("before the outage")[:2] == (200, "miss")
+        doomed_redis.send_signal(signal.SIGKILL)
+        doomed_redis.wait()
+
+        assert ask("before the outage")[:2] == (200, "exact")
+        results = [ask(f"during the outage {i}") for i in range(20)]
+        assert all(status == 200 and cache == "miss" for status, cache, _ in results)
+        # Fails open: at most a short socket timeout per breaker window, never a stall.
+        assert sum(seconds for *_, seconds in results) < 5
+        assert [ask(f"during the outage {i}")[1] for i in range(3)] == ["exact"] * 3
+        readiness = http(f"{gateway.url}/health/readiness")
+        assert readiness.status == 503 and readiness.json()["redis"].startswith("error")
+    finally:
+        stop_process(gateway)

@@ -1,0 +1,66 @@
+"""L1 bounds and expiry; stream assembly and replay round trip."""
+
+import json
+
+from cache.streams import StreamAssembler, replay
+from cache.tiers import Entry, MemoryTier
+
+
+def entry(key: str, size: int = 100, expires_at: float = 1e12) -> Entry:
+    return Entry(key=key, namespace="n", model="m", partition="p", prompt_text="x",
+                 semantic_eligible=True, response={"choices": []}, tokens_in=1, tokens_out=1,
+                 endpoint="e", created_at=0, expires_at=expires_at, size_bytes=size)  # fmt: skip
+
+
+def test_l1_evicts_the_least_recently_used_entry_when_full() -> None:
+    l1 = MemoryTier(max_entries=2, max_bytes=10_000, ttl_s=60)
+    l1.put(entry("a"), now=0)
+    l1.put(entry("b"), now=0)
+    assert l1.get("a", now=1)  # a is now more recent than b
+    l1.put(entry("c"), now=1)
+    assert l1.get("b", now=1) is None and l1.get("a", now=1) and l1.get("c", now=1)
+
+
+def test_l1_is_bounded_by_bytes_too() -> None:
+    l1 = MemoryTier(max_entries=100, max_bytes=250, ttl_s=60)
+    for name in "abc":
+        l1.put(entry(name, size=100), now=0)
+    assert len(l1) == 2 and l1.get("a", now=0) is None
+
+
+def test_l1_entries_expire_at_the_earlier_of_its_ttl_and_the_entrys_own() -> None:
+    l1 = MemoryTier(max_entries=10, max_bytes=10_000, ttl_s=60)
+    l1.put(entry("short", expires_at=5), now=0)
+    l1.put(entry("long"), now=0)
+    assert l1.get("short", now=4) and l1.get("short", now=6) is None
+    assert l1.get("long", now=59) and l1.get("long", now=61) is None
+
+
+def test_a_streamed_answer_assembles_and_replays_as_the_same_answer() -> None:
+    chunks = [
+        {"id": "c1", "model": "m", "created": 1, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+        {"id": "c1", "choices": [{"index": 0, "delta": {"content": "Hello"}}]},
+        {"id": "c1", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "t", "type": "function", "function": {"name": "get", "arguments": "{\"a\":"}}]}}]},
+        {"id": "c1", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}}]},
+        {"id": "c1", "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+        {"id": "c1", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}},
+    ]  # fmt: skip
+    assembler = StreamAssembler()
+    for chunk in chunks:
+        assembler.add(chunk)
+    completion = assembler.completion()
+
+    message = completion["choices"][0]["message"]
+    assert message["content"] == "Hello"
+    assert message["tool_calls"][0]["function"] == {"name": "get", "arguments": '{"a":1}'}
+    assert completion["choices"][0]["finish_reason"] == "tool_calls"
+    assert completion["usage"]["completion_tokens"] == 2
+
+    events = replay(completion, include_usage=True)
+    assert events[-1] == b"data: [DONE]\n\n"
+    replayed = StreamAssembler()
+    for event in events[:-1]:
+        replayed.add(json.loads(event.removeprefix(b"data: ")))
+    assert replayed.completion()["choices"] == completion["choices"]
+    assert json.loads(events[-2].removeprefix(b"data: "))["choices"] == []
+    assert b'"usage"' not in b"".join(replay(completion, include_usage=False))
