@@ -22,7 +22,8 @@ def key(body: dict, namespace: str = "key:1", model: str = "demo") -> str:
     [
         ("temperature", 0.2), ("top_p", 0.5), ("max_tokens", 10), ("max_completion_tokens", 10),
         ("n", 2), ("stop", ["\n"]), ("seed", 7), ("presence_penalty", 1), ("frequency_penalty", 1),
-        ("logit_bias", {"50256": -100}), ("logprobs", True), ("response_format", {"type": "json_object"}),
+        ("logit_bias", {"50256": -100}), ("logprobs", True),
+        ("response_format", {"type": "json_object"}),
         ("tools", [{"type": "function", "function": {"name": "f", "parameters": {}}}]),
         ("tool_choice", "required"), ("parallel_tool_calls", False), ("reasoning_effort", "high"),
         ("some_future_parameter", 1),

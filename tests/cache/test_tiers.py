@@ -38,13 +38,43 @@ def test_l1_entries_expire_at_the_earlier_of_its_ttl_and_the_entrys_own() -> Non
 
 def test_a_streamed_answer_assembles_and_replays_as_the_same_answer() -> None:
     chunks = [
-        {"id": "c1", "model": "m", "created": 1, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+        {
+            "id": "c1",
+            "model": "m",
+            "created": 1,
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}],
+        },
         {"id": "c1", "choices": [{"index": 0, "delta": {"content": "Hello"}}]},
-        {"id": "c1", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "t", "type": "function", "function": {"name": "get", "arguments": "{\"a\":"}}]}}]},
-        {"id": "c1", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}}]},
+        {
+            "id": "c1",
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": "t",
+                                "type": "function",
+                                "function": {"name": "get", "arguments": '{"a":'},
+                            }
+                        ]
+                    },
+                }
+            ],
+        },
+        {
+            "id": "c1",
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]},
+                }
+            ],
+        },
         {"id": "c1", "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
         {"id": "c1", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}},
-    ]  # fmt: skip
+    ]
     assembler = StreamAssembler()
     for chunk in chunks:
         assembler.add(chunk)
