@@ -12,4 +12,5 @@ app.autodiscover_tasks()
 
 app.conf.beat_schedule = {
     "probe-endpoints": {"task": "routing.tasks.probe_endpoints", "schedule": 60.0},
+    "prune-cache": {"task": "cache.tasks.prune_expired", "schedule": 3600.0},
 }

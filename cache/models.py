@@ -35,3 +35,33 @@ class CacheEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model} [{self.namespace}] {self.key[:12]}"
+
+
+class CachePurge(models.Model):
+    """A purge every process applies to its L1 (and semantic index) when it sees it."""
+
+    model = models.CharField(max_length=200, blank=True, default="")
+    namespace = models.CharField(max_length=120, blank=True, default="")
+    key = models.CharField(max_length=64, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+class SemanticPair(models.Model):
+    """A semantic match (served, or only computed in shadow mode), kept for evaluation."""
+
+    request_id = models.CharField(max_length=64, db_index=True)
+    model = models.CharField(max_length=200, db_index=True)
+    namespace = models.CharField(max_length=120)
+    asked_text = models.TextField()
+    cached_key = models.CharField(max_length=64)
+    cached_text = models.TextField()
+    similarity = models.FloatField()
+    served = models.BooleanField(help_text="False in shadow mode: computed, not served")
+    marked_false = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.model} {self.similarity:.3f} {self.request_id}"

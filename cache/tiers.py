@@ -86,6 +86,18 @@ class MemoryTier:
             if key in self._entries:
                 self._drop(key)
 
+    def purge(self, *, model: str = "", namespace: str = "", key: str = "") -> None:
+        with self._lock:
+            doomed = [
+                k
+                for k, (entry, _) in self._entries.items()
+                if (not model or entry.model == model)
+                and (not namespace or entry.namespace == namespace)
+                and (not key or entry.key == key)
+            ]
+            for k in doomed:
+                self._drop(k)
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()

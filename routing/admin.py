@@ -100,7 +100,11 @@ class RouteEndpointInline(admin.TabularInline):
 
 @admin.register(Route)
 class RouteAdmin(admin.ModelAdmin):
-    list_display = ["model_name", "chain_display", "enabled"]
+    list_display = ["model_name", "chain_display", "cache_enabled", "semantic_mode", "enabled"]
+    fields = [
+        "model_name", "description", "enabled", "cache_enabled", "semantic_mode",
+        "semantic_threshold", "cache_ttl_s",
+    ]  # fmt: skip
     search_fields = ["model_name"]
     inlines = [RouteEndpointInline]
 
@@ -119,7 +123,7 @@ class ServiceKeyForm(forms.ModelForm):
 
     class Meta:
         model = ServiceKey
-        fields = ["name", "allowed_models", "expires_at"]
+        fields = ["name", "allowed_models", "expires_at", "cache_namespace"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -133,7 +137,9 @@ class ServiceKeyForm(forms.ModelForm):
 @admin.register(ServiceKey)
 class ServiceKeyAdmin(admin.ModelAdmin):
     form = ServiceKeyForm
-    list_display = ["name", "prefix", "models", "expires_at", "revoked_at", "created_at"]
+    list_display = [
+        "name", "prefix", "models", "cache_namespace", "expires_at", "revoked_at", "created_at"
+    ]  # fmt: skip
     search_fields = ["name", "prefix"]
     readonly_fields = ["prefix", "revoked_at", "created_at"]
     actions = ["revoke"]

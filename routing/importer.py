@@ -60,7 +60,11 @@ def _import_model(spec: Any, where: str, summary: ImportSummary) -> None:
         _import_endpoint(ep, f"{where}.endpoints[{i}]", summary) for i, ep in enumerate(endpoints)
     ]
     route, created = Route.objects.get_or_create(model_name=spec["name"])
-    wanted = {"description": spec.get("description", ""), "enabled": spec.get("enabled", True)}
+    wanted = {
+        "description": spec.get("description", ""),
+        "enabled": spec.get("enabled", True),
+        **_cache_fields(spec.get("cache"), f"{where}.cache"),
+    }
     changed = _apply(route, wanted)
     current = list(route.chain.order_by("position").values_list("endpoint_id", flat=True))
     if current != [ep.id for ep in chain]:
@@ -69,9 +73,33 @@ def _import_model(spec: Any, where: str, summary: ImportSummary) -> None:
             RouteEndpoint(route=route, endpoint=ep, position=pos) for pos, ep in enumerate(chain)
         )
         changed = True
-    if changed and not created:
+    if changed:
         route.save()  # moves the registry version even when only the chain changed
     _tally(summary, f"model {route.model_name}", created, changed)
+
+
+def _cache_fields(spec: Any, where: str) -> dict[str, Any]:
+    """`cache: {enabled: true, semantic: "on", threshold: 0.95, ttl_s: 3600}`"""
+    spec = {} if spec is None else spec
+    if not isinstance(spec, dict):
+        raise ImportError_(f"{where}: must be a mapping")
+    _reject_unknown(spec, {"enabled", "semantic", "threshold", "ttl_s"}, where)
+    semantic = spec.get("semantic", "off")
+    if isinstance(semantic, bool):  # YAML 1.1 reads a bare on/off as a boolean
+        semantic = "on" if semantic else "off"
+    semantic = str(semantic).lower()
+    if semantic not in Route.SemanticMode.values:
+        raise ImportError_(f"{where}.semantic: one of off, shadow, on")
+    threshold = float(spec.get("threshold", 0.95))
+    if not 0 < threshold <= 1:
+        raise ImportError_(f"{where}.threshold: a similarity in (0, 1]")
+    ttl_s = spec.get("ttl_s")
+    return {
+        "cache_enabled": bool(spec.get("enabled", True)),
+        "semantic_mode": semantic,
+        "semantic_threshold": threshold,
+        "cache_ttl_s": int(ttl_s) if ttl_s is not None else None,
+    }
 
 
 def _import_endpoint(spec: Any, where: str, summary: ImportSummary) -> ModelEndpoint:

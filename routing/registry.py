@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import close_old_connections
+from django.dispatch import Signal
 from django.utils import timezone
 
 from routing.errors import GatewayError
@@ -215,11 +216,16 @@ def current() -> Snapshot:
     return snapshot
 
 
+# Sent after every reload, so other apps can catch up (the cache applies purges).
+reloaded = Signal()
+
+
 def reload() -> Snapshot:
     global _snapshot
     snapshot = load_snapshot()
     with _lock:
         _snapshot = snapshot
+    reloaded.send(sender=Snapshot)
     return snapshot
 
 

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import pytest
 from django.db import connection
+from django.test import Client as BrowserClient
 
 from monitoring.models import RequestRecord
 from routing.keys import create_service_key
@@ -218,6 +219,15 @@ def model_with(gateway: Process, fake_upstream: Process, alice: Client) -> Model
         return name
 
     return factory
+
+
+@pytest.fixture
+def admin_browser(transactional_db: None, django_user_model: Any) -> BrowserClient:
+    """An operator logged in to Django admin."""
+    user = django_user_model.objects.create_superuser("root", "root@example.com", "pw")
+    browser = BrowserClient()
+    browser.force_login(user)
+    return browser
 
 
 # --- talking to the gateway --------------------------------------------------------

@@ -104,3 +104,26 @@ def test_invalid_files_are_refused_with_a_pointed_message(
     with pytest.raises(CommandError, match=message):
         run(tmp_path, text)
     assert not Route.objects.exists(), "nothing half-imported"
+
+
+def test_the_cache_block_sets_the_models_cache_policy(
+    db: None, tmp_path: Path, demo_key: str
+) -> None:
+    policy = "    cache: {semantic: on, threshold: 0.9, ttl_s: 600}\n"
+    run(tmp_path, CONFIG.replace("  - name: demo\n", "  - name: demo\n" + policy))
+    route = Route.objects.get()
+    assert (route.semantic_mode, route.semantic_threshold, route.cache_ttl_s) == ("on", 0.9, 600)
+    assert route.cache_enabled
+
+    run(
+        tmp_path,
+        CONFIG.replace("  - name: demo\n", '  - name: demo\n    cache: {semantic: "shadow"}\n'),
+    )
+    route.refresh_from_db()
+    assert (route.semantic_mode, route.cache_ttl_s) == ("shadow", None)
+
+    with pytest.raises(CommandError, match="one of off, shadow, on"):
+        run(
+            tmp_path,
+            CONFIG.replace("  - name: demo\n", "  - name: demo\n    cache: {semantic: maybe}\n"),
+        )

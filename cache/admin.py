@@ -1,0 +1,59 @@
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from cache import purge
+from cache.models import CacheEntry, CacheNamespace, SemanticPair
+
+
+@admin.register(CacheNamespace)
+class CacheNamespaceAdmin(admin.ModelAdmin):
+    list_display = ["name", "description"]
+
+
+@admin.register(CacheEntry)
+class CacheEntryAdmin(admin.ModelAdmin):
+    list_display = ["model", "namespace", "hits", "size_bytes", "created_at", "expires_at"]
+    list_filter = ["model", "namespace"]
+    search_fields = ["key", "model", "namespace"]
+    readonly_fields = [f.name for f in CacheEntry._meta.fields]
+    actions = ["purge_entries", "purge_models", "purge_namespaces"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.action(description="Purge the selected entries")
+    def purge_entries(self, request: HttpRequest, queryset: QuerySet[CacheEntry]) -> None:
+        count = sum(purge.purge(key=key) for key in queryset.values_list("key", flat=True))
+        self.message_user(request, f"Purged {count} entries from every tier.", messages.SUCCESS)
+
+    @admin.action(description="Purge every entry of the selected entries' models")
+    def purge_models(self, request: HttpRequest, queryset: QuerySet[CacheEntry]) -> None:
+        models = set(queryset.values_list("model", flat=True))
+        count = sum(purge.purge(model=model) for model in models)
+        self.message_user(request, f"Purged {count} entries of {', '.join(sorted(models))}.")
+
+    @admin.action(description="Purge every entry of the selected entries' namespaces")
+    def purge_namespaces(self, request: HttpRequest, queryset: QuerySet[CacheEntry]) -> None:
+        namespaces = set(queryset.values_list("namespace", flat=True))
+        count = sum(purge.purge(namespace=namespace) for namespace in namespaces)
+        self.message_user(request, f"Purged {count} entries of {', '.join(sorted(namespaces))}.")
+
+
+@admin.register(SemanticPair)
+class SemanticPairAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "model", "similarity", "served", "marked_false", "asked_text"]
+    list_filter = ["model", "served", "marked_false"]
+    search_fields = ["request_id", "asked_text", "cached_text"]
+    readonly_fields = [f.name for f in SemanticPair._meta.fields]
+    actions = ["mark_false"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.action(description="Mark as a false hit (evicts the cached answer)")
+    def mark_false(self, request: HttpRequest, queryset: QuerySet[SemanticPair]) -> None:
+        for pair in queryset:
+            purge.purge(key=pair.cached_key)
+        queryset.update(marked_false=True)
+        self.message_user(request, "Marked; the cached answers were evicted, the pairs kept.")
