@@ -10,7 +10,9 @@ django_application = get_asgi_application()  # before importing anything that us
 import logging  # noqa: E402
 
 from asgiref.sync import sync_to_async  # noqa: E402
+from django.conf import settings  # noqa: E402
 
+from beastmode import embedded_beat  # noqa: E402
 from monitoring import recorder  # noqa: E402
 from routing import api, registry  # noqa: E402
 from routing.asgi_http import Receive, Scope, Send  # noqa: E402
@@ -22,6 +24,8 @@ try:
 except Exception:
     log.warning("registry not loaded at start (database not migrated?); retrying in background")
 registry.start_refresher()
+if settings.CELERY_TASK_ALWAYS_EAGER:
+    embedded_beat.start()
 
 
 async def application(scope: Scope, receive: Receive, send: Send) -> None:

@@ -3,6 +3,7 @@
 import os
 
 from celery import Celery
+from django.conf import settings
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "beastmode.settings")
 
@@ -13,4 +14,9 @@ app.autodiscover_tasks()
 app.conf.beat_schedule = {
     "probe-endpoints": {"task": "routing.tasks.probe_endpoints", "schedule": 60.0},
     "prune-cache": {"task": "cache.tasks.prune_expired", "schedule": 3600.0},
+    "refresh-expiring-answers": {"task": "cache.tasks.refresh_expiring", "schedule": 300.0},
+    "warm-prompts": {
+        "task": "cache.tasks.warm_all_prompts",
+        "schedule": float(settings.CACHE_WARMUP_INTERVAL_S),
+    },
 }

@@ -2,8 +2,9 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from cache import purge
-from cache.models import CacheEntry, CacheNamespace, SemanticPair
+from cache import purge, tasks
+from cache.models import CacheEntry, CacheNamespace, SemanticPair, WarmupPrompt
+from routing import dispatch
 
 
 @admin.register(CacheNamespace)
@@ -57,3 +58,16 @@ class SemanticPairAdmin(admin.ModelAdmin):
             purge.purge(key=pair.cached_key)
         queryset.update(marked_false=True)
         self.message_user(request, "Marked; the cached answers were evicted, the pairs kept.")
+
+
+@admin.register(WarmupPrompt)
+class WarmupPromptAdmin(admin.ModelAdmin):
+    list_display = ["model", "messages", "service_key", "enabled", "last_warmed_at", "last_result"]
+    list_filter = ["model", "enabled"]
+    actions = ["warm_now"]
+
+    @admin.action(description="Warm now (in a Celery worker)")
+    def warm_now(self, request: HttpRequest, queryset: QuerySet[WarmupPrompt]) -> None:
+        for prompt_id in queryset.values_list("id", flat=True):
+            dispatch.enqueue(tasks.warm_prompt, prompt_id)
+        self.message_user(request, f"Warming {queryset.count()} prompts.", messages.SUCCESS)

@@ -28,9 +28,9 @@ class CacheKey:
     semantic_eligible: bool  # False for turns with tool calls or tool results
 
 
-def namespace_for(*, key_id: int, shared_namespace: str | None) -> str:
+def namespace_for(*, key_hash_prefix: str, shared_namespace: str | None) -> str:
     """A key's own namespace, unless an admin put it into a shared one."""
-    return f"shared:{shared_namespace}" if shared_namespace else f"key:{key_id}"
+    return f"shared:{shared_namespace}" if shared_namespace else f"key:{key_hash_prefix}"
 
 
 def derive(namespace: str, model: str, body: dict[str, Any]) -> CacheKey:

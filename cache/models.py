@@ -20,6 +20,7 @@ class CacheEntry(models.Model):
     partition = models.CharField(max_length=64, db_index=True)
     prompt_text = models.TextField()
     semantic_eligible = models.BooleanField(default=True)
+    request = models.JSONField(default=dict, help_text="the body that produced it (for refresh)")
     response = models.JSONField()
     size_bytes = models.PositiveIntegerField(default=0)
     tokens_in = models.PositiveIntegerField(default=0)
@@ -35,6 +36,25 @@ class CacheEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model} [{self.namespace}] {self.key[:12]}"
+
+
+class WarmupPrompt(models.Model):
+    """A prompt kept warm: answered on schedule and on demand, before anyone asks."""
+
+    service_key = models.ForeignKey(
+        "routing.ServiceKey",
+        on_delete=models.CASCADE,
+        help_text="whose namespace the answer is cached in",
+    )
+    model = models.CharField(max_length=200)
+    messages = models.JSONField(help_text='e.g. [{"role": "user", "content": "Opening hours?"}]')
+    parameters = models.JSONField(default=dict, blank=True, help_text='e.g. {"temperature": 0}')
+    enabled = models.BooleanField(default=True)
+    last_warmed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_result = models.CharField(max_length=200, blank=True, default="", editable=False)
+
+    def __str__(self) -> str:
+        return f"{self.model}: {str(self.messages)[:60]}"
 
 
 class CachePurge(models.Model):

@@ -33,6 +33,7 @@ STORABLE_FINISH_REASONS = frozenset({"stop", "tool_calls", "function_call"})
 @dataclass(frozen=True)
 class CachePlan:
     key: keys.CacheKey
+    request: dict[str, Any]  # the upstream body, kept so warming can refresh the answer
     read: bool
     store: bool
     ttl_s: int
@@ -79,9 +80,12 @@ def plan(
     wanted = controls.parse(chat.cache_field, cache_control)
     if not route.cache_enabled:
         return None
-    namespace = keys.namespace_for(key_id=key.id, shared_namespace=key.cache_namespace)
+    namespace = keys.namespace_for(
+        key_hash_prefix=key.key_hash_prefix, shared_namespace=key.cache_namespace
+    )
     return CachePlan(
         key=keys.derive(namespace, chat.model, chat.body),
+        request=chat.body,
         read=not wanted.no_cache,
         store=not wanted.no_store,
         ttl_s=wanted.ttl_s or route.cache_ttl_s or settings.CACHE_L3_TTL_S,
@@ -123,8 +127,13 @@ def is_storable(completion: dict[str, Any]) -> bool:
     )
 
 
-def store(plan: CachePlan, completion: dict[str, Any], endpoint_name: str) -> Entry | None:
-    """Write a clean, complete answer to every tier; None when it must not be stored."""
+def store(
+    plan: CachePlan, completion: dict[str, Any], endpoint_name: str, *, wait: bool = False
+) -> Entry | None:
+    """Write a clean, complete answer to every tier; None when it must not be stored.
+
+    L2 and L3 are written from a worker thread unless `wait` (for callers off the hot path
+    that must know the answer is stored, like warming)."""
     if not plan.store or not is_storable(completion):
         return None
     now = time.time()
@@ -136,6 +145,7 @@ def store(plan: CachePlan, completion: dict[str, Any], endpoint_name: str) -> En
         partition=plan.key.partition,
         prompt_text=plan.key.conversation_text,
         semantic_eligible=plan.key.semantic_eligible,
+        request=plan.request,
         response=completion,
         tokens_in=int(usage.get("prompt_tokens") or 0),
         tokens_out=int(usage.get("completion_tokens") or 0),
@@ -145,7 +155,10 @@ def store(plan: CachePlan, completion: dict[str, Any], endpoint_name: str) -> En
     )
     layers = tiers()
     layers.l1.put(entry, now)
-    _io.submit(_store_lower, entry, now)
+    if wait:
+        _store_lower(entry, now)
+    else:
+        _io.submit(_store_lower, entry, now)
     return entry
 
 

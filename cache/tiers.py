@@ -30,6 +30,7 @@ class Entry:
     partition: str
     prompt_text: str
     semantic_eligible: bool
+    request: dict[str, Any]
     response: dict[str, Any]
     tokens_in: int
     tokens_out: int
@@ -116,7 +117,7 @@ class RedisTier:
     a breaker skips Redis for a while, so an outage costs one short timeout per window."""
 
     name = "L2"
-    _PREFIX = "bm:cache:"
+    _PREFIX = "bm:cache:v1:"
 
     def __init__(self, *, ttl_s: int, failure_threshold: int = 3, cooldown_s: float = 10) -> None:
         self.ttl_s = ttl_s
@@ -130,7 +131,10 @@ class RedisTier:
 
     def get(self, key: str) -> Entry | None:
         raw = self._call(lambda: caches["default"].get(self._PREFIX + key))
-        return Entry(**raw) if isinstance(raw, dict) else None
+        try:
+            return Entry(**raw) if isinstance(raw, dict) else None
+        except TypeError:  # written by another version: a miss, and it will be replaced
+            return None
 
     def put(self, entry: Entry, now: float) -> None:
         timeout_s = min(self.ttl_s, entry.remaining_s(now))
@@ -180,6 +184,7 @@ class DatabaseTier:
                 "partition": entry.partition,
                 "prompt_text": entry.prompt_text,
                 "semantic_eligible": entry.semantic_eligible,
+                "request": entry.request,
                 "response": entry.response,
                 "size_bytes": entry.size_bytes,
                 "tokens_in": entry.tokens_in,
@@ -210,6 +215,7 @@ def _entry_from_row(row: CacheEntry) -> Entry:
         partition=row.partition,
         prompt_text=row.prompt_text,
         semantic_eligible=row.semantic_eligible,
+        request=row.request,
         response=row.response,
         tokens_in=row.tokens_in,
         tokens_out=row.tokens_out,

@@ -116,6 +116,7 @@ async def _chat_completions(
         exchange.add_usage(completion.get("usage"))
         if plan is not None and exchange.trace.endpoint is not None:
             entry = cache_service.store(plan, completion, exchange.trace.endpoint.name)
+            _note_stored(exchange, entry)
         await send_json(send, 200, completion, base_headers)
         exchange.finish(status=200)
     finally:
@@ -193,9 +194,16 @@ async def _stream_completion(
     entry = None
     if plan is not None and exchange.trace.endpoint is not None:
         entry = cache_service.store(plan, assembled.completion(), exchange.trace.endpoint.name)
+        _note_stored(exchange, entry)
     await _send_body(send, b"data: [DONE]\n\n", more=False)
     exchange.finish(status=200)
     return entry
+
+
+def _note_stored(exchange: Exchange, entry: Entry | None) -> None:
+    """A miss record names the entry it created: warming counts requests per entry."""
+    if entry is not None and exchange.cache is not None:
+        exchange.cache.entry_key = entry.key
 
 
 async def _send_body(send: Send, body: bytes, *, more: bool) -> None:

@@ -61,7 +61,9 @@ def run(job_id: str) -> str:
     )
     exchange.model = job.body.get("model", "")
     try:
-        key = next(k for k in snapshot.keys_by_hash.values() if k.id == job.service_key_id)
+        key = snapshot.key_by_id(job.service_key_id)
+        if key is None:
+            raise StopIteration
         exchange.key = key
         route = snapshot.resolve(key, exchange.model)
         completion = asyncio.run(_complete(exchange, route, job.body))

@@ -70,6 +70,7 @@ class KeyConfig:
     expires_at: datetime | None
     revoked: bool
     cache_namespace: str | None = None  # a shared namespace's name; None = the key's own
+    key_hash_prefix: str = ""  # names the key's own cache namespace; unlike ids, never reused
 
     def may_use(self, model_name: str) -> bool:
         return not self.allowed_models or model_name in self.allowed_models
@@ -125,6 +126,21 @@ class Snapshot:
                 param="model",
             )
         return route
+
+    def key_by_id(self, key_id: int) -> KeyConfig | None:
+        return next((k for k in self.keys_by_hash.values() if k.id == key_id), None)
+
+    def key_for_namespace(self, namespace: str) -> KeyConfig | None:
+        """A usable key whose cache namespace this is ('key:<hash>' or 'shared:<name>')."""
+        kind, _, name = namespace.partition(":")
+        for key in self.keys_by_hash.values():
+            if key.revoked:
+                continue
+            if (kind == "key" and key.key_hash_prefix == name) or (
+                kind == "shared" and key.cache_namespace == name
+            ):
+                return key
+        return None
 
     def models_for(self, key: KeyConfig) -> list[str]:
         return sorted(name for name in self.routes if key.may_use(name))
@@ -184,6 +200,7 @@ def load_snapshot() -> Snapshot:
             expires_at=key.expires_at,
             revoked=key.revoked_at is not None,
             cache_namespace=key.cache_namespace.name if key.cache_namespace else None,
+            key_hash_prefix=key.key_hash[:16],
         )
         for key in ServiceKey.objects.select_related("cache_namespace")
     }

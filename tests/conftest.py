@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from django.conf import settings
 from django.db import connection
 from django.test import Client as BrowserClient
 
@@ -122,6 +123,15 @@ def server_env() -> dict[str, str]:
     else:
         env["BEASTMODE_TEST_SQLITE_NAME"] = str(settings_dict["NAME"])
     return env
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fresh_redis() -> None:
+    """Start every run with an empty test Redis: no cache entries or tasks from earlier runs."""
+    if settings.REDIS_URL:
+        from django_redis import get_redis_connection
+
+        get_redis_connection("default").flushdb()
 
 
 @pytest.fixture(scope="session")

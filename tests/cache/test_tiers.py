@@ -8,8 +8,9 @@ from cache.tiers import Entry, MemoryTier
 
 def entry(key: str, size: int = 100, expires_at: float = 1e12) -> Entry:
     return Entry(key=key, namespace="n", model="m", partition="p", prompt_text="x",
-                 semantic_eligible=True, response={"choices": []}, tokens_in=1, tokens_out=1,
-                 endpoint="e", created_at=0, expires_at=expires_at, size_bytes=size)  # fmt: skip
+                 semantic_eligible=True, request={}, response={"choices": []}, tokens_in=1,
+                 tokens_out=1, endpoint="e", created_at=0, expires_at=expires_at,
+                 size_bytes=size)  # fmt: skip
 
 
 def test_l1_evicts_the_least_recently_used_entry_when_full() -> None:
@@ -94,3 +95,16 @@ def test_a_streamed_answer_assembles_and_replays_as_the_same_answer() -> None:
     assert replayed.completion()["choices"] == completion["choices"]
     assert json.loads(events[-2].removeprefix(b"data: "))["choices"] == []
     assert b'"usage"' not in b"".join(replay(completion, include_usage=False))
+
+
+def test_an_l2_entry_of_another_shape_is_a_miss_not_an_error(settings: object) -> None:
+    import pytest
+    from django.core.cache import caches
+
+    from cache.tiers import RedisTier
+
+    if not settings.REDIS_URL:  # type: ignore[attr-defined]
+        pytest.skip("needs Redis")
+    l2 = RedisTier(ttl_s=60)
+    caches["default"].set(RedisTier._PREFIX + "odd", {"key": "odd", "from": "an older version"})
+    assert l2.get("odd") is None

@@ -1,0 +1,99 @@
+"""Cache warming: answer prompts before clients ask, through the same router.
+
+Two sources: the admin-managed warm-up prompts, and the most requested answers
+(counted from request records) that are about to expire. Warming calls are recorded
+with `is_warming` set, never as client traffic.
+"""
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count
+from django.utils import timezone
+
+from cache import service as cache_service
+from cache.models import CacheEntry, WarmupPrompt
+from monitoring import recorder
+from monitoring.models import RequestRecord
+from routing import registry, router, upstream
+from routing.errors import GatewayError
+from routing.exchange import CacheOutcome, Exchange, new_request_id
+from routing.validation import ChatRequest
+
+
+def warm_prompt(prompt_id: int) -> str:
+    """Answer one warm-up prompt and store it; returns what happened."""
+    prompt = WarmupPrompt.objects.filter(pk=prompt_id, enabled=True).first()
+    if prompt is None:
+        return "skipped"
+    snapshot = registry.reload()
+    key = snapshot.key_by_id(prompt.service_key_id)
+    body = {**prompt.parameters, "model": prompt.model, "messages": prompt.messages}
+    result = _answer_and_store(snapshot, key, body) if key else "the service key is gone"
+    prompt.last_warmed_at = timezone.now()
+    prompt.last_result = result[:200]
+    prompt.save(update_fields=["last_warmed_at", "last_result"])
+    return result
+
+
+def refresh_expiring() -> dict[str, str]:
+    """Re-answer the most requested cached answers that expire within the horizon."""
+    now = timezone.now()
+    popular = (
+        RequestRecord.objects.filter(created_at__gte=now - timedelta(days=1), is_warming=False)
+        .exclude(cache_entry_key="")
+        .values("cache_entry_key")
+        .annotate(requests=Count("id"))
+        .order_by("-requests")
+        .values_list("cache_entry_key", flat=True)[: settings.CACHE_REFRESH_LIMIT * 4]
+    )
+    expiring = CacheEntry.objects.filter(
+        key__in=list(popular),
+        expires_at__gt=now,
+        expires_at__lte=now + timedelta(seconds=settings.CACHE_REFRESH_HORIZON_S),
+    )[: settings.CACHE_REFRESH_LIMIT]
+    snapshot = registry.reload()
+    results = {}
+    for entry in expiring:
+        key = snapshot.key_for_namespace(entry.namespace)
+        results[entry.key] = (
+            _answer_and_store(snapshot, key, entry.request) if key else "no key for namespace"
+        )
+    return results
+
+
+def _answer_and_store(
+    snapshot: registry.Snapshot, key: registry.KeyConfig, body: dict[str, Any]
+) -> str:
+    exchange = Exchange(
+        request_id=new_request_id(None), method="WARM", path="/warming", is_warming=True
+    )
+    exchange.key, exchange.model = key, str(body.get("model", ""))
+    chat = ChatRequest(model=exchange.model, stream=False, include_usage=False, body=body)
+    try:
+        route = snapshot.resolve(key, chat.model)
+        plan = cache_service.plan(key, route, chat, "no-cache")  # always a fresh answer
+        completion = asyncio.run(_complete(exchange, route, body))
+    except GatewayError as error:
+        exchange.finish(status=error.status, error=error)
+        recorder.flush()
+        return f"failed: {error.error_class}"
+    exchange.add_usage(completion.get("usage"))
+    entry = None
+    if plan is not None and exchange.trace.endpoint is not None:
+        entry = cache_service.store(plan, completion, exchange.trace.endpoint.name, wait=True)
+    exchange.cache = CacheOutcome("miss", entry_key=entry.key if entry else "")
+    exchange.finish(status=200)
+    recorder.flush()
+    return "stored" if entry else "answered, not storable"
+
+
+async def _complete(
+    exchange: Exchange, route: registry.RouteConfig, body: dict[str, Any]
+) -> dict[str, Any]:
+    try:
+        return await router.complete(exchange.model, route, body, exchange.trace)
+    finally:
+        await upstream.close_session()

@@ -1,0 +1,71 @@
+"""Warming: prompts answered before anyone asks, through the router, recorded as warming."""
+
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from cache import tasks
+from cache.models import CacheEntry, WarmupPrompt
+from monitoring.models import RequestRecord
+from tests.cache.test_exact_cache import ask
+from tests.conftest import Client, ModelFactory, Process, upstream_hits, wait_until
+
+pytestmark = pytest.mark.embedded
+
+
+def test_a_warmed_prompt_is_a_hit_on_its_first_request(
+    gateway: Process, fake_upstream: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with("")
+    prompt = WarmupPrompt.objects.create(
+        service_key_id=alice.key_id, model=model,
+        messages=[{"role": "user", "content": "opening hours?"}],
+    )  # fmt: skip
+
+    assert tasks.warm_prompt.apply(args=[prompt.id]).get() == "stored"
+
+    hits_before = upstream_hits(fake_upstream, "/v1/chat/completions")
+    first = ask(gateway, alice, model, "opening hours?")
+    assert first.headers["x-beastmode-cache"] == "exact"
+    assert first.headers["x-beastmode-cache-tier"] in ("L2", "L3")
+    assert upstream_hits(fake_upstream, "/v1/chat/completions") == hits_before
+    warming = RequestRecord.objects.get(is_warming=True, model=model)
+    assert (warming.path, warming.outcome, warming.tokens_out) == ("/warming", "success", 5)
+    prompt.refresh_from_db()
+    assert prompt.last_result == "stored" and prompt.last_warmed_at is not None
+
+
+def test_warmcache_command_warms_every_enabled_prompt(
+    gateway: Process, alice: Client, model_with: ModelFactory, settings: object
+) -> None:
+    model = model_with("")
+    for text, enabled in (("one", True), ("two", True), ("off", False)):
+        WarmupPrompt.objects.create(service_key_id=alice.key_id, model=model, enabled=enabled,
+                                    messages=[{"role": "user", "content": text}])  # fmt: skip
+    out = StringIO()
+    settings.CELERY_TASK_ALWAYS_EAGER = True  # type: ignore[attr-defined]  # run them here
+    call_command("warmcache", stdout=out)
+
+    assert out.getvalue().count(": stored") == 2
+    assert CacheEntry.objects.filter(model=model).count() == 2
+
+
+def test_popular_answers_about_to_expire_are_refreshed(
+    gateway: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with("")
+    for _ in range(3):
+        ask(gateway, alice, model, "popular question", cache={"ttl": 60})
+    entry = wait_until(lambda: CacheEntry.objects.filter(model=model).first())
+    wait_until(lambda: RequestRecord.objects.filter(cache_entry_key=entry.key).count() == 3)
+    old_expiry = entry.expires_at
+    assert old_expiry < timezone.now() + timedelta(seconds=120)
+
+    results = tasks.refresh_expiring.apply().get()
+
+    assert results == {entry.key: "stored"}
+    entry.refresh_from_db()
+    assert entry.expires_at > old_expiry + timedelta(hours=1)
