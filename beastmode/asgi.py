@@ -13,6 +13,7 @@ from asgiref.sync import sync_to_async  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from beastmode import embedded_beat  # noqa: E402
+from cache import semantic_sync  # noqa: E402
 from monitoring import recorder  # noqa: E402
 from routing import api, registry  # noqa: E402
 from routing.asgi_http import Receive, Scope, Send  # noqa: E402
@@ -24,6 +25,7 @@ try:
 except Exception:
     log.warning("registry not loaded at start (database not migrated?); retrying in background")
 registry.start_refresher()
+semantic_sync.start()
 if settings.CELERY_TASK_ALWAYS_EAGER:
     embedded_beat.start()
 

@@ -176,5 +176,9 @@ CACHE_L1_MAX_BYTES = env_int("BEASTMODE_CACHE_L1_MAX_BYTES", str(64 * 1024 * 102
 CACHE_REFRESH_HORIZON_S = env_int("BEASTMODE_CACHE_REFRESH_HORIZON_S", "900")
 CACHE_REFRESH_LIMIT = env_int("BEASTMODE_CACHE_REFRESH_LIMIT", "50")
 CACHE_WARMUP_INTERVAL_S = env_int("BEASTMODE_CACHE_WARMUP_INTERVAL_S", "3600")
+# Semantic index: most vectors kept per process (oldest dropped beyond).
+SEMANTIC_MAX_ENTRIES = env_int("BEASTMODE_SEMANTIC_MAX_ENTRIES", "1000000")
+# How often each process picks up vectors other processes stored.
+SEMANTIC_SYNC_S = env_float("BEASTMODE_SEMANTIC_SYNC_S", "2")
 # Optional bearer token for /metrics; empty = open.
 METRICS_TOKEN = env_secret("BEASTMODE_METRICS_TOKEN")

@@ -22,6 +22,7 @@ class CacheEntry(models.Model):
     semantic_eligible = models.BooleanField(default=True)
     request = models.JSONField(default=dict, help_text="the body that produced it (for refresh)")
     response = models.JSONField()
+    embedding = models.BinaryField(null=True, editable=False, help_text="float32 vector")
     size_bytes = models.PositiveIntegerField(default=0)
     tokens_in = models.PositiveIntegerField(default=0)
     tokens_out = models.PositiveIntegerField(default=0)

@@ -15,10 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import numpy as np
 from django.conf import settings
 from django.db import close_old_connections
 
-from cache import controls, keys
+from cache import controls, keys, semantic, similarity
+from cache.embedder import get_embedder
+from cache.models import SemanticPair
 from cache.tiers import DatabaseTier, Entry, MemoryTier, RedisTier
 from routing.registry import KeyConfig, RouteConfig
 from routing.validation import ChatRequest
@@ -30,14 +33,23 @@ T = TypeVar("T")
 STORABLE_FINISH_REASONS = frozenset({"stop", "tool_calls", "function_call"})
 
 
-@dataclass(frozen=True)
+@dataclass
 class CachePlan:
     key: keys.CacheKey
     request: dict[str, Any]  # the upstream body, kept so warming can refresh the answer
+    request_id: str
     read: bool
     store: bool
     ttl_s: int
     max_age_s: int | None
+    semantic_mode: str  # "off", "shadow" or "on"
+    threshold: float
+    vector: np.ndarray | None = None  # the conversation's embedding, once computed
+    shadow: "Hit | None" = None  # shadow mode: the semantic hit that was not served
+
+    @property
+    def semantic(self) -> bool:
+        return self.semantic_mode != "off" and self.key.semantic_eligible
 
 
 @dataclass(frozen=True)
@@ -74,7 +86,11 @@ def tiers() -> _Tiers:
 
 
 def plan(
-    key: KeyConfig, route: RouteConfig, chat: ChatRequest, cache_control: str | None
+    key: KeyConfig,
+    route: RouteConfig,
+    chat: ChatRequest,
+    cache_control: str | None,
+    request_id: str = "",
 ) -> CachePlan | None:
     """How this request uses the cache; None when the model's cache is off."""
     wanted = controls.parse(chat.cache_field, cache_control)
@@ -86,10 +102,13 @@ def plan(
     return CachePlan(
         key=keys.derive(namespace, chat.model, chat.body),
         request=chat.body,
+        request_id=request_id,
         read=not wanted.no_cache,
         store=not wanted.no_store,
         ttl_s=wanted.ttl_s or route.cache_ttl_s or settings.CACHE_L3_TTL_S,
         max_age_s=wanted.max_age_s,
+        semantic_mode=route.semantic_mode,
+        threshold=route.semantic_threshold,
     )
 
 
@@ -101,23 +120,72 @@ async def lookup(plan: CachePlan) -> Hit | None:
     else:
         # One thread hop covers both lower tiers.
         hit = await _in_thread(_lower_tier_hit, plan, now)
+    if hit is None and plan.semantic:
+        hit = await _in_thread(_semantic_hit, plan, now)
+        if hit is not None and plan.semantic_mode == "shadow":
+            plan.shadow, hit = hit, None
     if hit is not None:
         _count_hit(hit.entry.key)
     return hit
 
 
 def _lower_tier_hit(plan: CachePlan, now: float) -> Hit | None:
+    found = _fetch(plan.key.exact, plan, now)
+    return Hit(found[0], "exact", found[1]) if found else None
+
+
+def _fetch(key: str, plan: CachePlan, now: float) -> tuple[Entry, str] | None:
+    """An entry from L1, else L2, else L3 (promoted upward), with the tier it came from."""
     layers = tiers()
-    entry = layers.l2.get(plan.key.exact) if layers.l2.available else None
+    if (entry := layers.l1.get(key, now)) is not None and _fresh(entry, plan, now):
+        return entry, "L1"
+    entry = layers.l2.get(key) if layers.l2.available else None
     tier = "L2"
     if entry is None or not _fresh(entry, plan, now):
-        entry = _db(lambda: layers.l3.get(plan.key.exact, now))
+        entry = _db(lambda: layers.l3.get(key, now))
         tier = "L3"
         if entry is None or not _fresh(entry, plan, now):
             return None
         layers.l2.put(entry, now)
     layers.l1.put(entry, now)
-    return Hit(entry, "exact", tier)
+    return entry, tier
+
+
+def _semantic_hit(plan: CachePlan, now: float) -> Hit | None:
+    """The best cached conversation of the same partition that is similar enough and that
+    no guard refuses; also logs the pair (served or shadow) for evaluation."""
+    asked = plan.key.conversation_text
+    plan.vector = get_embedder().embed([asked])[0]
+    candidates = semantic.index().search(plan.key.partition, plan.vector, k=similarity.TOP_K)
+    while candidates:
+        chosen = similarity.choose(
+            asked, [(c.text, c.cosine) for c in candidates], threshold=plan.threshold
+        )
+        if chosen is None:
+            return None
+        candidate = candidates.pop(chosen)
+        if (found := _fetch(candidate.key, plan, now)) is None:
+            continue  # purged or expired since it was indexed: try the next best
+        score = round(similarity.score(candidate.cosine), 4)
+        hit = Hit(found[0], "semantic", found[1], score)
+        _io.submit(_log_pair, plan, hit, candidate.text)
+        return hit
+    return None
+
+
+def _log_pair(plan: CachePlan, hit: Hit, cached_text: str) -> None:
+    _db(
+        lambda: SemanticPair.objects.create(
+            request_id=plan.request_id,
+            model=plan.key.model,
+            namespace=plan.key.namespace,
+            asked_text=plan.key.conversation_text,
+            cached_key=hit.entry.key,
+            cached_text=cached_text,
+            similarity=hit.similarity or 0.0,
+            served=plan.semantic_mode == "on",
+        )
+    )
 
 
 def is_storable(completion: dict[str, Any]) -> bool:
@@ -156,16 +224,25 @@ def store(
     layers = tiers()
     layers.l1.put(entry, now)
     if wait:
-        _store_lower(entry, now)
+        _store_lower(entry, plan, now)
     else:
-        _io.submit(_store_lower, entry, now)
+        _io.submit(_store_lower, entry, plan, now)
     return entry
 
 
-def _store_lower(entry: Entry, now: float) -> None:
+def _store_lower(entry: Entry, plan: CachePlan, now: float) -> None:
+    """L2, the semantic index (embedding the conversation if the lookup did not) and L3."""
     layers = tiers()
     layers.l2.put(entry, now)
-    _db(lambda: layers.l3.put(entry))
+    vector = None
+    if plan.semantic:
+        vector = (
+            plan.vector if plan.vector is not None else get_embedder().embed([entry.prompt_text])[0]
+        )
+        semantic.index().add(
+            entry.partition, entry.key, entry.prompt_text, entry.expires_at, vector
+        )
+    _db(lambda: layers.l3.put(entry, semantic.to_bytes(vector) if vector is not None else None))
 
 
 # --- coalescing identical concurrent misses ----------------------------------------

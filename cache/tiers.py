@@ -175,7 +175,7 @@ class DatabaseTier:
         row = CacheEntry.objects.filter(key=key, expires_at__gt=_dt(now)).first()
         return _entry_from_row(row) if row else None
 
-    def put(self, entry: Entry) -> None:
+    def put(self, entry: Entry, embedding: bytes | None = None) -> None:
         CacheEntry.objects.update_or_create(
             key=entry.key,
             defaults={
@@ -192,6 +192,7 @@ class DatabaseTier:
                 "endpoint": entry.endpoint,
                 "created_at": _dt(entry.created_at),
                 "expires_at": _dt(entry.expires_at),
+                "embedding": embedding,
             },
         )
 

@@ -88,7 +88,9 @@ async def _chat_completions(
     chat = parse_chat_request(raw)
     exchange.model, exchange.stream = chat.model, chat.stream
     route = snapshot.resolve(exchange.key, chat.model)
-    plan = cache_service.plan(exchange.key, route, chat, header(scope, b"cache-control"))
+    plan = cache_service.plan(
+        exchange.key, route, chat, header(scope, b"cache-control"), exchange.request_id
+    )
 
     if (header(scope, b"x-beastmode-async") or "").lower() == "true":
         job_id = await sync_to_async(jobs.submit)(
@@ -107,7 +109,7 @@ async def _chat_completions(
     entry = None
     try:
         if plan is not None:
-            exchange.cache = CacheOutcome("miss")
+            exchange.cache = CacheOutcome.of_miss(plan.shadow)
             base_headers = [*base_headers, (b"x-beastmode-cache", b"miss")]
         if chat.stream:
             entry = await _stream_completion(send, exchange, chat, route, plan, base_headers)

@@ -57,6 +57,13 @@ class CacheOutcome:
             cost_saved_usd=prices.cost_usd(entry.tokens_in, entry.tokens_out) if prices else 0.0,
         )
 
+    @classmethod
+    def of_miss(cls, shadow: "Hit | None") -> "CacheOutcome":
+        """A miss; in shadow mode, with the semantic hit that would have been served."""
+        if shadow is None:
+            return cls("miss")
+        return cls("shadow", similarity=shadow.similarity)
+
     def headers(self) -> list[tuple[bytes, bytes]]:
         headers = [(b"x-beastmode-cache", self.outcome.encode())]
         if self.tier:

@@ -166,8 +166,8 @@ def make_client(name: str, **kwargs: Any) -> Client:
     return Client(name=name, key=raw_key, key_id=row.id)
 
 
-def make_model(model_name: str, endpoints: list[ModelEndpoint]) -> Route:
-    route = Route.objects.create(model_name=model_name)
+def make_model(model_name: str, endpoints: list[ModelEndpoint], **route_fields: Any) -> Route:
+    route = Route.objects.create(model_name=model_name, **route_fields)
     for position, endpoint in enumerate(endpoints):
         RouteEndpoint.objects.create(route=route, endpoint=endpoint, position=position)
     return route
@@ -212,7 +212,12 @@ def model_with(gateway: Process, fake_upstream: Process, alice: Client) -> Model
     model_with("status/500", "") → primary answers 500, fallback answers OK.
     Returns the model name once the gateway can route it."""
 
-    def factory(*modes: str, model_name: str | None = None, **endpoint_fields: object) -> str:
+    def factory(
+        *modes: str,
+        model_name: str | None = None,
+        semantic: str = "off",
+        **endpoint_fields: object,
+    ) -> str:
         n = next(_model_numbers)
         name = model_name or f"m{n}"
         endpoints: list[ModelEndpoint] = []
@@ -224,7 +229,7 @@ def model_with(gateway: Process, fake_upstream: Process, alice: Client) -> Model
                 else (f"{fake_upstream.url}{prefix}/v1")
             )
             endpoints.append(make_endpoint(f"{name}-ep{i}", base_url, **endpoint_fields))
-        make_model(name, endpoints)
+        make_model(name, endpoints, semantic_mode=semantic)
         wait_for_model(gateway, alice, name)
         return name
 

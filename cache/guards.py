@@ -1,0 +1,369 @@
+"""Guards against near-miss cache hits that sentence embeddings do not see.
+
+A semantic hit (similarity above the threshold) is only served when ``refusal_reason(asked,
+cached)`` is None. Each guard is a small function ``(asked, cached) -> bool`` (True = refuse)
+named in ``GUARDS``, so the eval (bench/semantic_eval.py) can switch them off one at a time.
+
+Every guard refuses only on concrete conflicting evidence, never because wording differs: two
+different numbers, a negation on one side only, opposite members of a direction/role group
+on the two sides, different units, a programming language or format the other side lacks,
+different output constraints, the same key words in another order, a different name in each
+text, or a different question type (why vs yes/no vs how...). All guards are symmetric, pure
+Python and cost a few microseconds per pair. The texts are the prompts as embedded, possibly
+whole conversations with one "role: content" turn per line. Measured effect per guard:
+docs/semantic-cache.md.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from functools import lru_cache
+
+Guard = Callable[[str, str], bool]
+
+_ROLE = re.compile(r"^\s*(?:user|assistant|system|tool|human|ai)\s*:\s*", re.I | re.M)
+_ANSWER_PARTICLE = re.compile(r"(?:^|(?<=[.!?\n]))\s*(?:yes|no|yeah|nope)\s*,", re.I)
+_LIST_MARKER = re.compile(r"(?:^|(?<=\s))\d{1,2}[.)](?=\s)", re.M)
+_WORD = re.compile(r"[a-z0-9_]+(?:[+#]+|'[a-z]+)?", re.IGNORECASE)
+
+
+@lru_cache(maxsize=8192)
+def _clean(text: str) -> str:
+    """Drop role prefixes, answer particles ("No, ..."), list markers and possessive 's."""
+    text = text.replace("’", "'").replace("‘", "'")
+    text = _ROLE.sub("", text)
+    text = _ANSWER_PARTICLE.sub(" ", text)
+    text = _LIST_MARKER.sub(" ", text)
+    return re.sub(r"'s\b", "", text)
+
+
+@lru_cache(maxsize=8192)
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(w.lower().replace("'", "") for w in _WORD.findall(_clean(text)))
+
+
+# --- numbers ------------------------------------------------------------------------------
+
+_NUMBER_WORDS = {
+    "zero": "0", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
+    "seven": "7", "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12",
+    "twenty": "20", "thirty": "30", "forty": "40", "fifty": "50", "hundred": "100",
+    "thousand": "1000", "million": "1e6", "billion": "1e9", "half": "0.5", "double": "x2",
+    "twice": "x2", "triple": "x3", "third": "#3", "dozen": "12", "thrice": "x3",
+}  # fmt: skip
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+
+
+@lru_cache(maxsize=8192)
+def _numbers(text: str) -> tuple[frozenset[str], frozenset[str]]:
+    """(numbers written with digits, numbers written as words), as digit strings."""
+    digits = frozenset(n.replace(",", "") for n in _NUMBER.findall(_clean(text)))
+    words = (w[:-1] if w[:-1] in _NUMBER_WORDS else w for w in _words(text))  # "thousands"
+    return digits, frozenset(_NUMBER_WORDS[w] for w in words if w in _NUMBER_WORDS)
+
+
+def numbers(asked: str, cached: str) -> bool:
+    """Different numbers: both texts state numbers and they differ, or a number written in
+    digits is on one side only ("two methods" vs "a method" alone is rewording)."""
+    (a_digits, a_words), (c_digits, c_words) = _numbers(asked), _numbers(cached)
+    a, c = a_digits | a_words, c_digits | c_words
+    if a == c:
+        return False
+    return bool(a and c) or bool(a_digits ^ c_digits)
+
+
+# --- negation -----------------------------------------------------------------------------
+
+_NEGATIONS = {
+    "not", "no", "never", "without", "none", "nobody", "nothing", "neither", "nor", "cannot",
+    "nowhere", "cant", "dont", "doesnt", "didnt", "isnt", "arent", "wasnt", "werent", "wont",
+    "shouldnt", "wouldnt", "couldnt", "hasnt", "havent", "hadnt", "mustnt", "except",
+}  # fmt: skip
+_NT_STEMS = {"do", "does", "did", "is", "are", "was", "were", "ca", "wo", "should", "would",
+             "could", "has", "have", "had", "must", "need", "ai"}  # fmt: skip
+
+
+def _negated(text: str) -> bool:
+    return any(w in _NEGATIONS or (w.endswith("nt") and w[:-2] in _NT_STEMS) for w in _words(text))
+
+
+def negation(asked: str, cached: str) -> bool:
+    """A negation ("not", "n't", "never", "without", ...) on one side only. A leading answer
+    particle ("No, it doesn't exist") is not counted."""
+    return _negated(asked) != _negated(cached)
+
+
+# --- word groups: directions / roles, units, languages --------------------------------------
+
+# Each group lists alternatives ("poles") separated by "|"; a group without "|" has one pole
+# per word. Words of one pole are synonyms.
+_OPPOSITES = [
+    "up|down", "left|right", "north|south|east|west", "before|after", "above|below",
+    "over|under", "increase raise|decrease reduce", "ascending|descending",
+    "min minimum|max maximum", "best|worst", "more|less fewer", "larger bigger|smaller",
+    "higher|lower", "faster|slower", "longer|shorter", "older|younger newer", "first|last",
+    "start begin|end finish", "open|close", "inner|outer", "import|export", "upload|download",
+    "encode|decode", "encrypt|decrypt", "compress|decompress", "buy|sell", "push|pull",
+    "input|output", "win|lose", "pros|cons", "advantages|disadvantages",
+    "benefits|drawbacks risks", "similar|different differ", "similarities|differences",
+    "true|false", "good|bad", "positive|negative", "add|remove delete", "enable|disable",
+    "install|uninstall", "lock|unlock", "legal|illegal", "safe|unsafe", "hot|cold",
+    "male|female", "men|women", "boy|girl", "husband|wife", "past|future",
+    "yesterday|today|tomorrow", "morning|evening|night", "read|write", "client|server",
+    "sender|receiver", "send|receive", "borrow|lend", "teacher|student",
+    "employer|employee", "landlord|tenant", "buyer|seller", "parent|child",
+]  # fmt: skip
+_UNITS = [
+    "km kilometer kilometers kilometre kilometres|mile miles|meter meters metre metres|"
+    "cm centimeter centimeters|mm millimeter millimeters|inch inches|foot feet ft|yard yards",
+    "kg kilogram kilograms|gram grams|lb lbs pound pounds|oz ounce ounces|ton tons tonne",
+    "celsius|fahrenheit|kelvin", "liter liters litre litres|gallon gallons|quart quarts",
+    "second seconds|minute minutes|hour hours|day days|week weeks|month months|year years",
+    "usd dollar dollars|eur euro euros|gbp|rupee rupees inr|yen jpy|cny yuan",
+    "bit bits|byte bytes|kb|mb|gb|tb|kib|mib|gib", "mph|kph", "watt watts|kw|kwh|volt volts",
+]  # fmt: skip
+# ("go", "c", "r", "swift", "rust" are left out: too often ordinary words)
+_LANGUAGES = [
+    "python pythonic|java|javascript js|typescript ts|c++ cpp|c# csharp|golang|ruby|php|"
+    "kotlin|scala|haskell|perl|matlab|julia|lua|elixir|erlang|clojure|bash|powershell|"
+    "fortran|cobol|ocaml",
+    "json|yaml yml|xml|csv|toml|markdown|latex",
+    "mysql|postgres postgresql|sqlite|oracle|mongodb|redis|cassandra",
+    "windows|linux|mac macos|ubuntu|android|ios",
+    "react|angular|vue|svelte|django|flask|rails|laravel",
+]  # fmt: skip
+
+Poles = dict[str, tuple[int, int]]
+
+
+def _poles(groups: list[str]) -> Poles:
+    table: Poles = {}
+    for g, group in enumerate(groups):
+        poles = group.split("|") if "|" in group else group.split()
+        for p, pole in enumerate(poles):
+            for word in pole.split():
+                table[word] = (g, p)
+    return table
+
+
+_OPPOSITE_POLES, _UNIT_POLES, _LANGUAGE_POLES = map(_poles, (_OPPOSITES, _UNITS, _LANGUAGES))
+
+
+def _used(text: str, table: Poles) -> set[tuple[int, int]]:
+    return {table[w] for w in _words(text) if w in table}
+
+
+def _conflict(asked: str, cached: str, table: Poles) -> bool:
+    """Both sides use a pole of one group that the other side does not use."""
+    a, c = _used(asked, table), _used(cached, table)
+    return bool({g for g, _ in a - c} & {g for g, _ in c - a})
+
+
+def opposites(asked: str, cached: str) -> bool:
+    """Opposite directions / comparisons / roles on the two sides (left vs right, best vs
+    worst, buy vs sell). "best" on one side only, or "enable or disable" vs "disable", pass."""
+    return _conflict(asked, cached, _OPPOSITE_POLES)
+
+
+def units(asked: str, cached: str) -> bool:
+    """Different units of measure, time or currency on the two sides."""
+    return _conflict(asked, cached, _UNIT_POLES)
+
+
+def languages(asked: str, cached: str) -> bool:
+    """A programming language, data format, database, OS or framework that the other side
+    does not name ("reverse a string" vs "reverse a string in TypeScript")."""
+    return _used(asked, _LANGUAGE_POLES) != _used(cached, _LANGUAGE_POLES)
+
+
+# --- output constraints -------------------------------------------------------------------
+
+_CONSTRAINT = re.compile(
+    r"\b(?:in|within|under|at most|at least|exactly|max(?:imum)?|min(?:imum)?|no more than|"
+    r"less than|fewer than|up to)\s+(?:\w+\s+)?(?:words?|sentences?|lines?|paragraphs?|"
+    r"characters?|chars?|bullets?|bullet points?|items?|points?|steps?|tokens?|syllables?)\b"
+    r"(?!\s+of\b)"
+    r"|\b(?:as|into|using)\s+(?:an?\s+)?(?:json|yaml|xml|csv|markdown|haiku|limerick|"
+    r"tweet|bullet|bullets|regex|emojis?)\b|\bin\s+(?:an?\s+)?(?:json|yaml|xml|csv|markdown|"
+    r"haiku|limerick|tweet|bullets|emojis?)(?:\s+format)?\s*(?:[.?!]|$)"
+    r"|\bas\s+an?\s+(?:table|list|poem|sonnet|story)\b"
+    r"|\b(?:in|into|answer in|reply in|respond in)\s+(?:english|french|spanish|german|italian|"
+    r"portuguese|chinese|japanese|korean|russian|arabic|hindi|dutch)\b"
+    r"|\b(?:briefly|concisely|in detail|eli5|like i'?m (?:five|5)|"
+    r"one[- ]word|one[- ]line|tl;?dr|formally|informally|casually|uppercase|lowercase|"
+    r"all caps|numbered|bulleted)\b"
+    r"|\bstep[- ]by[- ]step\b(?!\s+(?:instructions?|guides?|tutorials?))",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def constraints(asked: str, cached: str) -> bool:
+    """Different output constraints ("in 3 words", "as JSON", "briefly", "step by step")."""
+
+    def found(text: str) -> set[str]:
+        return {" ".join(m.lower().split()) for m in _CONSTRAINT.findall(_clean(text))}
+
+    return found(asked) != found(cached)
+
+
+# --- word order ---------------------------------------------------------------------------
+
+_STOP_WORDS = (
+    "a an the of to in on at for with by from and or but is are was were be been being am do "
+    "does did doing have has had having i me my we our you your he she it its they them their "
+    "this that these those what which who whom whose when where why how can could would should "
+    "will shall may might must there here as if then than so such about into onto also just "
+    "some any all each every other another very really much many most own same too quite get "
+    "got use using used one's someone something anyone anything way ways best good better "
+    "possible s t ll ve re d m yes"
+)
+_STOP = set(_STOP_WORDS.split())
+
+
+def _last_turn(text: str) -> str:
+    lines = [line for line in _clean(text).splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _content(text: str) -> list[str]:
+    return [w[:6] for w in _words(text) if w not in _STOP and (len(w) > 1 or w.isdigit())]
+
+
+def order(asked: str, cached: str) -> bool:
+    """The same key words in a different order: "Did Germany invade Poland?" / "Did Poland
+    invade Germany?", "km to miles" / "miles to km". Short prompts only (2-5 key words), and
+    only when both sides have exactly the same key words: rewordings change some of them.
+    In a conversation, only the last turn is compared."""
+    a, c = _content(_last_turn(asked)), _content(_last_turn(cached))
+    if set(a) != set(c) or not 2 <= len(set(a)) <= 5:
+        return False
+    return list(dict.fromkeys(a)) != list(dict.fromkeys(c))
+
+
+# --- names --------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=8192)
+def _names(text: str) -> frozenset[str]:
+    """Capitalised words not at the start of a sentence, and acronyms (programming languages
+    and formats are left to the languages guard, which knows their aliases)."""
+    names = set()
+    for sentence in re.split(r"[.?!:;\n]+", _clean(text)):
+        for i, token in enumerate(_WORD.findall(sentence)):
+            lower = token.lower()
+            if lower in _STOP or lower in _OPPOSITE_POLES or lower in _LANGUAGE_POLES:
+                continue
+            if (i > 0 and token[0].isupper()) or (token.isupper() and len(token) > 1):
+                names.add(lower)
+    return frozenset(names)
+
+
+def _foreign_names(text: str, other: str) -> set[str]:
+    """Names in ``text`` that ``other`` does not mention (substring, either way, >= 4 chars:
+    "TextClassification" / "datasets.TextClassification", "TESTING" / "test")."""
+    lowered = _clean(other).lower()
+    words = set(_words(other))
+    long_words = [w for w in words if len(w) >= 4]
+    return {
+        n
+        for n in _names(text)
+        if n not in words
+        and (len(n) < 4 or (n not in lowered and not any(w in n for w in long_words)))
+    }
+
+
+def entities(asked: str, cached: str) -> bool:
+    """Each side names something (capitalised word, acronym) that the other does not mention:
+    "capital of Austria" / "capital of Australia". A name on one side only is elaboration."""
+    return bool(_foreign_names(asked, cached)) and bool(_foreign_names(cached, asked))
+
+
+# --- question type ------------------------------------------------------------------------
+
+_QUESTION_WORDS = {
+    "why": "why", "how": "how", "what": "what", "which": "what", "who": "who", "whom": "who",
+    "whose": "who", "where": "where", "when": "when",
+}  # fmt: skip
+_AUXILIARIES = {
+    "is", "are", "was", "were", "am", "do", "does", "did", "can", "could", "should", "would",
+    "will", "shall", "may", "might", "has", "have", "had", "isnt", "arent", "wasnt", "werent",
+    "dont", "doesnt", "didnt", "cant", "couldnt", "shouldnt", "wouldnt", "wont", "hasnt",
+    "havent",
+}  # fmt: skip
+_LEAD_IN = {"so", "and", "but", "ok", "okay", "hey", "hi", "please", "then", "also", "well"}
+_HOW_LIKE = re.compile(r"^(?:is|are) there (?:any|an?|some) (?:way|ways|method|methods)\b"
+                       r"|^(?:is|was) it possible\b", re.I)  # fmt: skip
+
+
+def _question_type(text: str) -> str | None:
+    """The type of the last line's question: why, how, what (which), who, where, when,
+    quantity (how many/much), yesno (starts with an auxiliary); None when not a question."""
+    words = [w.lower().replace("'", "") for w in _WORD.findall(_last_turn(text))]
+    while words and words[0] in _LEAD_IN:
+        words.pop(0)
+    if not words:
+        return None
+    first, second = words[0], words[1] if len(words) > 1 else ""
+    if first == "how" and second in {"many", "much"}:
+        return "quantity"
+    if first == "how" and second == "come":
+        return "why"
+    if first in _QUESTION_WORDS:
+        return _QUESTION_WORDS[first]
+    if first in _AUXILIARIES:
+        return "how" if _HOW_LIKE.match(" ".join(words)) else "yesno"
+    return None
+
+
+# Types that rewordings swap freely: "How do I X?" / "What is the best way to X?",
+# "What is the number of..." / "How many...", "Who/Where/When..." / "What is the person/
+# place/date...". Why-questions and yes/no questions ask something else.
+_INTERCHANGEABLE = {
+    frozenset(p) for p in (("how", "what"), ("what", "quantity"), ("how", "quantity"),
+                           ("what", "who"), ("what", "where"), ("what", "when"))
+}  # fmt: skip
+
+
+def question_type(asked: str, cached: str) -> bool:
+    """Different kinds of question on the same topic: "How does X make money?" / "Does X make
+    money?", "What is Murphy's law?" / "Why does Murphy's law happen?"."""
+    a, c = _question_type(asked), _question_type(cached)
+    return a is not None and c is not None and a != c and frozenset((a, c)) not in _INTERCHANGEABLE
+
+
+# --- verifier (measured, not in the default set) --------------------------------------------
+
+LEXICAL_MAX_NEW = 1
+
+
+def lexical(asked: str, cached: str) -> bool:
+    """Verifier: refuse when either side has more than LEXICAL_MAX_NEW content words
+    (6-letter prefixes, stop words dropped) that the other side lacks."""
+    a, c = set(_content(asked)), set(_content(cached))
+    return max(len(a - c), len(c - a)) > LEXICAL_MAX_NEW
+
+
+# Measured to refuse right hits about as often as wrong ones: not in the default set.
+VERIFIERS: tuple[Guard, ...] = (lexical,)
+GUARDS: tuple[Guard, ...] = (
+    numbers,
+    negation,
+    opposites,
+    units,
+    languages,
+    constraints,
+    order,
+    entities,
+    question_type,
+)
+
+
+def refusal_reason(asked: str, cached: str, guards: tuple[Guard, ...] = GUARDS) -> str | None:
+    """The name of the first guard that refuses serving ``cached``'s answer to ``asked``."""
+    if asked == cached:
+        return None
+    for guard in guards:
+        if guard(asked, cached):
+            return guard.__name__
+    return None

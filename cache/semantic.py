@@ -1,0 +1,179 @@
+"""The semantic index: FAISS vectors of cached conversations, one index per partition.
+
+A partition is (namespace, model, output-affecting parameters): only the conversation
+text is compared by similarity, everything else must match exactly. Small partitions
+use an exact flat index (entries can be removed); a partition past HNSW_MIN_ENTRIES
+moves to HNSW (fast at a million entries, but no removal: removed ids become tombstones,
+and the partition is rebuilt when they pile up). The whole index is bounded: past
+SEMANTIC_MAX_ENTRIES the oldest vectors are dropped.
+
+Every process rebuilds its index from L3 at start and then follows L3 (new rows every
+couple of seconds), so answers stored by other processes and by warming workers become
+matchable too.
+"""
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+from django.conf import settings
+
+faiss.omp_set_num_threads(1)  # two threads made single queries 4–15× slower here
+log = logging.getLogger(__name__)
+
+HNSW_MIN_ENTRIES = 20_000
+HNSW_M = 32
+HNSW_EF_SEARCH = 96
+
+
+@dataclass(frozen=True)
+class Candidate:
+    key: str
+    text: str
+    expires_at: float
+    cosine: float
+
+
+@dataclass
+class _Stored:
+    key: str
+    text: str
+    expires_at: float
+    vector: np.ndarray
+
+
+class PartitionIndex:
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self._by_id: dict[int, _Stored] = {}
+        self._id_by_key: dict[str, int] = {}
+        self._next_id = 0
+        self._tombstones: set[int] = set()
+        self._index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self.is_hnsw = False
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def add(self, key: str, text: str, expires_at: float, vector: np.ndarray) -> None:
+        self.remove([key])
+        vector_id = self._next_id
+        self._next_id += 1
+        self._by_id[vector_id] = _Stored(key, text, expires_at, vector)
+        self._id_by_key[key] = vector_id
+        self._index.add_with_ids(vector.reshape(1, -1), np.array([vector_id], dtype=np.int64))
+        if not self.is_hnsw and len(self._by_id) >= HNSW_MIN_ENTRIES:
+            self._rebuild(hnsw=True)
+
+    def remove(self, keys: list[str]) -> None:
+        ids = [self._id_by_key.pop(key) for key in keys if key in self._id_by_key]
+        if not ids:
+            return
+        for vector_id in ids:
+            del self._by_id[vector_id]
+        if self.is_hnsw:
+            self._tombstones.update(ids)
+            if len(self._tombstones) > len(self._by_id) / 4:
+                self._rebuild(hnsw=len(self._by_id) >= HNSW_MIN_ENTRIES)
+        else:
+            self._index.remove_ids(np.array(ids, dtype=np.int64))
+
+    def search(self, vector: np.ndarray, k: int, now: float) -> list[Candidate]:
+        if not self._by_id:
+            return []
+        want = min(len(self._by_id), k + len(self._tombstones))
+        cosines, ids = self._index.search(vector.reshape(1, -1), max(want, 1))
+        found = []
+        for cosine, vector_id in zip(cosines[0], ids[0], strict=True):
+            stored = self._by_id.get(int(vector_id))
+            if stored is not None and stored.expires_at > now:
+                found.append(Candidate(stored.key, stored.text, stored.expires_at, float(cosine)))
+        return found[:k]
+
+    def drop_expired(self, now: float) -> int:
+        expired = [s.key for s in self._by_id.values() if s.expires_at <= now]
+        self.remove(expired)
+        return len(expired)
+
+    def _rebuild(self, *, hnsw: bool) -> None:
+        if hnsw:
+            inner = faiss.IndexHNSWFlat(self.dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+            inner.hnsw.efSearch = HNSW_EF_SEARCH
+            self._index = faiss.IndexIDMap2(inner)
+        else:
+            self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+        self.is_hnsw = hnsw
+        self._tombstones.clear()
+        if self._by_id:
+            ids = np.fromiter(self._by_id, dtype=np.int64)
+            vectors = np.stack([self._by_id[int(i)].vector for i in ids])
+            self._index.add_with_ids(vectors, ids)
+
+
+class SemanticIndex:
+    """All partitions of this process, bounded in total size. Thread-safe."""
+
+    def __init__(self, dim: int, max_entries: int) -> None:
+        self.dim, self.max_entries = dim, max_entries
+        self._partitions: dict[str, PartitionIndex] = {}
+        self._order: deque[tuple[str, str]] = deque()  # (partition, key), oldest first
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self._partitions.values())
+
+    def add(
+        self, partition: str, key: str, text: str, expires_at: float, vector: np.ndarray
+    ) -> None:
+        with self._lock:
+            index = self._partitions.get(partition)
+            if index is None:
+                index = self._partitions[partition] = PartitionIndex(self.dim)
+            index.add(key, text, expires_at, vector.astype(np.float32, copy=False))
+            self._order.append((partition, key))
+            while len(self._order) > self.max_entries:
+                old_partition, old_key = self._order.popleft()
+                if old_index := self._partitions.get(old_partition):
+                    old_index.remove([old_key])
+
+    def search(self, partition: str, vector: np.ndarray, k: int = 4) -> list[Candidate]:
+        with self._lock:
+            index = self._partitions.get(partition)
+            return index.search(vector, k, time.time()) if index else []
+
+    def remove(self, keys: list[str]) -> None:
+        with self._lock:
+            for index in self._partitions.values():
+                index.remove(keys)
+
+    def drop_expired(self) -> int:
+        now = time.time()
+        with self._lock:
+            dropped = sum(index.drop_expired(now) for index in self._partitions.values())
+            self._partitions = {p: i for p, i in self._partitions.items() if len(i)}
+            self._order = deque((p, k) for p, k in self._order if p in self._partitions)
+        return dropped
+
+
+_index: SemanticIndex | None = None
+_index_lock = threading.Lock()
+
+
+def index() -> SemanticIndex:
+    global _index
+    with _index_lock:
+        if _index is None:
+            _index = SemanticIndex(dim=384, max_entries=settings.SEMANTIC_MAX_ENTRIES)
+        return _index
+
+
+def to_bytes(vector: np.ndarray) -> bytes:
+    return vector.astype(np.float32).tobytes()
+
+
+def from_bytes(raw: bytes) -> np.ndarray:
+    return np.frombuffer(raw, dtype=np.float32)

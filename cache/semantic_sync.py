@@ -1,0 +1,67 @@
+"""Keeps this process's semantic index in step with L3.
+
+At start it loads every unexpired vector from L3 (so a restart keeps semantic hits), then
+follows new rows every SEMANTIC_SYNC_S, which brings in what other processes and warming
+workers stored, and drops expired vectors now and then. It runs in a daemon thread.
+"""
+
+import logging
+import threading
+import time
+
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+
+from cache import semantic
+from cache.models import CacheEntry
+from routing import registry
+
+log = logging.getLogger(__name__)
+_BATCH = 5000
+_started = threading.Event()
+
+
+def start() -> None:
+    if not _started.is_set():
+        _started.set()
+        threading.Thread(target=_follow_forever, name="semantic-sync", daemon=True).start()
+
+
+def load_new(after_id: int) -> int:
+    """Add rows with ids above `after_id` to the index; returns the last id seen."""
+    index = semantic.index()
+    while True:
+        rows = list(
+            CacheEntry.objects.filter(
+                id__gt=after_id, embedding__isnull=False, expires_at__gt=timezone.now()
+            )
+            .order_by("id")
+            .values_list("id", "partition", "key", "prompt_text", "expires_at", "embedding")[
+                :_BATCH
+            ]
+        )
+        for row_id, partition, key, text, expires_at, embedding in rows:
+            index.add(partition, key, text, expires_at.timestamp(), semantic.from_bytes(embedding))
+            after_id = row_id
+        if len(rows) < _BATCH:
+            return after_id
+
+
+def _follow_forever() -> None:
+    last_id = 0
+    last_sweep = time.monotonic()
+    if any(route.semantic_mode != "off" for route in registry.current().routes.values()):
+        from cache.embedder import get_embedder
+
+        get_embedder()  # load the model now, not on the first request that needs it
+    while True:
+        try:
+            close_old_connections()
+            last_id = load_new(last_id)
+            if time.monotonic() - last_sweep > 60:
+                semantic.index().drop_expired()
+                last_sweep = time.monotonic()
+        except Exception:
+            log.warning("semantic index sync failed; retrying", exc_info=True)
+        time.sleep(settings.SEMANTIC_SYNC_S)

@@ -1,0 +1,36 @@
+"""The must-not-hit set: pairs an embedding blurs but whose answers differ. Zero hits."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cache import similarity
+from cache.embedder import get_embedder
+
+PAIRS = json.loads((Path(__file__).parents[2] / "bench" / "must_not_hit.json").read_text())
+
+
+def test_the_must_not_hit_set_has_no_hit_at_the_default_threshold() -> None:
+    embedder = get_embedder()
+    cached = embedder.embed([pair["cached"] for pair in PAIRS])
+    asked = embedder.embed([pair["asked"] for pair in PAIRS])
+    hits = [
+        pair
+        for pair, a, c in zip(PAIRS, asked, cached, strict=True)
+        if similarity.choose(pair["asked"], [(pair["cached"], float(a @ c))]) is not None
+    ]
+    assert len(PAIRS) >= 60
+    assert hits == []
+
+
+@pytest.mark.parametrize(
+    ("asked", "cached"),
+    [
+        ("What's the capital of France?", "What is the capital city of France?"),
+        ("How do I sort a dict by value in Python?", "How can I sort a Python dict by its values?"),
+    ],
+)
+def test_plain_paraphrases_are_served(asked: str, cached: str) -> None:
+    a, c = get_embedder().embed([asked, cached])
+    assert similarity.choose(asked, [(cached, float(a @ c))]) == 0

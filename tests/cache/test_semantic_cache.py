@@ -1,0 +1,165 @@
+"""Semantic matching through the live gateway: paraphrases hit, near-misses never do."""
+
+import sys
+
+import pytest
+from django.test import Client as BrowserClient
+
+from cache.models import SemanticPair
+from tests.cache.test_exact_cache import ask, stored
+from tests.conftest import (
+    Client,
+    ModelFactory,
+    Process,
+    free_port,
+    record_for,
+    server_env,
+    start_process,
+    stop_process,
+    wait_until,
+)
+
+pytestmark = pytest.mark.embedded
+
+QUESTION = "What is the capital city of France?"
+PARAPHRASE = "What's the capital of France?"
+
+
+def prime(gateway: Process, client: Client, model: str, text: str = QUESTION) -> None:
+    assert ask(gateway, client, model, text).headers["x-beastmode-cache"] == "miss"
+    wait_until(lambda: stored(model) >= 1)
+
+
+def test_a_paraphrase_is_served_the_cached_answer_with_its_similarity(
+    gateway: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with("", semantic="on")
+    prime(gateway, alice, model)
+
+    reply = ask(gateway, alice, model, PARAPHRASE)
+
+    assert reply.headers["x-beastmode-cache"] == "semantic"
+    similarity = float(reply.headers["x-beastmode-similarity"])
+    assert 0.95 <= similarity <= 1
+    assert reply.json()["choices"][0]["message"]["content"].endswith(QUESTION)
+    record = record_for(reply.headers["x-request-id"])
+    assert (record.cache_outcome, record.cache_similarity) == ("semantic", similarity)
+    assert record.saved_tokens_out > 0 and record.cost_saved_usd > 0
+    pair = wait_until(lambda: SemanticPair.objects.filter(request_id=record.request_id).first())
+    assert pair.served and pair.cached_key == record.cache_entry_key
+
+
+@pytest.mark.parametrize(
+    "near_miss",
+    [
+        "What is the capital city of Germany?",
+        "What is not the capital city of France?",
+        "What was the capital city of France in 1200?",
+        "What is the capital city of France? Answer in 3 words.",
+    ],
+)
+def test_near_misses_are_refused(
+    gateway: Process, alice: Client, model_with: ModelFactory, near_miss: str
+) -> None:
+    model = model_with("", semantic="on")
+    prime(gateway, alice, model)
+    assert ask(gateway, alice, model, near_miss).headers["x-beastmode-cache"] == "miss"
+
+
+def test_semantic_hits_never_cross_tenants_or_parameters(
+    gateway: Process, alice: Client, bob: Client, model_with: ModelFactory
+) -> None:
+    model = model_with("", model_name="bob-only", semantic="on")
+    prime(gateway, alice, model)
+
+    assert ask(gateway, bob, model, PARAPHRASE).headers["x-beastmode-cache"] == "miss"
+    reply = ask(gateway, alice, model, PARAPHRASE, temperature=0.1)
+    assert reply.headers["x-beastmode-cache"] == "miss"
+
+
+def test_the_system_prompt_is_part_of_what_is_compared(
+    gateway: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with("", semantic="on")
+    prime(gateway, alice, model)
+    system = {"role": "system", "content": "You are a pirate. Always answer in pirate speak."}
+    reply = ask(gateway, alice, model, PARAPHRASE,
+                messages=[system, {"role": "user", "content": PARAPHRASE}])  # fmt: skip
+    assert reply.headers["x-beastmode-cache"] == "miss"
+
+
+def test_tool_turns_skip_semantic_matching(
+    gateway: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with("", semantic="on")
+    turns = [
+        {"role": "user", "content": QUESTION},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "Paris"},
+    ]  # fmt: skip
+    ask(gateway, alice, model, messages=turns)
+    wait_until(lambda: stored(model) == 1)
+    paraphrased = [{**turns[0], "content": PARAPHRASE}, *turns[1:]]
+    assert ask(gateway, alice, model, messages=paraphrased).headers["x-beastmode-cache"] == "miss"
+
+
+def test_off_mode_never_matches_semantically(
+    gateway: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with("", semantic="off")
+    prime(gateway, alice, model)
+    assert ask(gateway, alice, model, PARAPHRASE).headers["x-beastmode-cache"] == "miss"
+
+
+def test_shadow_mode_records_the_would_be_hit_but_serves_upstream(
+    gateway: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with("", semantic="shadow")
+    prime(gateway, alice, model)
+
+    reply = ask(gateway, alice, model, PARAPHRASE)
+
+    assert reply.headers["x-beastmode-cache"] == "miss"
+    assert reply.json()["choices"][0]["message"]["content"].endswith(PARAPHRASE)
+    record = record_for(reply.headers["x-request-id"])
+    assert record.cache_outcome == "shadow" and record.cache_similarity >= 0.95
+    pair = wait_until(lambda: SemanticPair.objects.filter(request_id=record.request_id).first())
+    assert not pair.served and pair.asked_text == f"user: {PARAPHRASE}"
+
+
+def test_a_restarted_gateway_rebuilds_its_index_from_l3(
+    gateway: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with("", semantic="on")
+    prime(gateway, alice, model)
+    port = free_port()
+    fresh = start_process(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+         "beastmode.asgi:application"], port, "semantic-restart", server_env(),
+    )  # fmt: skip
+    try:
+        wait_until(lambda: ask(fresh, alice, model, PARAPHRASE, cache={"no-store": True})
+                   .headers["x-beastmode-cache"] == "semantic", timeout_s=15)  # fmt: skip
+    finally:
+        stop_process(fresh)
+
+
+def test_marking_a_semantic_hit_false_evicts_the_answer_and_keeps_the_pair(
+    gateway: Process, alice: Client, model_with: ModelFactory, admin_browser: BrowserClient
+) -> None:
+    model = model_with("", semantic="on")
+    prime(gateway, alice, model)
+    hit = ask(gateway, alice, model, PARAPHRASE)
+    pair = wait_until(
+        lambda: SemanticPair.objects.filter(request_id=hit.headers["x-request-id"]).first()
+    )
+
+    admin_browser.post("/admin/cache/semanticpair/",
+                       {"action": "mark_false", "_selected_action": [pair.id]})  # fmt: skip
+
+    pair.refresh_from_db()
+    assert pair.marked_false and stored(model) == 0
+    wait_until(lambda: ask(gateway, alice, model, PARAPHRASE, cache={"no-store": True})
+               .headers["x-beastmode-cache"] == "miss")  # fmt: skip
+    assert SemanticPair.objects.filter(pk=pair.pk, marked_false=True).exists(), "kept"
