@@ -15,6 +15,7 @@ from django.conf import settings  # noqa: E402
 from beastmode import embedded_beat  # noqa: E402
 from cache import semantic_sync  # noqa: E402
 from monitoring import recorder  # noqa: E402
+from monitoring.routing import websocket_application  # noqa: E402
 from routing import api, registry  # noqa: E402
 from routing.asgi_http import Receive, Scope, Send  # noqa: E402
 
@@ -36,6 +37,8 @@ async def application(scope: Scope, receive: Receive, send: Send) -> None:
             await api.app(scope, receive, send)
         else:
             await django_application(scope, receive, send)
+    elif scope["type"] == "websocket":
+        await websocket_application(scope, receive, send)
     elif scope["type"] == "lifespan":
         await _lifespan(receive, send)
 

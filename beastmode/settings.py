@@ -4,6 +4,7 @@ Nothing set = SQLite file, no Redis, in-memory channel layer, Celery tasks in-pr
 DATABASE_URL and REDIS_URL switch on the production parts. See .env.example.
 """
 
+import importlib.util
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -136,7 +137,12 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# plotly.js is served from the copy the plotly package ships, never from a CDN.
+_PLOTLY_SPEC = importlib.util.find_spec("plotly")
 STATICFILES_DIRS = [BASE_DIR / "static"]
+if _PLOTLY_SPEC and _PLOTLY_SPEC.submodule_search_locations:
+    _PLOTLY_DIR = Path(next(iter(_PLOTLY_SPEC.submodule_search_locations))) / "package_data"
+    STATICFILES_DIRS.append(("plotly", _PLOTLY_DIR))
 WHITENOISE_USE_FINDERS = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -180,5 +186,10 @@ CACHE_WARMUP_INTERVAL_S = env_int("BEASTMODE_CACHE_WARMUP_INTERVAL_S", "3600")
 SEMANTIC_MAX_ENTRIES = env_int("BEASTMODE_SEMANTIC_MAX_ENTRIES", "1000000")
 # How often each process picks up vectors other processes stored.
 SEMANTIC_SYNC_S = env_float("BEASTMODE_SEMANTIC_SYNC_S", "2")
+# Dashboard: push interval; raw records are pruned after RECORD_RETENTION_DAYS, minute
+# rollups after 2 days, hour rollups after ROLLUP_RETENTION_DAYS.
+MONITORING_PUSH_INTERVAL_S = env_float("BEASTMODE_MONITORING_PUSH_INTERVAL_S", "5")
+RECORD_RETENTION_DAYS = env_int("BEASTMODE_RECORD_RETENTION_DAYS", "30")
+ROLLUP_RETENTION_DAYS = env_int("BEASTMODE_ROLLUP_RETENTION_DAYS", "400")
 # Optional bearer token for /metrics; empty = open.
 METRICS_TOKEN = env_secret("BEASTMODE_METRICS_TOKEN")

@@ -17,3 +17,4 @@ from beastmode.settings import *  # noqa: F403
 # A gateway process started by the tests must open the test database, not the dev one.
 if _sqlite_test_name := os.environ.get("BEASTMODE_TEST_SQLITE_NAME"):
     DATABASES["default"]["NAME"] = _sqlite_test_name  # noqa: F405
+MONITORING_PUSH_INTERVAL_S = 0.3

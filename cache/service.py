@@ -7,7 +7,10 @@ others wait for its answer.
 """
 
 import asyncio
+import functools
 import logging
+import queue
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -71,6 +74,32 @@ class _Tiers:
         self.l3 = DatabaseTier(ttl_s=settings.CACHE_L3_TTL_S)
 
 
+class _L3Writer:
+    """Batches L3 upserts off the hot path: one statement per RECORD_FLUSH_INTERVAL_S."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Entry, bytes | None]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def put(self, item: tuple[Entry, bytes | None]) -> None:
+        self._queue.put(item)
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="l3-writer", daemon=True)
+                    self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            time.sleep(settings.RECORD_FLUSH_INTERVAL_S)
+            while not self._queue.empty() and len(batch) < 1000:
+                batch.append(self._queue.get_nowait())
+            _db(functools.partial(tiers().l3.put_many, batch))
+
+
+l3_writer = _L3Writer()
 _tiers: _Tiers | None = None
 _io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cache-io")
 _flights: dict[str, asyncio.Future[Entry | None]] = {}
@@ -224,25 +253,30 @@ def store(
     layers = tiers()
     layers.l1.put(entry, now)
     if wait:
-        _store_lower(entry, plan, now)
+        _store_lower(entry, plan, now, wait=True)
     else:
         _io.submit(_store_lower, entry, plan, now)
     return entry
 
 
-def _store_lower(entry: Entry, plan: CachePlan, now: float) -> None:
-    """L2, the semantic index (embedding the conversation if the lookup did not) and L3."""
+def _store_lower(entry: Entry, plan: CachePlan, now: float, *, wait: bool = False) -> None:
+    """L2, the semantic index (embedding the conversation if the lookup did not) and L3
+    (batched by the L3 writer thread unless `wait`)."""
     layers = tiers()
     layers.l2.put(entry, now)
     vector = None
     if plan.semantic:
-        vector = (
-            plan.vector if plan.vector is not None else get_embedder().embed([entry.prompt_text])[0]
-        )
+        if plan.vector is None:
+            plan.vector = get_embedder().embed([entry.prompt_text])[0]
+        vector = plan.vector
         semantic.index().add(
             entry.partition, entry.key, entry.prompt_text, entry.expires_at, vector
         )
-    _db(lambda: layers.l3.put(entry, semantic.to_bytes(vector) if vector is not None else None))
+    item = (entry, semantic.to_bytes(vector) if vector is not None else None)
+    if wait:
+        _db(lambda: layers.l3.put_many([item]))
+    else:
+        l3_writer.put(item)
 
 
 # --- coalescing identical concurrent misses ----------------------------------------

@@ -175,26 +175,37 @@ class DatabaseTier:
         row = CacheEntry.objects.filter(key=key, expires_at__gt=_dt(now)).first()
         return _entry_from_row(row) if row else None
 
-    def put(self, entry: Entry, embedding: bytes | None = None) -> None:
-        CacheEntry.objects.update_or_create(
-            key=entry.key,
-            defaults={
-                "namespace": entry.namespace,
-                "model": entry.model,
-                "partition": entry.partition,
-                "prompt_text": entry.prompt_text,
-                "semantic_eligible": entry.semantic_eligible,
-                "request": entry.request,
-                "response": entry.response,
-                "size_bytes": entry.size_bytes,
-                "tokens_in": entry.tokens_in,
-                "tokens_out": entry.tokens_out,
-                "endpoint": entry.endpoint,
-                "created_at": _dt(entry.created_at),
-                "expires_at": _dt(entry.expires_at),
-                "embedding": embedding,
-            },
-        )
+    def put_many(self, items: list[tuple[Entry, bytes | None]]) -> None:
+        """Upsert entries (with their embeddings) in one statement."""
+        rows = {
+            entry.key: CacheEntry(
+                key=entry.key,
+                namespace=entry.namespace,
+                model=entry.model,
+                partition=entry.partition,
+                prompt_text=entry.prompt_text,
+                semantic_eligible=entry.semantic_eligible,
+                request=entry.request,
+                response=entry.response,
+                embedding=embedding,
+                size_bytes=entry.size_bytes,
+                tokens_in=entry.tokens_in,
+                tokens_out=entry.tokens_out,
+                endpoint=entry.endpoint,
+                created_at=_dt(entry.created_at),
+                expires_at=_dt(entry.expires_at),
+            )
+            for entry, embedding in items
+        }
+        CacheEntry.objects.bulk_create(
+            rows.values(),
+            update_conflicts=True,
+            unique_fields=["key"],
+            update_fields=[
+                "response", "request", "embedding", "size_bytes", "tokens_in", "tokens_out",
+                "endpoint", "created_at", "expires_at",
+            ],
+        )  # fmt: skip
 
     def count_hits(self, hits: dict[str, int]) -> None:
         for key, count in hits.items():

@@ -78,7 +78,7 @@ def _answer_and_store(
         completion = asyncio.run(_complete(exchange, route, body))
     except GatewayError as error:
         exchange.finish(status=error.status, error=error)
-        recorder.flush()
+        recorder.flush_or_leave_to_writer()
         return f"failed: {error.error_class}"
     exchange.add_usage(completion.get("usage"))
     entry = None
@@ -86,7 +86,7 @@ def _answer_and_store(
         entry = cache_service.store(plan, completion, exchange.trace.endpoint.name, wait=True)
     exchange.cache = CacheOutcome("miss", entry_key=entry.key if entry else "")
     exchange.finish(status=200)
-    recorder.flush()
+    recorder.flush_or_leave_to_writer()
     return "stored" if entry else "answered, not storable"
 
 

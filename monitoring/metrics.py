@@ -45,6 +45,10 @@ def requests_received() -> int:
     return sum(_requests.values())
 
 
+def records_written() -> int:
+    return _written[0]
+
+
 def exposition(pending_records: int) -> str:
     lines: list[str] = []
     _family(lines, "beastmode_requests", "counter", "Requests received, by model and outcome.")
@@ -77,6 +81,10 @@ def exposition(pending_records: int) -> str:
     for model, cost in sorted(_cost_usd.items()):
         lines.append(f"beastmode_cost_usd_total{_labels(model=model)} {cost:.8f}")
 
+    from monitoring import producer
+
+    _family(lines, "beastmode_dashboard_snapshots", "counter", "Dashboard snapshots computed.")
+    lines.append(f"beastmode_dashboard_snapshots_total {producer.computations[0]}")
     _family(lines, "beastmode_records_written", "counter", "Request records written.")
     lines.append(f"beastmode_records_written_total {_written[0]}")
     _family(lines, "beastmode_records_pending", "gauge", "Request records not yet written.")

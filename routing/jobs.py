@@ -81,7 +81,7 @@ def run(job_id: str) -> str:
         exchange.add_usage(completion.get("usage"))
         _finish(job, AsyncJob.Status.SUCCEEDED, 200, completion)
         exchange.finish(status=200)
-    recorder.flush()
+    recorder.flush_or_leave_to_writer()
     return job.status
 
 

@@ -65,7 +65,10 @@ def test_async_job_is_accepted_then_answered_by_a_worker(
     view = wait_until(finished, timeout_s=15)
     answer = view["result"]["choices"][0]["message"]["content"]
     assert answer == f"Echo from {model}-ep0-model: later"
-    assert RequestRecord.objects.get(request_id=request_id, outcome="accepted").status_code == 202
+    accepted = wait_until(
+        lambda: RequestRecord.objects.filter(request_id=request_id, outcome="accepted").first()
+    )
+    assert accepted.status_code == 202
     run = wait_until(
         lambda: RequestRecord.objects.filter(request_id=request_id, outcome="success").first()
     )

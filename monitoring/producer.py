@@ -1,0 +1,80 @@
+"""One snapshot producer per deployment: every MONITORING_PUSH_INTERVAL_S it computes each
+window's snapshot once and sends it to that window's group; consumers only forward it.
+
+The producer runs as a task in a server process, started by the first dashboard that
+connects (neither daphne nor Channels runs ASGI lifespan). With several processes they
+elect one through a lock in the Django cache (Redis in production), so 50 dashboards
+across the deployment still cost one computation per window per tick.
+"""
+
+import asyncio
+import logging
+import secrets
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.core.cache import cache
+
+from monitoring.snapshot import WINDOWS, Snapshot, compute
+
+log = logging.getLogger(__name__)
+LEADER_KEY = "bm:monitoring:producer"
+_token = secrets.token_hex(8)
+_task: asyncio.Task[None] | None = None
+_latest: dict[str, Snapshot] = {}
+computations = [0]  # snapshots computed by this process (tests read it)
+
+
+def group_name(window: str) -> str:
+    return f"monitoring.{window}"
+
+
+def ensure_running() -> None:
+    global _task
+    if _task is None or _task.done():
+        _task = asyncio.get_running_loop().create_task(_run_forever())
+
+
+async def latest(window: str) -> Snapshot:
+    """The newest snapshot of the window; computed now if this process has none yet."""
+    if window not in _latest:
+        _latest[window] = await database_sync_to_async(_compute)(window)
+    return _latest[window]
+
+
+def _compute(window: str) -> Snapshot:
+    computations[0] += 1
+    return compute(window)
+
+
+async def _run_forever() -> None:
+    layer = get_channel_layer()
+    loop = asyncio.get_running_loop()
+    interval_s = settings.MONITORING_PUSH_INTERVAL_S
+    while True:
+        started = loop.time()
+        try:
+            if await database_sync_to_async(_lead)(interval_s):
+                for window in WINDOWS:
+                    snapshot = await database_sync_to_async(_compute)(window)
+                    _latest[window] = snapshot
+                    message = {"type": "snapshot.push", "snapshot": snapshot}
+                    await layer.group_send(group_name(window), message)
+        except Exception:
+            log.exception("monitoring snapshot failed; trying again next tick")
+        await asyncio.sleep(max(0.0, interval_s - (loop.time() - started)))
+
+
+def _lead(interval_s: float) -> bool:
+    """Hold (or take over) the producer lock; False while another process holds it."""
+    ttl_s = max(2, int(interval_s * 3))
+    try:
+        if cache.add(LEADER_KEY, _token, ttl_s):
+            return True
+        if cache.get(LEADER_KEY) == _token:
+            cache.touch(LEADER_KEY, ttl_s)
+            return True
+        return False
+    except Exception:
+        return True  # no shared cache reachable: better two producers than none

@@ -1,0 +1,106 @@
+"""Rollups and percentiles from merged histograms, checked against the raw records."""
+
+import math
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from monitoring import histogram, recorder, snapshot
+from monitoring.models import RequestRecord, Rollup
+
+NOW = datetime.now(UTC)
+
+
+def record(n: int, latency_ms: float, **fields: object) -> dict:
+    return {
+        "request_id": f"r{n}", "created_at": NOW - timedelta(seconds=n % 1800),
+        "path": "/v1/chat/completions", "model": "demo", "endpoint": "ep", "outcome": "success",
+        "status_code": 200, "latency_ms": latency_ms, "cost_usd": 0.001, **fields,
+    }  # fmt: skip
+
+
+def exact_percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(q * len(ordered))) - 1]
+
+
+def test_histogram_percentiles_are_within_5_percent_of_exact() -> None:
+    rng = random.Random(7)
+    values = [rng.lognormvariate(3, 1.2) for _ in range(20_000)]
+    merged = histogram.merge(
+        _histogram_of(values[i : i + 1000]) for i in range(0, len(values), 1000)
+    )
+    for q in (0.5, 0.95, 0.99):
+        estimate = histogram.percentile(merged, q)
+        assert estimate == pytest.approx(exact_percentile(values, q), rel=0.05)
+
+
+def _histogram_of(values: list[float]) -> histogram.Histogram:
+    h: histogram.Histogram = {}
+    for value in values:
+        histogram.add(h, value)
+    return h
+
+
+def test_rollups_written_with_records_match_the_raw_records(transactional_db: None) -> None:
+    rng = random.Random(1)
+    batch = [record(n, rng.lognormvariate(2, 1)) for n in range(1500)]
+    batch += [record(n, 30.0, outcome="upstream_error", error_class="upstream_server_error",
+                     status_code=502, request_id=f"e{n}") for n in range(100)]  # fmt: skip
+    for start in range(0, len(batch), 400):  # several flushes update the same rows
+        recorder._pending.extend(batch[start : start + 400])
+        recorder.flush()
+
+    mine = RequestRecord.objects.filter(path="/v1/chat/completions", model="demo", endpoint="ep")
+    minute_rows = Rollup.objects.filter(bucket_s=60, model="demo", endpoint="ep")
+    assert sum(r.requests for r in minute_rows) == mine.count() == 1600
+    assert sum(r.requests for r in Rollup.objects.filter(bucket_s=3600, endpoint="ep")) == 1600
+    errors = sum(r.requests for r in minute_rows.filter(error_class="upstream_server_error"))
+    assert errors == 100
+
+    result = snapshot.compute("1h")
+    # The snapshot covers every record of the window (a late one from an earlier test too).
+    everything = RequestRecord.objects.all()
+    latencies = list(everything.values_list("latency_ms", flat=True))
+    kpis = result["kpis"]
+    assert kpis["requests"] == everything.count() >= 1600
+    assert kpis["errors"] == everything.filter(outcome="upstream_error").count() >= 100
+    assert kpis["cost_usd"] == pytest.approx(sum(everything.values_list("cost_usd", flat=True)))
+    for name, q in (("p50_ms", 0.5), ("p95_ms", 0.95), ("p99_ms", 0.99)):
+        assert kpis[name] == pytest.approx(exact_percentile(latencies, q), rel=0.05)
+    assert result["by_model"][0]["model"] == "demo"
+    assert sum(result["series"]["requests"]) == kpis["requests"]
+    assert len(result["recent_errors"]) == 20
+    assert result["recent_errors"][0]["error_class"] == "upstream_server_error"
+
+
+def test_a_snapshot_costs_the_same_queries_however_many_records(transactional_db: None) -> None:
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            snapshot.compute("24h")
+        return len(captured)
+
+    recorder._pending.extend(record(n, 5.0) for n in range(50))
+    recorder.flush()
+    few = queries()
+    recorder._pending.extend(record(n, 5.0, request_id=f"more{n}") for n in range(2000))
+    recorder.flush()
+    assert queries() == few <= 4
+
+
+def test_retention_prunes_old_records_and_rollups_but_keeps_hourly_history(
+    transactional_db: None,
+) -> None:
+    from monitoring import tasks
+
+    old = NOW - timedelta(days=40)
+    recorder._pending.extend([record(1, 5.0, created_at=old, request_id="old"), record(2, 5.0)])
+    recorder.flush()
+
+    assert tasks.prune_records.apply().get() == {"records": 1, "minute_rollups": 1,
+                                                 "hour_rollups": 0}  # fmt: skip
+    assert list(RequestRecord.objects.values_list("request_id", flat=True)) == ["r2"]
+    assert Rollup.objects.filter(bucket_s=3600, bucket_start__lt=NOW - timedelta(days=39))
