@@ -28,21 +28,41 @@ def start() -> None:
         threading.Thread(target=_follow_forever, name="semantic-sync", daemon=True).start()
 
 
+class KnownKeys:
+    """Which exact keys L3 holds, so a miss in L1 and L2 skips the database when L3 cannot
+    have the answer either. Until the first full load it answers "maybe" for every key."""
+
+    def __init__(self) -> None:
+        self._prefixes: set[int] = set()
+        self.loaded = False
+
+    def add(self, key: str) -> None:
+        self._prefixes.add(int(key[:15], 16))
+
+    def might_contain(self, key: str) -> bool:
+        return not self.loaded or int(key[:15], 16) in self._prefixes
+
+
+known_keys = KnownKeys()
+
+
 def load_new(after_id: int) -> int:
-    """Add rows with ids above `after_id` to the index; returns the last id seen."""
+    """Add rows with ids above `after_id` to the index and to the known keys; returns the
+    last id seen."""
     index = semantic.index()
     while True:
         rows = list(
-            CacheEntry.objects.filter(
-                id__gt=after_id, embedding__isnull=False, expires_at__gt=timezone.now()
-            )
+            CacheEntry.objects.filter(id__gt=after_id, expires_at__gt=timezone.now())
             .order_by("id")
             .values_list("id", "partition", "key", "prompt_text", "expires_at", "embedding")[
                 :_BATCH
             ]
         )
         for row_id, partition, key, text, expires_at, embedding in rows:
-            index.add(partition, key, text, expires_at.timestamp(), semantic.from_bytes(embedding))
+            known_keys.add(key)
+            if embedding is not None:
+                vector = semantic.from_bytes(embedding)
+                index.add(partition, key, text, expires_at.timestamp(), vector)
             after_id = row_id
         if len(rows) < _BATCH:
             return after_id
@@ -59,6 +79,7 @@ def _follow_forever() -> None:
         try:
             close_old_connections()
             last_id = load_new(last_id)
+            known_keys.loaded = True
             if time.monotonic() - last_sweep > 60:
                 semantic.index().drop_expired()
                 last_sweep = time.monotonic()

@@ -22,7 +22,7 @@ import numpy as np
 from django.conf import settings
 from django.db import close_old_connections
 
-from cache import controls, keys, semantic, similarity
+from cache import controls, keys, semantic, semantic_sync, similarity
 from cache.embedder import get_embedder
 from cache.models import SemanticPair
 from cache.tiers import DatabaseTier, Entry, MemoryTier, RedisTier
@@ -144,11 +144,16 @@ def plan(
 async def lookup(plan: CachePlan) -> Hit | None:
     now = time.time()
     entry = tiers().l1.get(plan.key.exact, now)
+    lower_tiers_may_have_it = tiers().l2.available or semantic_sync.known_keys.might_contain(
+        plan.key.exact
+    )
     if entry is not None and _fresh(entry, plan, now):
         hit: Hit | None = Hit(entry, "exact", "L1")
-    else:
+    elif lower_tiers_may_have_it:
         # One thread hop covers both lower tiers.
         hit = await _in_thread(_lower_tier_hit, plan, now)
+    else:
+        hit = None
     if hit is None and plan.semantic:
         hit = await _in_thread(_semantic_hit, plan, now)
         if hit is not None and plan.semantic_mode == "shadow":
@@ -171,6 +176,8 @@ def _fetch(key: str, plan: CachePlan, now: float) -> tuple[Entry, str] | None:
     entry = layers.l2.get(key) if layers.l2.available else None
     tier = "L2"
     if entry is None or not _fresh(entry, plan, now):
+        if not semantic_sync.known_keys.might_contain(key):
+            return None  # L3 cannot have it: no database round trip on a plain miss
         entry = _db(lambda: layers.l3.get(key, now))
         tier = "L3"
         if entry is None or not _fresh(entry, plan, now):
@@ -252,6 +259,7 @@ def store(
     )
     layers = tiers()
     layers.l1.put(entry, now)
+    semantic_sync.known_keys.add(entry.key)
     if wait:
         _store_lower(entry, plan, now, wait=True)
     else:
