@@ -10,6 +10,7 @@ os.environ.setdefault("BEASTMODE_RECORD_FLUSH_INTERVAL_S", "0.05")
 os.environ.setdefault("BEASTMODE_RETRY_BASE_DELAY_S", "0.02")
 os.environ.setdefault("BEASTMODE_BREAKER_FAILURE_THRESHOLD", "3")
 os.environ.setdefault("BEASTMODE_BREAKER_COOLDOWN_S", "1")
+os.environ.setdefault("BEASTMODE_SEMANTIC_SYNC_S", "0.1")
 os.environ.setdefault("BEASTMODE_VAR_DIR", os.path.join(os.path.dirname(__file__), "..", "var"))
 
 from beastmode.settings import *  # noqa: F403

@@ -1,5 +1,6 @@
 """Warming: prompts answered before anyone asks, through the router, recorded as warming."""
 
+import time
 from datetime import timedelta
 from io import StringIO
 
@@ -26,6 +27,7 @@ def test_a_warmed_prompt_is_a_hit_on_its_first_request(
     )  # fmt: skip
 
     assert tasks.warm_prompt.apply(args=[prompt.id]).get() == "stored"
+    time.sleep(0.5)  # a gateway learns what other processes stored within SEMANTIC_SYNC_S
 
     hits_before = upstream_hits(fake_upstream, "/v1/chat/completions")
     first = ask(gateway, alice, model, "opening hours?")
