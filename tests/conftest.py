@@ -153,17 +153,18 @@ def fresh_redis() -> None:
         get_redis_connection("default").flushdb()
 
 
+def start_gateway(name: str, env: dict[str, str] | None = None) -> Process:
+    """A BeastMode process under daphne (the default server) on a free port."""
+    port = free_port()
+    args = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+            "beastmode.asgi:application"]  # fmt: skip
+    return start_process(args, port, name, env or server_env())
+
+
 @pytest.fixture(scope="session")
 def gateway(django_db_setup: None, django_db_blocker: Any) -> Iterator[Process]:
-    """BeastMode itself, served by daphne (the default server)."""
-    port = free_port()
-    process = start_process(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-         "beastmode.asgi:application"],
-        port,
-        "gateway",
-        server_env(),
-    )  # fmt: skip
+    """BeastMode itself, shared by the session."""
+    process = start_gateway("gateway")
     yield process
     stop_process(process)
 

@@ -1,6 +1,5 @@
 """The exact cache through the live gateway: hits, isolation, tiers, TTL, controls, streams."""
 
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,12 +15,10 @@ from tests.conftest import (
     ModelFactory,
     Process,
     Reply,
-    free_port,
     http,
     make_client,
     record_for,
-    server_env,
-    start_process,
+    start_gateway,
     stop_process,
     upstream_hits,
     wait_for_key,
@@ -208,11 +205,7 @@ def test_after_a_restart_answers_come_from_the_lower_tiers_and_are_promoted(
     model = model_with("", model_name="bob-only")
     ask(gateway, alice, model, "survives restarts")
     wait_until(lambda: stored(model) == 1)
-    port = free_port()
-    fresh = start_process(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-         "beastmode.asgi:application"], port, "restarted", server_env(),
-    )  # fmt: skip
+    fresh = start_gateway("restarted")
     try:
         lower = "L2" if settings.REDIS_URL else "L3"
         first = ask(fresh, alice, model, "survives restarts")

@@ -3,7 +3,6 @@
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
@@ -16,7 +15,7 @@ from tests.conftest import (
     free_port,
     http,
     server_env,
-    start_process,
+    start_gateway,
     stop_process,
     wait_for_port,
 )
@@ -53,12 +52,8 @@ def test_requests_are_answered_after_redis_dies(
     doomed_redis: subprocess.Popen, alice: Client, model_with: ModelFactory
 ) -> None:
     model = model_with("")
-    port = free_port()
     env = {**server_env(), "REDIS_URL": f"redis://127.0.0.1:{doomed_redis.port}/0"}  # type: ignore[attr-defined]
-    gateway: Process = start_process(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-         "beastmode.asgi:application"], port, "redis-outage", env,
-    )  # fmt: skip
+    gateway: Process = start_gateway("redis-outage", env)
     url = f"{gateway.url}/v1/chat/completions"
 
     def ask(text: str) -> tuple[int, str, float]:

@@ -1,7 +1,5 @@
 """Semantic matching through the live gateway: paraphrases hit, near-misses never do."""
 
-import sys
-
 import pytest
 from django.test import Client as BrowserClient
 
@@ -11,10 +9,8 @@ from tests.conftest import (
     Client,
     ModelFactory,
     Process,
-    free_port,
     record_for,
-    server_env,
-    start_process,
+    start_gateway,
     stop_process,
     wait_until,
 )
@@ -133,11 +129,7 @@ def test_a_restarted_gateway_rebuilds_its_index_from_l3(
 ) -> None:
     model = model_with("", semantic="on")
     prime(gateway, alice, model)
-    port = free_port()
-    fresh = start_process(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-         "beastmode.asgi:application"], port, "semantic-restart", server_env(),
-    )  # fmt: skip
+    fresh = start_gateway("semantic-restart")
     try:
         wait_until(lambda: ask(fresh, alice, model, PARAPHRASE, cache={"no-store": True})
                    .headers["x-beastmode-cache"] == "semantic", timeout_s=15)  # fmt: skip

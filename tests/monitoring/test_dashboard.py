@@ -2,7 +2,6 @@
 
 import json
 import re
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,10 +13,9 @@ from websockets.sync.client import ClientConnection, connect
 from monitoring.snapshot import WINDOWS, Snapshot
 from tests.conftest import (
     Process,
-    free_port,
     http,
     server_env,
-    start_process,
+    start_gateway,
     stop_process,
     wait_until,
 )
@@ -29,12 +27,8 @@ SNAPSHOT_KEYS = set(Snapshot.__annotations__)
 def gateway(django_db_setup: None) -> Iterator[Process]:
     """A gateway of this module's own (in-process channel layer): the dashboards here must
     not share a producer, or its timing, with the rest of the suite's traffic."""
-    port = free_port()
     env = {k: v for k, v in server_env().items() if k not in ("REDIS_URL", "CELERY_BROKER_URL")}
-    process = start_process(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-         "beastmode.asgi:application"], port, "dashboard", env,
-    )  # fmt: skip
+    process = start_gateway("dashboard", env)
     yield process
     stop_process(process)
 

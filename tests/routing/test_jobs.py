@@ -52,17 +52,21 @@ def submit(gateway: Process, client: Client, model: str) -> tuple[str, str]:
     return job["id"], reply.headers["x-request-id"]
 
 
+def wait_for_job(gateway: Process, client: Client, job_id: str, status: str) -> dict:
+    def view() -> dict | None:
+        job = http(f"{gateway.url}/v1/jobs/{job_id}", key=client.key).json()
+        return job if job["status"] == status else None
+
+    return wait_until(view, timeout_s=15)
+
+
 def test_async_job_is_accepted_then_answered_by_a_worker(
     gateway: Process, alice: Client, model_with: ModelFactory, celery_worker: None
 ) -> None:
     model = model_with("")
     job_id, request_id = submit(gateway, alice, model)
 
-    def finished() -> dict | None:
-        view = http(f"{gateway.url}/v1/jobs/{job_id}", key=alice.key).json()
-        return view if view["status"] == "succeeded" else None
-
-    view = wait_until(finished, timeout_s=15)
+    view = wait_for_job(gateway, alice, job_id, "succeeded")
     answer = view["result"]["choices"][0]["message"]["content"]
     assert answer == f"Echo from {model}-ep0-model: later"
     accepted = wait_until(
@@ -81,11 +85,7 @@ def test_a_failed_job_reports_the_same_diagnosis(
     model = model_with("status/401")
     job_id, _ = submit(gateway, alice, model)
 
-    def finished() -> dict | None:
-        view = http(f"{gateway.url}/v1/jobs/{job_id}", key=alice.key).json()
-        return view if view["status"] == "failed" else None
-
-    view = wait_until(finished, timeout_s=15)
+    view = wait_for_job(gateway, alice, job_id, "failed")
     assert view["status_code"] == 502
     assert view["error"]["code"] == "upstream_auth" and view["error"]["tips"]
 
