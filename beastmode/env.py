@@ -36,11 +36,15 @@ def env_float(name: str, default: str) -> float:
         raise ImproperlyConfigured(f"{name} must be a number, got {value!r}") from None
 
 
-def env_secret(name: str) -> str:
-    """A secret from NAME or from the file named by NAME_FILE; empty if neither is set."""
+def env_secret(name: str, default_file: Path | None = None) -> str:
+    """A secret from NAME, from the file named by NAME_FILE, or from default_file if that
+    exists; empty if none is set."""
     if value := os.environ.get(name):
         return value
-    if path := os.environ.get(f"{name}_FILE"):
+    path = os.environ.get(f"{name}_FILE")
+    if not path and default_file is not None and default_file.is_file():
+        path = str(default_file)
+    if path:
         try:
             return Path(path).read_text().strip()
         except OSError as exc:

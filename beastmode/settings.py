@@ -17,9 +17,11 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("BEASTMODE_VAR_DIR", str(BASE_DIR / "var")))
 
 DEBUG = env_bool("DEBUG", "false")
-SECRET_KEY = env_secret("BEASTMODE_SECRET_KEY")
+# Unset, both fall back to the files `make run` generates under var/ (scripts/secrets.sh),
+# so manage.py works in a second terminal of the embedded default.
+SECRET_KEY = env_secret("BEASTMODE_SECRET_KEY", VAR_DIR / "secret_key")
 # Upstream API keys are encrypted with this Fernet key, deliberately not SECRET_KEY.
-ENCRYPTION_KEY = env_secret("BEASTMODE_ENCRYPTION_KEY")
+ENCRYPTION_KEY = env_secret("BEASTMODE_ENCRYPTION_KEY", VAR_DIR / "encryption.key")
 if not SECRET_KEY or not ENCRYPTION_KEY:
     raise ImproperlyConfigured(
         "BEASTMODE_SECRET_KEY and BEASTMODE_ENCRYPTION_KEY (or their _FILE variants) must be "

@@ -1,5 +1,12 @@
 """Upstream API keys: encrypted at rest, sent upstream, and nowhere else."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
 from django.db import connection
 from django.test import Client as BrowserClient
 
@@ -72,3 +79,25 @@ def test_saving_the_form_without_a_key_keeps_the_stored_one(
     assert response.status_code == 302
     endpoint.refresh_from_db()
     assert (endpoint.upstream_model, endpoint.get_api_key()) == ("y", UPSTREAM_KEY)
+
+
+def manage_check(var_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("BEASTMODE_")}
+    clean.update(DJANGO_SETTINGS_MODULE="beastmode.settings", BEASTMODE_VAR_DIR=str(var_dir))
+    clean.pop("DATABASE_URL", None)
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"], env={**clean, **env},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+@pytest.mark.embedded
+def test_without_secrets_manage_py_uses_make_runs_files_or_says_what_is_missing(
+    tmp_path: Path,
+) -> None:
+    missing = manage_check(tmp_path)
+    assert missing.returncode != 0 and "BEASTMODE_ENCRYPTION_KEY" in missing.stderr
+
+    (tmp_path / "secret_key").write_text("local-secret-key-" + "x" * 40)
+    (tmp_path / "encryption.key").write_text(Fernet.generate_key().decode())
+    assert manage_check(tmp_path).returncode == 0, "the files make run generated are used"
