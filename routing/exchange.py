@@ -120,7 +120,7 @@ class Exchange:
                 "service_key_id": self.key.id if self.key else None,
                 "service_key_name": self.key.name if self.key else "",
                 "model": self.model[:200],
-                "endpoint": endpoint.name if endpoint else "",
+                "endpoint": _endpoint_name(self.trace),
                 "stream": self.stream,
                 "is_async_job": self.is_async_job,
                 "attempts": len(self.trace.attempts),
@@ -141,6 +141,13 @@ class Exchange:
                 "error_tips": error.tips if error else [],
             }
         )
+
+
+def _endpoint_name(trace: Trace) -> str:
+    """The endpoint that answered; on a failure, the one whose failure the caller got."""
+    if trace.endpoint:
+        return trace.endpoint.name
+    return trace.attempts[-1].endpoint if trace.attempts else ""
 
 
 def _cache_fields(cache: CacheOutcome | None) -> dict[str, Any]:

@@ -216,12 +216,16 @@ def test_when_every_endpoint_fails_the_message_covers_each(
     gateway: Process, alice: Client, model_with: ModelFactory
 ) -> None:
     model = model_with("status/500", "status/401")
-    error = error_of(chat(gateway, alice, model))
+    reply = chat(gateway, alice, model)
+    error = error_of(reply)
 
     assert error["code"] == "upstream_auth"
     assert f"{model}-ep0" in error["message"] and f"{model}-ep1" in error["message"]
     assert any("API key" in tip for tip in error["tips"])
     assert any("status page" in tip for tip in error["tips"])
+    # the record (and so the endpoint's health on /monitoring) names the endpoint that failed last
+    record = record_for(reply.headers["x-request-id"])
+    assert (record.endpoint, record.attempts, record.fallbacks) == (f"{model}-ep1", 2, 1)
 
 
 def test_circuit_opens_after_repeated_failures_then_probes_and_closes(
