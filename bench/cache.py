@@ -12,7 +12,7 @@ Parts (``--only``, comma-separated; default all), each checked against the cache
 
 http
     Exact hits through HTTP. Starts the 0 ms fake upstream and BeastMode (throw-away SQLite,
-    ``load_demo``: model ``demo``, exact cache on, semantic off) and the bare ASGI app
+    ``load_demo --semantic off``: model ``demo``, exact cache on) and the bare ASGI app
     (``bench/bare_asgi.py``) under daphne and under uvicorn (one process each, the flags of
     bench/gateway.py). wrk sends one identical body (``--body same`` of bench/gateway.py)
     after one warm-up request stored its answer; a sample of responses must carry

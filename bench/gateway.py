@@ -535,8 +535,10 @@ def prepare_gateway(run: Run, upstream: Target, env: dict[str, str]) -> str | No
     manage = [sys.executable, "manage.py"]
     steps = [
         [*manage, "migrate", "--noinput"],
-        [*manage, "load_demo", "--upstream-url", f"http://{HOST}:{upstream.port}/v1"],
-    ]
+        # pass-through and exact hits only: no semantic lookup on the misses
+        [*manage, "load_demo", "--upstream-url", f"http://{HOST}:{upstream.port}/v1",
+         "--semantic", "off"],
+    ]  # fmt: skip
     output = ""
     for argv in steps:
         done = subprocess.run(
