@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/venv.sh
 scripts/services.sh
+scripts/browser.sh
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

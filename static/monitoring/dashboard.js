@@ -41,7 +41,8 @@
       { x: t, y: s.series.semantic_hits, name: "semantic hits", type: "scatter" },
     ], layout("Requests, errors and cache hits", { barmode: "overlay" }), config);
     Plotly.react("chart-latency", ["p50_ms", "p95_ms", "p99_ms"].map((name) => (
-      { x: t, y: s.series[name], name: name.replace("_ms", ""), type: "scatter", connectgaps: false }
+      { x: t, y: s.series[name], name: name.replace("_ms", ""), type: "scatter",
+        mode: "lines+markers", marker: { size: 4 }, connectgaps: false }
     )), layout("Latency (ms)", { yaxis: { type: "log" } }), config);
     Plotly.react("chart-models", [{
       x: s.by_model.map((m) => m.model), y: s.by_model.map((m) => m.requests), type: "bar",
@@ -85,6 +86,7 @@
     renderCharts(snapshot);
     renderTables(snapshot);
     root.dataset.updates = String(updates);
+    root.dataset.window = snapshot.window;
     root.dataset.generatedAt = snapshot.generated_at;
   }
 

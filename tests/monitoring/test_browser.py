@@ -1,0 +1,98 @@
+"""/monitoring in a real browser: Debian's chromium driven by Playwright (no browser download;
+`make test` installs the apt package). A screenshot is kept in test-artifacts/."""
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+from tests.conftest import (
+    ROOT,
+    Client,
+    ModelFactory,
+    Process,
+    http,
+    record_for,
+    server_env,
+    start_gateway,
+    stop_process,
+)
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOT = ROOT / "test-artifacts" / "monitoring.png"
+
+
+@pytest.fixture(scope="module")
+def gateway(django_db_setup: None) -> Iterator[Process]:
+    """A gateway of this module's own (in-process channel layer, pushes every 0.3 s)."""
+    env = {k: v for k, v in server_env().items() if k not in ("REDIS_URL", "CELERY_BROKER_URL")}
+    process = start_gateway("browser", env)
+    yield process
+    stop_process(process)
+
+
+def ask(gateway: Process, client: Client, model: str, question: str) -> str:
+    body = {"model": model, "messages": [{"role": "user", "content": question}]}
+    reply = http(f"{gateway.url}/v1/chat/completions", method="POST", key=client.key, body=body)
+    assert reply.status == 200, reply.body
+    return reply.headers["x-request-id"]
+
+
+def kpi(page: Page, name: str) -> str:
+    return page.locator(f'[data-kpi="{name}"]').inner_text()
+
+
+def test_an_operator_logs_in_and_watches_the_dashboard_update(
+    gateway: Process,
+    alice: Client,
+    model_with: ModelFactory,
+    django_user_model: type,
+) -> None:
+    assert CHROMIUM.exists(), "make test installs Debian's chromium (scripts/browser.sh)"
+    django_user_model.objects.create_superuser("operator", "op@example.com", "a-long-password")
+    model = model_with("")
+    for question in ("first question", "second question", "first question"):
+        record_for(ask(gateway, alice, model, question))  # written, so in the first paint
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        try:
+            page.goto(f"{gateway.url}/monitoring")  # → the admin login
+            page.fill("#id_username", "operator")
+            page.fill("#id_password", "a-long-password")
+            page.click("input[type=submit]")
+            page.wait_for_url(re.compile(r"/monitoring$"))
+
+            # The first paint is the server's: current numbers before the socket connects.
+            assert int(kpi(page, "requests")) >= 3
+            assert kpi(page, "hits").startswith("1 /")  # the repeated question
+            expect(page.locator("#status")).to_contain_text("live", timeout=10_000)
+
+            # Two pushes arrive (every 0.3 s in tests), and a new request shows up in one.
+            before = int(kpi(page, "requests"))
+            page.wait_for_function("Number(document.getElementById('dashboard')"
+                                   ".dataset.updates) >= 2", timeout=10_000)  # fmt: skip
+            ask(gateway, alice, model, "a question asked while the page is open")
+            page.wait_for_function(
+                f"Number(document.querySelector('[data-kpi=requests]').textContent) > {before}",
+                timeout=10_000,
+            )
+
+            # Every chart is drawn by plotly.js (served from our static files), with data.
+            for chart in ("requests", "latency", "models", "tiers"):
+                expect(page.locator(f"#chart-{chart} .main-svg").first).to_be_visible()
+            expect(page.locator("#chart-requests .bars path").first).to_be_attached()
+            expect(page.locator("#chart-models .xtick text")).to_contain_text([model])
+            assert re.fullmatch(r"[\d.]+ / [\d.]+ / [\d.]+ ms", kpi(page, "latency"))
+
+            # Switching the window switches the stream: the next snapshot shown is 24h's.
+            page.click("button[data-window='24h']")
+            expect(page.locator("#dashboard")).to_have_attribute("data-window", "24h")
+            SCREENSHOT.parent.mkdir(exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
+        finally:
+            browser.close()
+    assert SCREENSHOT.stat().st_size > 10_000
