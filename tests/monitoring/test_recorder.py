@@ -4,8 +4,18 @@ import itertools
 import re
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from monitoring.models import RequestRecord
-from tests.conftest import Client, ModelFactory, Process, http, wait_until
+from tests.conftest import (
+    Client,
+    ModelFactory,
+    Process,
+    Reply,
+    http,
+    record_for,
+    wait_until,
+)
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -13,6 +23,11 @@ def metric(text: str, name: str, **labels: str) -> float:
     series = f"{name}{{{label_text}}}" if labels else name
     match = re.search(rf"^{re.escape(series)} (\S+)$", text, re.M)
     return float(match.group(1)) if match else 0.0
+
+
+def chat(gateway: Process, client: Client, model: str, question: str) -> Reply:
+    body = {"model": model, "messages": [{"role": "user", "content": question}]}
+    return http(f"{gateway.url}/v1/chat/completions", method="POST", key=client.key, body=body)
 
 
 def test_records_equal_requests_under_concurrency_with_failing_upstreams(
@@ -60,17 +75,51 @@ def test_records_equal_requests_under_concurrency_with_failing_upstreams(
     ) >= 300 - metric(after, "beastmode_records_pending")
 
 
-def test_metrics_expose_a_latency_histogram_per_model(
-    gateway: Process, alice: Client, model_with: ModelFactory
+def test_metrics_expose_genai_histograms_cache_outcomes_and_savings(
+    gateway: Process, fake_upstream: Process, alice: Client, model_with: ModelFactory
 ) -> None:
     model = model_with("")
-    for n in range(3):  # different questions: no cache hits
-        http(f"{gateway.url}/v1/chat/completions", method="POST", key=alice.key,
-             body={"model": model, "messages": [{"role": "user", "content": f"x{n}"}]})  # fmt: skip
+    request_ids = []
+    for question in ("q1", "q2", "q3", "q1", "q1"):  # three misses, then two exact hits
+        request_ids.append(chat(gateway, alice, model, question).headers["x-request-id"])
+    first = record_for(request_ids[0])
+    wait_until(lambda: record_for(request_ids[-1]))
     text = http(f"{gateway.url}/metrics").body.decode()
 
-    assert "# TYPE beastmode_request_duration_seconds histogram" in text
-    assert metric(text, "beastmode_request_duration_seconds_count", model=model) == 3
-    assert metric(text, "beastmode_request_duration_seconds_bucket", model=model, le="+Inf") == 3
-    assert metric(text, "beastmode_requests_total", model=model, outcome="success") == 3
-    assert metric(text, "beastmode_tokens_total", model=model, type="output") == 3 * 4
+    assert metric(text, "beastmode_requests_total", model=model, outcome="success") == 5
+    served = {"gen_ai_operation_name": "chat", "gen_ai_request_model": model, "error_type": ""}
+    assert "# TYPE gen_ai_server_request_duration_seconds histogram" in text
+    assert metric(text, "gen_ai_server_request_duration_seconds_count", **served) == 5
+    assert metric(text, "gen_ai_server_request_duration_seconds_bucket", **served, le="+Inf") == 5
+    upstream = {
+        "gen_ai_operation_name": "chat", "gen_ai_provider_name": "openai",
+        "gen_ai_request_model": f"{model}-ep0-model", "server_address": fake_upstream.url[7:],
+        "endpoint": f"{model}-ep0", "error_type": "",
+    }  # fmt: skip
+    assert metric(text, "gen_ai_client_operation_duration_seconds_count", **upstream) == 3
+    output = {"gen_ai_operation_name": "chat", "gen_ai_request_model": model,
+              "gen_ai_token_type": "output"}  # fmt: skip
+    assert metric(text, "gen_ai_client_token_usage_sum", **output) == 3 * first.tokens_out
+
+    cache = "beastmode_cache_requests_total"
+    assert metric(text, cache, model=model, kind="miss", tier="") == 3
+    assert metric(text, cache, model=model, kind="exact", tier="L1") == 2
+    saved = metric(text, "beastmode_cost_saved_usd_total", model=model)
+    assert saved == pytest.approx(2 * first.cost_usd, rel=1e-3) and saved > 0
+    tokens_saved = metric(text, "beastmode_tokens_saved_total", model=model, type="output")
+    assert tokens_saved == 2 * first.tokens_out
+
+
+def test_upstream_failures_are_labelled_with_their_error_type(
+    gateway: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with("status/503")
+    reply = chat(gateway, alice, model, "hi")
+    error_type = record_for(reply.headers["x-request-id"]).error_class
+    text = http(f"{gateway.url}/metrics").body.decode()
+
+    assert error_type and reply.status == 502
+    served = {"gen_ai_operation_name": "chat", "gen_ai_request_model": model}
+    assert metric(text, "gen_ai_server_request_duration_seconds_count", **served,
+                  error_type=error_type) == 1  # fmt: skip
+    assert metric(text, "beastmode_requests_total", model=model, outcome="upstream_error") == 1
