@@ -7,9 +7,10 @@ different requests collide.
 """
 
 import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
+
+from beastmode import fastjson
 
 # Fields that do not change what the model answers.
 NON_OUTPUT_FIELDS = frozenset(
@@ -69,5 +70,5 @@ def _has_tool_turns(messages: list[dict[str, Any]]) -> bool:
 
 
 def _digest(value: object) -> str:
-    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    canonical = fastjson.dumps(value, sort_keys=True)
+    return hashlib.sha256(canonical).hexdigest()

@@ -1,8 +1,9 @@
 """Streams and the cache: assemble a streamed answer into one completion to store, and
 replay a stored completion as a proper SSE stream."""
 
-import json
 from typing import Any
+
+from beastmode import fastjson
 
 
 class StreamAssembler:
@@ -98,4 +99,4 @@ def replay(completion: dict[str, Any], *, include_usage: bool) -> list[bytes]:
 
 
 def _event(payload: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + fastjson.dumps(payload) + b"\n\n"

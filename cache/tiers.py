@@ -4,7 +4,6 @@ All three store the same `Entry`. L1 is called on the event loop (memory only); 
 L3 do blocking I/O and are called from a worker thread by cache/service.py.
 """
 
-import json
 import logging
 import threading
 import time
@@ -18,6 +17,7 @@ from django.conf import settings
 from django.core.cache import caches
 from django.db import connection, transaction
 
+from beastmode import fastjson
 from cache.models import CacheEntry
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class Entry:
 
     def __post_init__(self) -> None:
         if not self.size_bytes:
-            self.size_bytes = len(json.dumps(self.response)) + len(self.prompt_text)
+            self.size_bytes = len(fastjson.dumps(self.response)) + len(self.prompt_text)
 
     def remaining_s(self, now: float) -> float:
         return self.expires_at - now
@@ -184,7 +184,7 @@ class DatabaseTier:
         rows = {
             entry.key: (
                 entry.key, entry.namespace, entry.model, entry.partition, entry.prompt_text,
-                entry.semantic_eligible, json.dumps(entry.request), json.dumps(entry.response),
+                entry.semantic_eligible, _text(entry.request), _text(entry.response),
                 embedding, entry.size_bytes, entry.tokens_in, entry.tokens_out, entry.endpoint,
                 0, to_db(_dt(entry.created_at)), to_db(_dt(entry.expires_at)),
             )
@@ -225,6 +225,10 @@ def _upsert_sql() -> str:
         f"INSERT INTO {table} ({columns}) VALUES ({values}) "
         f"ON CONFLICT ({quote('key')}) DO UPDATE SET {updates}"
     )
+
+
+def _text(value: Any) -> str:
+    return fastjson.dumps(value).decode()
 
 
 def _dt(epoch_s: float) -> datetime:

@@ -22,6 +22,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.db.models import Field
 
+from beastmode import fastjson
 from monitoring import metrics, rollups
 from monitoring.models import RequestRecord
 
@@ -94,13 +95,17 @@ def _columns() -> tuple[tuple[str, Any, Callable[[Any], Any]], ...]:
     def convert(field: Field) -> Callable[[Any], Any]:
         kind = field.get_internal_type()
         if kind == "JSONField":
-            return json.dumps
+            return _json_text
         if kind == "DateTimeField":
             return connection.ops.adapt_datetimefield_value
         return lambda value: value
 
     fields = [f for f in RequestRecord._meta.concrete_fields if not f.primary_key]
     return tuple((f.attname, f.get_default(), convert(f)) for f in fields)
+
+
+def _json_text(value: Any) -> str:
+    return fastjson.dumps(value).decode()
 
 
 @cache

@@ -1,9 +1,9 @@
 """Minimal ASGI HTTP plumbing for the lean /v1 path: read a bounded body, send JSON or SSE."""
 
-import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from beastmode import fastjson
 from routing.errors import GatewayError
 
 Scope = MutableMapping[str, Any]
@@ -64,7 +64,7 @@ async def send_json(
     payload: Any,
     headers: list[tuple[bytes, bytes]],
 ) -> None:
-    body = json.dumps(payload, separators=(",", ":")).encode()
+    body = fastjson.dumps(payload)
     await send(
         {
             "type": "http.response.start",
@@ -86,4 +86,4 @@ def error_headers(error: GatewayError) -> list[tuple[bytes, bytes]]:
 
 
 def sse_event(payload: Any) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + fastjson.dumps(payload) + b"\n\n"

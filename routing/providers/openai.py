@@ -3,6 +3,7 @@
 import json
 from typing import Any
 
+from beastmode import fastjson
 from routing.providers.base import InvalidUpstreamResponse, UpstreamRequest
 from routing.registry import EndpointConfig
 
@@ -25,7 +26,7 @@ class OpenAIProvider:
         return UpstreamRequest(
             url=f"{endpoint.base_url}/chat/completions",
             headers=headers,
-            body=json.dumps(payload).encode(),
+            body=fastjson.dumps(payload),
         )
 
     def parse_completion(self, payload: bytes) -> dict[str, Any]:

@@ -68,3 +68,10 @@ def test_the_conversation_text_covers_every_turn_and_tool_turns_skip_semantic_ma
     }
     assert not derive("key:1", "demo", tool_turn).semantic_eligible
     assert derive("key:1", "demo", BASE).partition == derive("key:1", "demo", tool_turn).partition
+
+
+def test_values_beyond_64_bits_and_any_unicode_still_make_a_stable_key() -> None:
+    """The fast encoder refuses integers beyond 64 bits; the key must not fail on them."""
+    body = {**BASE, "seed": 10**30, "messages": [{"role": "user", "content": "naïve ☃ 漢字"}]}
+    assert key(body) == key(dict(reversed(body.items())))
+    assert key(body) != key({**body, "seed": 10**30 + 1})
