@@ -40,10 +40,11 @@ class Candidate:
 
 @dataclass
 class _Stored:
+    """What a search needs besides the vector, which only FAISS keeps (no second copy)."""
+
     key: str
     text: str
     expires_at: float
-    vector: np.ndarray
 
 
 class PartitionIndex:
@@ -63,7 +64,7 @@ class PartitionIndex:
         self.remove([key])
         vector_id = self._next_id
         self._next_id += 1
-        self._by_id[vector_id] = _Stored(key, text, expires_at, vector)
+        self._by_id[vector_id] = _Stored(key, text, expires_at)
         self._id_by_key[key] = vector_id
         self._index.add_with_ids(vector.reshape(1, -1), np.array([vector_id], dtype=np.int64))
         if not self.is_hnsw and len(self._by_id) >= HNSW_MIN_ENTRIES:
@@ -100,6 +101,8 @@ class PartitionIndex:
         return len(expired)
 
     def _rebuild(self, *, hnsw: bool) -> None:
+        ids = np.fromiter(self._by_id, dtype=np.int64, count=len(self._by_id))
+        vectors = self._index.reconstruct_batch(ids) if len(ids) else None
         if hnsw:
             inner = faiss.IndexHNSWFlat(self.dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
             inner.hnsw.efSearch = HNSW_EF_SEARCH
@@ -108,9 +111,7 @@ class PartitionIndex:
             self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
         self.is_hnsw = hnsw
         self._tombstones.clear()
-        if self._by_id:
-            ids = np.fromiter(self._by_id, dtype=np.int64)
-            vectors = np.stack([self._by_id[int(i)].vector for i in ids])
+        if vectors is not None:
             self._index.add_with_ids(vectors, ids)
 
 

@@ -1,0 +1,76 @@
+"""The semantic index's life (cache/semantic.py): flat → HNSW, removals, rebuilds, bounds,
+expiry. Random unit vectors stand in for embeddings: each must find itself."""
+
+import time
+
+import numpy as np
+import pytest
+
+from cache import semantic
+
+DIM = 384
+
+
+def vectors(n: int, seed: int = 0) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def best_key(index: semantic.PartitionIndex, vector: np.ndarray) -> str | None:
+    found = index.search(vector, 1, time.time())
+    return found[0].key if found else None
+
+
+@pytest.fixture
+def small_hnsw(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(semantic, "HNSW_MIN_ENTRIES", 60)
+
+
+def test_moving_to_hnsw_and_rebuilding_after_removals_keeps_every_live_vector(
+    small_hnsw: None,
+) -> None:
+    index = semantic.PartitionIndex(DIM)
+    v = vectors(100)
+    later = time.time() + 3600
+    for i in range(100):
+        index.add(f"k{i}", f"text {i}", later, v[i])
+    assert index.is_hnsw and len(index) == 100
+    assert all(best_key(index, v[i]) == f"k{i}" for i in range(100))
+
+    index.remove([f"k{i}" for i in range(0, 100, 3)])  # 34 tombstones: a rebuild
+    assert len(index) == 66 and index.is_hnsw
+    for i in range(100):
+        found = best_key(index, v[i])
+        assert found != f"k{i}" if i % 3 == 0 else found == f"k{i}"
+
+    index.remove([f"k{i}" for i in range(100) if i % 3 and i < 50])  # below 60: flat again
+    assert not index.is_hnsw
+    assert all(best_key(index, v[i]) == f"k{i}" for i in range(50, 100) if i % 3)
+
+
+def test_replacing_a_key_keeps_one_vector_for_it() -> None:
+    index = semantic.PartitionIndex(DIM)
+    v = vectors(2)
+    index.add("k", "first", time.time() + 60, v[0])
+    index.add("k", "second", time.time() + 60, v[1])
+    assert len(index) == 1 and best_key(index, v[0]) == "k"
+    assert index.search(v[1], 4, time.time())[0].text == "second"
+
+
+def test_expired_vectors_are_never_returned_and_are_dropped() -> None:
+    index = semantic.SemanticIndex(DIM, max_entries=100)
+    v = vectors(2)
+    index.add("p", "old", "old text", time.time() - 1, v[0])
+    index.add("p", "new", "new text", time.time() + 60, v[1])
+    assert [c.key for c in index.search("p", v[0], k=4)] == ["new"]
+    assert index.drop_expired() == 1 and len(index) == 1
+
+
+def test_the_whole_index_is_bounded_oldest_out_first() -> None:
+    index = semantic.SemanticIndex(DIM, max_entries=10)
+    v = vectors(15)
+    for i in range(15):
+        index.add(f"partition-{i % 3}", f"k{i}", "", time.time() + 60, v[i])
+    assert len(index) == 10
+    kept = {c.key for i in range(15) for c in index.search(f"partition-{i % 3}", v[i], k=1)}
+    assert kept == {f"k{i}" for i in range(5, 15)}
