@@ -5,6 +5,7 @@ DATABASE_URL and REDIS_URL switch on the production parts. See .env.example.
 """
 
 import importlib.util
+import warnings
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -146,6 +147,8 @@ if _PLOTLY_SPEC and _PLOTLY_SPEC.submodule_search_locations:
     _PLOTLY_DIR = Path(next(iter(_PLOTLY_SPEC.submodule_search_locations))) / "package_data"
     STATICFILES_DIRS.append(("plotly", _PLOTLY_DIR))
 WHITENOISE_USE_FINDERS = True
+# Served through the finders until `collectstatic` fills STATIC_ROOT; no warning meanwhile.
+warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -155,6 +158,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    # faiss narrates which CPU build it loads at every start.
+    "loggers": {"faiss.loader": {"level": "WARNING"}},
 }
 
 # --- BeastMode ---

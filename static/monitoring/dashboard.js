@@ -74,11 +74,19 @@
       tr.className = "circuit-" + e.circuit;
       return tr;
     }));
+    // The same failure repeated (an open circuit, say) is one row with a count.
+    const groups = new Map();
+    s.recent_errors.forEach((e) => {
+      const key = [e.model, e.endpoint, e.status, e.error_class, e.message].join("\u0000");
+      const group = groups.get(key);
+      if (group) { group.count += 1; group.first = e.at; } else groups.set(key, { e, count: 1, first: e.at });
+    });
     const errors = document.querySelector("#errors tbody");
-    errors.replaceChildren(...s.recent_errors.map((e) => row([
-      new Date(e.at).toLocaleTimeString(), e.model, e.endpoint, e.status,
-      `${e.error_class}: ${e.message}`, e.tips,
-    ])));
+    errors.replaceChildren(...[...groups.values()].map(({ e, count, first }) => {
+      const last = new Date(e.at).toLocaleTimeString();
+      const when = count > 1 ? `${last} (×${count} since ${new Date(first).toLocaleTimeString()})` : last;
+      return row([when, e.model, e.endpoint, e.status, `${e.error_class}: ${e.message}`, e.tips]);
+    }));
   }
 
   function render(snapshot) {

@@ -33,10 +33,10 @@ def gateway(django_db_setup: None) -> Iterator[Process]:
     stop_process(process)
 
 
-def ask(gateway: Process, client: Client, model: str, question: str) -> str:
+def ask(gateway: Process, client: Client, model: str, question: str, status: int = 200) -> str:
     body = {"model": model, "messages": [{"role": "user", "content": question}]}
     reply = http(f"{gateway.url}/v1/chat/completions", method="POST", key=client.key, body=body)
-    assert reply.status == 200, reply.body
+    assert reply.status == status, reply.body
     return reply.headers["x-request-id"]
 
 
@@ -52,9 +52,11 @@ def test_an_operator_logs_in_and_watches_the_dashboard_update(
 ) -> None:
     assert CHROMIUM.exists(), "make test installs Debian's chromium (scripts/browser.sh)"
     django_user_model.objects.create_superuser("operator", "op@example.com", "a-long-password")
-    model = model_with("")
+    model, broken = model_with(""), model_with("status/500")
     for question in ("first question", "second question", "first question"):
         record_for(ask(gateway, alice, model, question))  # written, so in the first paint
+    for question in ("fails once", "fails twice"):
+        record_for(ask(gateway, alice, broken, question, status=502))
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
@@ -87,6 +89,12 @@ def test_an_operator_logs_in_and_watches_the_dashboard_update(
             expect(page.locator("#chart-requests .bars path").first).to_be_attached()
             expect(page.locator("#chart-models .xtick text")).to_contain_text([model])
             assert re.fullmatch(r"[\d.]+ / [\d.]+ / [\d.]+ ms", kpi(page, "latency"))
+
+            # The same failure twice is one row of recent errors, with its count and tips.
+            failure = page.locator("#errors tbody tr", has_text=broken)
+            expect(failure).to_have_count(1)
+            expect(failure).to_contain_text("×2 since")
+            expect(failure.locator("li").first).to_be_visible()
 
             # Switching the window switches the stream: the next snapshot shown is 24h's.
             page.click("button[data-window='24h']")

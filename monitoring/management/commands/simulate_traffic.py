@@ -23,7 +23,10 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--rps", type=float, default=5.0, help="requests per second")
         parser.add_argument("--duration", type=float, default=60.0, help="seconds to send for")
-        parser.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
+        host, port = os.environ.get("HOST", "127.0.0.1"), os.environ.get("PORT", "8000")
+        parser.add_argument(
+            "--base-url", default=f"http://{host}:{port}/v1", help="default: as `make run` serves"
+        )
         parser.add_argument(
             "--key",
             default=os.environ.get("BEASTMODE_KEY", ""),
