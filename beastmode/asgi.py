@@ -12,7 +12,7 @@ import logging  # noqa: E402
 from asgiref.sync import sync_to_async  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from beastmode import embedded_beat  # noqa: E402
+from beastmode import embedded_beat, runtime  # noqa: E402
 from cache import semantic_sync  # noqa: E402
 from monitoring import recorder  # noqa: E402
 from monitoring.routing import websocket_application  # noqa: E402
@@ -29,6 +29,8 @@ registry.start_refresher()
 semantic_sync.start()
 if settings.CELERY_TASK_ALWAYS_EAGER:
     embedded_beat.start()
+runtime.speed_up_twisted_content_type()
+runtime.freeze_startup_objects()
 
 
 async def application(scope: Scope, receive: Receive, send: Send) -> None:

@@ -1,0 +1,30 @@
+"""Process-wide tuning applied once when the ASGI application loads."""
+
+import gc
+import sys
+
+
+def speed_up_twisted_content_type() -> None:
+    """daphne's Twisted parses every request's Content-Type through `email.message`, whose
+    header registry creates a new class per header: 11% of the GIL time in profiles, and
+    thousands of classes a second for the cyclic garbage collector, which showed as
+    40-130 ms pauses in the latency tail. Twisted only compares the result with the two
+    form types, so a plain split gives the same answer."""
+    http = sys.modules.get("twisted.web.http")
+    if http is None or not hasattr(http, "_parseContentType"):
+        return  # not under daphne (uvicorn), or a Twisted without this helper
+    http._parseContentType = media_type
+
+
+def media_type(line: bytes) -> bytes:
+    """The media type of a Content-Type value, lowercased, without parameters; text/plain
+    when it is not type/subtype (as email.message's get_content_type answers)."""
+    value = line.split(b";", 1)[0].strip().lower()
+    return value if value.count(b"/") == 1 else b"text/plain"
+
+
+def freeze_startup_objects() -> None:
+    """Move everything loaded so far (Django, the apps, their modules) out of the cyclic
+    collector's sight: full collections then scan only what requests create."""
+    gc.collect()
+    gc.freeze()
