@@ -4,6 +4,9 @@ import os
 
 from django.core.asgi import get_asgi_application
 
+from beastmode import runtime
+
+runtime.limit_malloc_arenas()  # before Django, the database pool or our threads allocate
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "beastmode.settings")
 django_application = get_asgi_application()  # before importing anything that uses models
 
@@ -12,7 +15,7 @@ import logging  # noqa: E402
 from asgiref.sync import sync_to_async  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from beastmode import embedded_beat, runtime  # noqa: E402
+from beastmode import embedded_beat  # noqa: E402
 from cache import semantic_sync  # noqa: E402
 from monitoring import recorder  # noqa: E402
 from monitoring.routing import websocket_application  # noqa: E402
