@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from beastmode import fastjson
+from routing import fastjson
 
 # Fields that do not change what the model answers.
 NON_OUTPUT_FIELDS = frozenset(

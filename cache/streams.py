@@ -3,7 +3,7 @@ replay a stored completion as a proper SSE stream."""
 
 from typing import Any
 
-from beastmode import fastjson
+from routing import fastjson
 
 
 class StreamAssembler:

@@ -18,8 +18,8 @@ from django.conf import settings
 from django.core.cache import caches
 from django.db import connection, transaction
 
-from beastmode import fastjson
 from cache.models import CacheEntry
+from routing import fastjson
 
 log = logging.getLogger(__name__)
 

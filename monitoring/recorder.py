@@ -22,9 +22,9 @@ from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.db.models import Field
 
-from beastmode import fastjson
 from monitoring import metrics, rollups
 from monitoring.models import RequestRecord
+from routing import fastjson
 
 log = logging.getLogger(__name__)
 

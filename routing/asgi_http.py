@@ -3,7 +3,7 @@
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from beastmode import fastjson
+from routing import fastjson
 from routing.errors import GatewayError
 
 Scope = MutableMapping[str, Any]
