@@ -1,5 +1,10 @@
 from django.db import models
 
+# How the dashboard counts outcomes: errors (every endpoint failed, or a BeastMode bug)
+# and rejections (the caller's request or key was refused).
+ERROR_OUTCOMES = ("internal_error", "upstream_error")
+REJECTED_OUTCOMES = ("auth_error", "client_error")
+
 
 class RequestRecord(models.Model):
     """Exactly one per request BeastMode received, whatever became of it."""
@@ -52,7 +57,15 @@ class RequestRecord(models.Model):
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["model", "created_at"]),
-            models.Index(fields=["outcome", "created_at"]),  # recent errors
+            models.Index(fields=["outcome", "created_at"]),
+            # The dashboard's recent errors: the newest 20 errors are the first 20 entries,
+            # however many records or errors there are (a scan of created_at filtered by
+            # outcome walks every record since the last error; the index above sorts them all).
+            models.Index(
+                fields=["-created_at"],
+                condition=models.Q(outcome__in=ERROR_OUTCOMES),
+                name="monitoring_recent_errors",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -94,3 +107,39 @@ class Rollup(models.Model):
             )
         ]  # fmt: skip
         indexes = [models.Index(fields=["bucket_s", "bucket_start"])]
+
+
+class DashboardRollup(models.Model):
+    """What the dashboard reads: per minute, hour and day, one total row and one row per
+    (model, endpoint), with the outcomes it shows already counted. Warming is left out.
+
+    Unlike Rollup, rows are shared by every process (writers take turns through a lock),
+    so a window costs one row per bucket and pair, however many processes write; and a
+    long window reads whole days where it can.
+    """
+
+    bucket_start = models.DateTimeField()
+    bucket_s = models.PositiveIntegerField(help_text="60, 3600 or 86400")
+    is_total = models.BooleanField(help_text="every request of the bucket; model, endpoint empty")
+    model = models.CharField(max_length=200)
+    endpoint = models.CharField(max_length=100)
+    requests = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    rejected = models.PositiveIntegerField(default=0)
+    looked_up = models.PositiveIntegerField(default=0, help_text="requests the cache saw")
+    exact_hits = models.PositiveIntegerField(default=0)
+    semantic_hits = models.PositiveIntegerField(default=0)
+    l1_hits = models.PositiveIntegerField(default=0)
+    l2_hits = models.PositiveIntegerField(default=0)
+    l3_hits = models.PositiveIntegerField(default=0)
+    cost_usd = models.FloatField(default=0)
+    cost_saved_usd = models.FloatField(default=0)
+    histogram = models.JSONField(default=list, help_text="dense: see monitoring/rollups.py")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["bucket_s", "bucket_start", "is_total", "model", "endpoint"],
+                name="dashboard_rollup_one_row_per_pair",
+            )
+        ]

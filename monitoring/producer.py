@@ -16,6 +16,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.cache import cache
 
+from monitoring import recorder
 from monitoring.snapshot import WINDOWS, Snapshot, compute
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ async def _run_forever() -> None:
         started = loop.time()
         try:
             if await database_sync_to_async(_lead)(interval_s):
+                # This process's own finished requests are in this tick, not the next.
+                await database_sync_to_async(recorder.flush_or_leave_to_writer)()
                 for window in WINDOWS:
                     snapshot = await database_sync_to_async(_compute)(window)
                     _latest[window] = snapshot

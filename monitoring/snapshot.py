@@ -1,4 +1,5 @@
-"""The dashboard's numbers for one window, computed from rollups (not raw records).
+"""The dashboard's numbers for one window, computed from DashboardRollup rows (not raw
+records; only the recent errors come from the records, through an index).
 
 `Snapshot` is the one message shape shared by the producer, the websocket consumer,
 the JSON API, the page and the tests.
@@ -8,11 +9,11 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from monitoring import histogram as hist
-from monitoring import metrics, recorder
-from monitoring.models import RequestRecord, Rollup
+from monitoring import metrics, recorder, rollups
+from monitoring.models import ERROR_OUTCOMES, DashboardRollup, RequestRecord
 from routing import breaker, registry
 from routing.models import EndpointProbe
 
@@ -22,8 +23,6 @@ WINDOWS: dict[str, tuple[int, int]] = {  # name: (length, rollup bucket), second
     "24h": (86400, 3600),
     "7d": (7 * 86400, 3600),
 }
-ERROR_OUTCOMES = frozenset({"upstream_error", "internal_error"})
-REJECTED_OUTCOMES = frozenset({"client_error", "auth_error"})
 
 
 class Kpis(TypedDict):
@@ -99,135 +98,157 @@ def compute(window: str = "1h") -> Snapshot:
     length_s, bucket_s = WINDOWS[window]
     now = timezone.now()
     since = now - timedelta(seconds=length_s)
-    rows = list(
-        Rollup.objects.filter(bucket_s=bucket_s, bucket_start__gte=since, is_warming=False).values(
-            "bucket_start",
-            "model",
-            "endpoint",
-            "outcome",
-            "cache_outcome",
-            "cache_tier",
-            "requests",
-            "cost_usd",
-            "cost_saved_usd",
-            "histogram",
-        )
-    )
+    totals, pairs = _rollups(since, now, bucket_s)
     recent = _recent_errors(since)
     return Snapshot(
         window=window,
         generated_at=now.isoformat(),
-        kpis=_kpis(rows),
-        tiers=_tiers(rows),
-        series=_series(rows, since, bucket_s, length_s),
-        by_model=_by_model(rows),
-        endpoints=_endpoints(rows, recent),
+        kpis=_kpis(totals),
+        tiers=_tiers(totals),
+        series=_series(totals, since, bucket_s, length_s),
+        by_model=_by_model(pairs),
+        endpoints=_endpoints(pairs, recent),
         recent_errors=recent,
     )
 
 
-def _kpis(rows: list[dict[str, Any]]) -> Kpis:
-    requests = sum(r["requests"] for r in rows)
-    errors = sum(r["requests"] for r in rows if r["outcome"] in ERROR_OUTCOMES)
-    exact = sum(r["requests"] for r in rows if r["cache_outcome"] == "exact")
-    semantic = sum(r["requests"] for r in rows if r["cache_outcome"] == "semantic")
-    looked_up = sum(r["requests"] for r in rows if r["cache_outcome"])
-    merged = hist.merge(r["histogram"] for r in rows)
+def _rollups(
+    since: datetime, now: datetime, bucket_s: int
+) -> tuple[list[dict[str, Any]], dict[tuple[str, str], dict[str, Any]]]:
+    """The window's total rows (one per bucket) and its sums per (model, endpoint)."""
+    rows = window_rows(since, now, bucket_s).values(
+        "bucket_start", "is_total", "model", "endpoint", *rollups.COUNTS, "histogram"
+    )
+    totals, by_pair = [], defaultdict(list)
+    for row in rows:
+        if row["is_total"]:
+            totals.append(row)
+        else:
+            by_pair[(row["model"], row["endpoint"])].append(row)
+    return totals, {pair: _summed(group) for pair, group in by_pair.items()}
+
+
+def window_rows(since: datetime, now: datetime, bucket_s: int) -> QuerySet[DashboardRollup]:
+    """Every total row of the window, and pair rows where whole coarser buckets inside the
+    window (the days of a 7d window) stand in for the buckets they hold: a long window
+    reads days, not hours, per (model, endpoint)."""
+    in_window = Q(bucket_s=bucket_s, bucket_start__gte=since)
+    pairs = in_window & Q(is_total=False)
+    coarse_s = next((size for size in rollups.DASHBOARD_BUCKETS_S if size > bucket_s), None)
+    if coarse_s is not None:
+        whole_from = _ceil(since, coarse_s)
+        whole_to = rollups.bucket_start(now, coarse_s)  # the current one is not whole yet
+        if whole_from < whole_to:
+            whole = Q(bucket_start__gte=whole_from, bucket_start__lt=whole_to)
+            pairs = (pairs & ~whole) | (whole & Q(bucket_s=coarse_s, is_total=False))
+    return DashboardRollup.objects.filter((in_window & Q(is_total=True)) | pairs)
+
+
+def _ceil(moment: datetime, bucket_s: int) -> datetime:
+    return datetime.fromtimestamp(-(-moment.timestamp() // bucket_s) * bucket_s, tz=UTC)
+
+
+def _summed(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    summed: dict[str, Any] = {name: sum(r[name] for r in rows) for name in rollups.COUNTS}
+    summed["histogram"] = rollups.merge_dense(r["histogram"] for r in rows)
+    return summed
+
+
+def _kpis(totals: list[dict[str, Any]]) -> Kpis:
+    window = _summed(totals)
+    requests, errors = window["requests"], window["errors"]
+    exact, semantic = window["exact_hits"], window["semantic_hits"]
+    p50, p95, p99 = rollups.dense_percentiles(window["histogram"], (0.5, 0.95, 0.99))
     received = metrics.requests_received()
     return Kpis(
         requests=requests,
         errors=errors,
         error_rate=_ratio(errors, requests),
-        rejected=sum(r["requests"] for r in rows if r["outcome"] in REJECTED_OUTCOMES),
+        rejected=window["rejected"],
         coverage=_ratio(metrics.records_written(), received) if received else 1.0,
         records_pending=recorder.pending_count(),
-        hit_rate=_ratio(exact + semantic, looked_up),
+        hit_rate=_ratio(exact + semantic, window["looked_up"]),
         exact_hits=exact,
         semantic_hits=semantic,
-        cost_usd=round(sum(r["cost_usd"] for r in rows), 6),
-        cost_saved_usd=round(sum(r["cost_saved_usd"] for r in rows), 6),
-        p50_ms=_round(hist.percentile(merged, 0.50)),
-        p95_ms=_round(hist.percentile(merged, 0.95)),
-        p99_ms=_round(hist.percentile(merged, 0.99)),
+        cost_usd=round(window["cost_usd"], 6),
+        cost_saved_usd=round(window["cost_saved_usd"], 6),
+        p50_ms=_round(p50),
+        p95_ms=_round(p95),
+        p99_ms=_round(p99),
     )
 
 
-def _tiers(rows: list[dict[str, Any]]) -> dict[str, int]:
-    tiers = {"L1": 0, "L2": 0, "L3": 0}
-    for row in rows:
-        if row["cache_tier"] in tiers:
-            tiers[row["cache_tier"]] += row["requests"]
-    return tiers
+def _tiers(totals: list[dict[str, Any]]) -> dict[str, int]:
+    return {
+        "L1": sum(r["l1_hits"] for r in totals),
+        "L2": sum(r["l2_hits"] for r in totals),
+        "L3": sum(r["l3_hits"] for r in totals),
+    }
 
 
-def _series(rows: list[dict[str, Any]], since: Any, bucket_s: int, length_s: int) -> Series:
+def _series(totals: list[dict[str, Any]], since: Any, bucket_s: int, length_s: int) -> Series:
     first = since.timestamp() // bucket_s * bucket_s + bucket_s
     starts = [first + i * bucket_s for i in range(length_s // bucket_s)]
-    by_start: dict[float, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        by_start[row["bucket_start"].timestamp()].append(row)
+    by_start = {row["bucket_start"].timestamp(): row for row in totals}
+    empty: dict[str, Any] = {"requests": 0, "errors": 0, "exact_hits": 0, "semantic_hits": 0,
+                             "histogram": []}  # fmt: skip
     series = Series(t=[], requests=[], errors=[], exact_hits=[], semantic_hits=[], p50_ms=[],
                     p95_ms=[], p99_ms=[])  # fmt: skip
     for start in starts:
-        group = by_start.get(start, [])
-        merged = hist.merge(r["histogram"] for r in group)
+        row = by_start.get(start, empty)
         series["t"].append(datetime.fromtimestamp(start, tz=UTC).isoformat())
-        series["requests"].append(sum(r["requests"] for r in group))
-        series["errors"].append(sum(r["requests"] for r in group if r["outcome"] in ERROR_OUTCOMES))
-        series["exact_hits"].append(
-            sum(r["requests"] for r in group if r["cache_outcome"] == "exact")
-        )
-        series["semantic_hits"].append(
-            sum(r["requests"] for r in group if r["cache_outcome"] == "semantic")
-        )
-        for name, q in (("p50_ms", 0.5), ("p95_ms", 0.95), ("p99_ms", 0.99)):
-            series[name].append(_round(hist.percentile(merged, q)))  # type: ignore[literal-required]
+        series["requests"].append(row["requests"])
+        series["errors"].append(row["errors"])
+        series["exact_hits"].append(row["exact_hits"])
+        series["semantic_hits"].append(row["semantic_hits"])
+        p50, p95, p99 = rollups.dense_percentiles(row["histogram"], (0.5, 0.95, 0.99))
+        series["p50_ms"].append(_round(p50))
+        series["p95_ms"].append(_round(p95))
+        series["p99_ms"].append(_round(p99))
     return series
 
 
-def _by_model(rows: list[dict[str, Any]]) -> list[ModelRow]:
+def _by_model(pairs: dict[tuple[str, str], dict[str, Any]]) -> list[ModelRow]:
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        if row["model"]:
-            groups[row["model"]].append(row)
+    for (model, _), sums in pairs.items():
+        if model:
+            groups[model].append(sums)
     result = []
     for model, group in groups.items():
-        requests = sum(r["requests"] for r in group)
-        hits = sum(r["requests"] for r in group if r["cache_outcome"] in ("exact", "semantic"))
+        sums = _summed(group)
         result.append(
             ModelRow(
                 model=model,
-                requests=requests,
-                errors=sum(r["requests"] for r in group if r["outcome"] in ERROR_OUTCOMES),
-                hit_rate=_ratio(hits, sum(r["requests"] for r in group if r["cache_outcome"])),
-                p95_ms=_round(hist.percentile(hist.merge(r["histogram"] for r in group), 0.95)),
-                cost_usd=round(sum(r["cost_usd"] for r in group), 6),
-                cost_saved_usd=round(sum(r["cost_saved_usd"] for r in group), 6),
+                requests=sums["requests"],
+                errors=sums["errors"],
+                hit_rate=_ratio(sums["exact_hits"] + sums["semantic_hits"], sums["looked_up"]),
+                p95_ms=_round(_p95(sums["histogram"])),
+                cost_usd=round(sums["cost_usd"], 6),
+                cost_saved_usd=round(sums["cost_saved_usd"], 6),
             )
         )
     return sorted(result, key=lambda row: -row["requests"])
 
 
-def _endpoints(rows: list[dict[str, Any]], recent: list[ErrorRow]) -> list[EndpointRow]:
+def _endpoints(
+    pairs: dict[tuple[str, str], dict[str, Any]], recent: list[ErrorRow]
+) -> list[EndpointRow]:
     """Every configured endpoint: its circuit (this process), traffic and last error."""
     snapshot = registry.current()
     probes = {p.endpoint_id: p for p in EndpointProbe.objects.filter(ok=False)}
+    states = breaker.states()
     result = []
     for endpoint in sorted(snapshot.endpoints.values(), key=lambda e: e.name):
-        group = [r for r in rows if r["endpoint"] == endpoint.name]
-        requests = sum(r["requests"] for r in group)
-        errors = sum(r["requests"] for r in group if r["outcome"] in ERROR_OUTCOMES)
+        sums = _summed([s for (_, name), s in pairs.items() if name == endpoint.name])
         last = next((e for e in recent if e["endpoint"] == endpoint.name), None)
         probe = probes.get(endpoint.id)
         result.append(
             EndpointRow(
                 endpoint=endpoint.name,
-                circuit=breaker.states()[endpoint.id].state
-                if endpoint.id in breaker.states()
-                else breaker.CLOSED,
-                requests=requests,
-                error_rate=_ratio(errors, requests),
-                p95_ms=_round(hist.percentile(hist.merge(r["histogram"] for r in group), 0.95)),
+                circuit=states[endpoint.id].state if endpoint.id in states else breaker.CLOSED,
+                requests=sums["requests"],
+                error_rate=_ratio(sums["errors"], sums["requests"]),
+                p95_ms=_round(_p95(sums["histogram"])),
                 last_error=last["message"] if last else (probe.message if probe else ""),
             )
         )
@@ -235,8 +256,9 @@ def _endpoints(rows: list[dict[str, Any]], recent: list[ErrorRow]) -> list[Endpo
 
 
 def _recent_errors(since: Any, limit: int = 20) -> list[ErrorRow]:
+    # Sorted: the same SQL every time, which the partial index monitoring_recent_errors matches.
     records = RequestRecord.objects.filter(
-        created_at__gte=since, outcome__in=ERROR_OUTCOMES
+        created_at__gte=since, outcome__in=sorted(ERROR_OUTCOMES)
     ).order_by("-created_at")[:limit]
     return [
         ErrorRow(
@@ -251,6 +273,10 @@ def _recent_errors(since: Any, limit: int = 20) -> list[ErrorRow]:
         )
         for record in records
     ]
+
+
+def _p95(histogram: rollups.Dense) -> float | None:
+    return rollups.dense_percentiles(histogram, (0.95,))[0]
 
 
 def _ratio(part: int, whole: int) -> float:

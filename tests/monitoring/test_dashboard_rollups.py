@@ -1,0 +1,211 @@
+"""The dashboard's rollups: every window's snapshot equals what the raw records say, long
+windows read days instead of hours, concurrent writers lose nothing, and the history
+already in Rollup is carried over by the migration."""
+
+import importlib
+import random
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from unittest import mock
+
+import pytest
+from django.apps import apps
+from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from monitoring import histogram, recorder, rollups, snapshot
+from monitoring.models import ERROR_OUTCOMES, REJECTED_OUTCOMES, DashboardRollup, Rollup
+from routing import registry
+from tests.conftest import make_endpoint
+
+# Not on a bucket boundary, so the 7d window starts and ends inside a day and an hour.
+NOW = datetime(2026, 3, 10, 13, 37, 20, 250000, tzinfo=UTC)
+ROUTES = {"alpha": ("alpha-a", "alpha-b"), "beta": ("beta-a",)}
+
+
+def traffic(count: int, seed: int = 3) -> list[dict[str, Any]]:
+    """Records over the 8 days before NOW: answers, cache hits in every tier, errors,
+    rejections, warming; the request-record fields routing/exchange.py fills in."""
+    rng = random.Random(seed)
+    records = []
+    for n in range(count):
+        model = rng.choice([*ROUTES, ""])
+        outcome = rng.choices(
+            ["success", "upstream_error", "internal_error", "client_error", "auth_error"],
+            weights=[80, 8, 2, 6, 4],
+        )[0]
+        cache = rng.choice(["miss", "exact", "semantic", "shadow"]) if outcome == "success" else ""
+        hit = cache in ("exact", "semantic")
+        served = outcome == "success" and not hit and model != ""
+        span_s = 3600 if n % 5 == 0 else 8 * 86400  # the short windows get something too
+        records.append({
+            "request_id": f"dr{seed}-{n}",
+            "created_at": NOW - timedelta(seconds=rng.uniform(0, span_s)),
+            "path": "/v1/chat/completions", "model": model,
+            "endpoint": rng.choice(ROUTES[model]) if served else "",
+            "outcome": outcome, "status_code": 200 if outcome == "success" else 502,
+            "latency_ms": rng.lognormvariate(1 if hit else 5, 1.0),
+            "cost_usd": rng.uniform(0, 0.01) if served else 0.0,
+            "cost_saved_usd": rng.uniform(0, 0.01) if hit else 0.0,
+            "cache_outcome": cache, "cache_tier": rng.choice(["L1", "L2", "L3"]) if hit else "",
+            "is_warming": served and rng.random() < 0.05,
+        })  # fmt: skip
+    return records
+
+
+def write(records: list[dict[str, Any]]) -> None:
+    recorder._pending.extend(records)
+    recorder.flush()
+
+
+def histogram_of(records: list[dict[str, Any]]) -> histogram.Histogram:
+    result: histogram.Histogram = {}
+    for record in records:
+        histogram.add(result, record["latency_ms"])
+    return result
+
+
+def p(records: list[dict[str, Any]], q: float) -> float | None:
+    value = histogram.percentile(histogram_of(records), q)
+    return round(value, 3) if value is not None else None
+
+
+@pytest.fixture
+def routed(db: None) -> None:
+    """The endpoints of ROUTES, known to this process's registry."""
+    for names in ROUTES.values():
+        for name in names:
+            make_endpoint(name, "http://127.0.0.1:9/v1")
+    registry.reload()
+
+
+@pytest.mark.embedded
+def test_every_window_shows_what_the_raw_records_say(routed: None) -> None:
+    records = traffic(2500)
+    write(records)
+    for window in snapshot.WINDOWS:
+        assert_shows(window, records)
+
+
+def assert_shows(window: str, records: list[dict[str, Any]]) -> None:
+    length_s, bucket_s = snapshot.WINDOWS[window]
+    since = NOW - timedelta(seconds=length_s)
+    shown = [
+        r for r in records
+        if not r["is_warming"] and rollups.bucket_start(r["created_at"], bucket_s) >= since
+    ]  # fmt: skip
+    with mock.patch.object(timezone, "now", return_value=NOW):
+        result = snapshot.compute(window)
+
+    kpis = result["kpis"]
+    assert kpis["requests"] == len(shown) > 0
+    assert kpis["errors"] == sum(r["outcome"] in ERROR_OUTCOMES for r in shown)
+    assert kpis["rejected"] == sum(r["outcome"] in REJECTED_OUTCOMES for r in shown)
+    assert kpis["exact_hits"] == sum(r["cache_outcome"] == "exact" for r in shown)
+    assert kpis["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in shown), abs=1e-6)
+    assert (kpis["p50_ms"], kpis["p95_ms"], kpis["p99_ms"]) == (
+        p(shown, 0.5), p(shown, 0.95), p(shown, 0.99),
+    )  # fmt: skip
+    assert result["tiers"] == {
+        tier: sum(r["cache_tier"] == tier for r in shown) for tier in ("L1", "L2", "L3")
+    }
+    models = {row["model"]: row for row in result["by_model"]}
+    endpoints = {row["endpoint"]: row for row in result["endpoints"]}
+    for model in ROUTES:
+        mine = [r for r in shown if r["model"] == model]
+        assert (models[model]["requests"], models[model]["p95_ms"]) == (len(mine), p(mine, 0.95))
+        for endpoint in ROUTES[model]:
+            theirs = [r for r in shown if r["endpoint"] == endpoint]
+            row = endpoints[endpoint]
+            assert (row["requests"], row["p95_ms"]) == (len(theirs), p(theirs, 0.95))
+    assert sum(result["series"]["requests"]) == len(shown)
+    last = [r for r in shown if r["created_at"] >= rollups.bucket_start(NOW, bucket_s)]
+    assert (result["series"]["requests"][-1], result["series"]["p95_ms"][-1]) == (
+        len(last), p(last, 0.95),
+    )  # fmt: skip
+
+
+@pytest.mark.embedded
+def test_the_7d_window_reads_each_pair_by_the_day_except_at_its_edges(routed: None) -> None:
+    write(traffic(1500))
+    rows = snapshot.window_rows(NOW - timedelta(days=7), NOW, 3600)
+    pairs = rows.filter(is_total=False)
+    days = pairs.filter(bucket_s=86400).values_list("bucket_start", flat=True).distinct()
+    assert len(days) == 6  # Mar 4 .. Mar 9; Mar 3 and 10 are partly outside the window
+    assert pairs.filter(bucket_s=3600).values("bucket_start").distinct().count() <= 25
+    assert rows.filter(is_total=True, bucket_s=3600).count() == 7 * 24
+
+
+def test_recent_errors_are_read_from_the_partial_index(routed: None) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("a Postgres plan")
+    write(traffic(500))
+    with CaptureQueriesContext(connection) as captured:
+        snapshot.compute("7d")
+    (sql,) = [q["sql"] for q in captured if "monitoring_requestrecord" in q["sql"]]
+    with connection.cursor() as cursor:
+        # Without a sequential scan to fall back on, only a matching partial index serves.
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("SET LOCAL enable_bitmapscan = off")
+        cursor.execute(f"EXPLAIN {sql}")
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "monitoring_recent_errors" in plan, plan
+
+
+def test_writers_in_several_processes_lose_no_count(transactional_db: None) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite runs one write transaction at a time anyway")
+    records = traffic(1200, seed=5)
+    barrier = threading.Barrier(4)
+
+    def writer(part: list[dict[str, Any]]) -> None:
+        barrier.wait()
+        try:
+            for start in range(0, len(part), 50):  # many small flushes of the same buckets
+                recorder._write(part[start : start + 50])
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=writer, args=(records[i::4],)) for i in range(4)]
+    # Threads standing in for processes: each writes Rollup rows of its own, as a process does.
+    with mock.patch.object(rollups, "_writer", lambda: f"test:{threading.get_ident()}"):
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    counted = [r for r in records if not r["is_warming"]]
+    for bucket_s in rollups.DASHBOARD_BUCKETS_S:
+        totals = DashboardRollup.objects.filter(bucket_s=bucket_s, is_total=True)
+        assert sum(row.requests for row in totals) == len(counted)
+        merged = rollups.merge_dense(row.histogram for row in totals)
+        assert sum(merged[1:]) == len(counted)
+
+
+@pytest.mark.embedded
+def test_the_migration_carries_rollup_history_over(db: None) -> None:
+    write(traffic(1000, seed=9))
+    written = {rollups._dashboard_key(row): row for row in DashboardRollup.objects.all()}
+    DashboardRollup.objects.all().delete()
+    migration = importlib.import_module("monitoring.migrations.0004_dashboard_rollup")
+    migration.fill_from_rollups(apps, None)
+
+    filled = {rollups._dashboard_key(row): row for row in DashboardRollup.objects.all()}
+    assert filled.keys() == written.keys() and Rollup.objects.exists()
+    for key, row in filled.items():
+        for name in (*rollups.COUNTS, "histogram"):
+            assert getattr(row, name) == pytest.approx(getattr(written[key], name)), (key, name)
+
+
+def test_dense_histograms_give_the_histogram_modules_percentiles() -> None:
+    rng = random.Random(11)
+    values = [rng.lognormvariate(3, 1.5) for _ in range(5000)]
+    parts = [histogram_of([{"latency_ms": v} for v in values[i : i + 700]])
+             for i in range(0, len(values), 700)]  # fmt: skip
+    dense = rollups.merge_dense(rollups.dense_of(part) for part in parts)
+    merged = histogram.merge(parts)
+    qs = (0.001, 0.5, 0.95, 0.99, 1.0)
+    assert rollups.dense_percentiles(dense, qs) == [histogram.percentile(merged, q) for q in qs]
+    assert rollups.dense_of(merged) == dense
+    assert rollups.dense_percentiles(rollups.merge_dense([[], []]), (0.5,)) == [None]
