@@ -40,6 +40,17 @@ def ask(gateway: Process, client: Client, model: str, question: str, status: int
     return reply.headers["x-request-id"]
 
 
+def set_hidden(page: Page, hidden: bool) -> None:
+    """As when the operator switches to another tab and back."""
+    page.evaluate(
+        """(hidden) => {
+            Object.defineProperty(document, "hidden", {value: hidden, configurable: true});
+            document.dispatchEvent(new Event("visibilitychange"));
+        }""",
+        hidden,
+    )
+
+
 def kpi(page: Page, name: str) -> str:
     return page.locator(f'[data-kpi="{name}"]').inner_text()
 
@@ -101,6 +112,12 @@ def test_an_operator_logs_in_and_watches_the_dashboard_update(
             expect(page.locator("#dashboard")).to_have_attribute("data-window", "24h")
             SCREENSHOT.parent.mkdir(exist_ok=True)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+            # A hidden tab closes its socket (the page idles) and reopens it when shown.
+            set_hidden(page, True)
+            expect(page.locator("#status")).to_have_text("disconnected")
+            set_hidden(page, False)
+            expect(page.locator("#status")).to_contain_text("live")
         finally:
             browser.close()
     assert SCREENSHOT.stat().st_size > 10_000
