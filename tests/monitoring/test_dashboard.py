@@ -1,5 +1,6 @@
 """/monitoring, its websocket and the JSON snapshot: staff only, one producer, live pushes."""
 
+import contextlib
 import json
 import re
 from collections.abc import Iterator
@@ -88,8 +89,8 @@ def test_anonymous_non_staff_and_cross_origin_are_refused(
 def test_many_dashboards_cost_one_computation_per_window_and_tick(
     gateway: Process, admin_browser: BrowserClient
 ) -> None:
-    connections = [socket(gateway, admin_browser) for _ in range(10)]
-    try:
+    with contextlib.ExitStack() as stack:
+        connections = [stack.enter_context(socket(gateway, admin_browser)) for _ in range(10)]
         for connection in connections:
             receive(connection)  # the snapshot sent on connect
         before = snapshots_computed(gateway)
@@ -97,9 +98,6 @@ def test_many_dashboards_cost_one_computation_per_window_and_tick(
             for connection in connections:
                 receive(connection)
         computed = snapshots_computed(gateway) - before
-    finally:
-        for connection in connections:
-            connection.close()
     assert computed <= 4 * len(WINDOWS)  # at most four ticks' worth, not ten dashboards' worth
 
 
