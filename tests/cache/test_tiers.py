@@ -1,9 +1,12 @@
-"""L1 bounds and expiry; stream assembly and replay round trip."""
+"""L1 bounds and expiry, L3 batch upserts; stream assembly and replay round trip."""
 
 import json
 
+import pytest
+
+from cache.models import CacheEntry
 from cache.streams import StreamAssembler, replay
-from cache.tiers import Entry, MemoryTier
+from cache.tiers import DatabaseTier, Entry, MemoryTier
 
 
 def entry(key: str, size: int = 100, expires_at: float = 1e12) -> Entry:
@@ -108,3 +111,20 @@ def test_an_l2_entry_of_another_shape_is_a_miss_not_an_error(settings: object) -
     l2 = RedisTier(ttl_s=60)
     caches["default"].set(RedisTier._PREFIX + "odd", {"key": "odd", "from": "an older version"})
     assert l2.get("odd") is None
+
+
+@pytest.mark.embedded
+def test_l3_upserts_big_batches_and_keeps_the_last_answer_per_key(transactional_db: None) -> None:
+    l3 = DatabaseTier(ttl_s=3600)
+    later = 2e9  # 2033
+    first = [(entry(f"k{i}", expires_at=later), None) for i in range(1200)]  # several statements
+    l3.put_many(first)
+    again = [(entry(f"k{i}", expires_at=later), None) for i in range(0, 1200, 7)]
+    for e, _ in again:
+        e.response = {"choices": [], "again": True}
+    l3.put_many([*again, (entry("k0", expires_at=later), b"\0" * 4)])  # k0 twice: last wins
+    assert CacheEntry.objects.count() == 1200
+    rows = {row.key: row for row in CacheEntry.objects.all()}
+    assert all(rows[f"k{i}"].response.get("again") for i in range(7, 1200, 7))
+    assert rows["k0"].response == {"choices": []} and bytes(rows["k0"].embedding) == b"\0" * 4
+    assert l3.get("k7", now=0) is not None and l3.get("k7", now=0).response["again"] is True
