@@ -148,7 +148,7 @@ if _PLOTLY_SPEC and _PLOTLY_SPEC.submodule_search_locations:
     STATICFILES_DIRS.append(("plotly", _PLOTLY_DIR))
 WHITENOISE_USE_FINDERS = True
 # Served through the finders until `collectstatic` fills STATIC_ROOT; no warning meanwhile.
-warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
+warnings.filterwarnings("ignore", message="No directory at: ")  # whitenoise, at startup
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
