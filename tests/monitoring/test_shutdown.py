@@ -9,7 +9,16 @@ from django.conf import settings
 
 from monitoring import recorder
 from monitoring.models import RequestRecord
-from tests.conftest import Client, ModelFactory, Process, free_port, http, server_env, start_process
+from tests.conftest import (
+    Client,
+    ModelFactory,
+    Process,
+    free_port,
+    http,
+    server_env,
+    start_process,
+    wait_until,
+)
 
 SERVERS = {
     "daphne": ["-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", "beastmode.asgi:application"],
@@ -47,15 +56,15 @@ def test_records_beyond_the_memory_bound_wait_in_the_spool(
     settings.RECORD_MAX_PENDING = 2  # type: ignore[attr-defined]
     base = {"created_at": datetime.now(UTC), "path": "/v1/models", "outcome": "success",
             "status_code": 200, "latency_ms": 1.0}  # fmt: skip
-    recorder._pending.extend({**base, "request_id": f"overflow-{i}"} for i in range(5))
-
-    recorder._spool_overflow()
-
-    assert recorder.pending_count() == 2
-    assert len(settings.RECORD_SPOOL_PATH.read_text().splitlines()) == 3  # type: ignore[attr-defined]
-    recorder._replay_spool()
+    with recorder._write_lock:  # as while the database is down: no flush gets through
+        recorder._pending.extend({**base, "request_id": f"overflow-{i}"} for i in range(5))
+        recorder._spool_overflow()
+        assert recorder.pending_count() == 2
+        assert len(settings.RECORD_SPOOL_PATH.read_text().splitlines()) == 3  # type: ignore[attr-defined]
+    recorder._replay_spool()  # (or the writer thread does, if one runs in this process)
     recorder.flush()
-    assert RequestRecord.objects.filter(request_id__startswith="overflow-").count() == 5
+    overflowed = RequestRecord.objects.filter(request_id__startswith="overflow-")
+    assert wait_until(lambda: overflowed.count() == 5)
 
 
 def test_spooled_records_are_replayed_once_at_the_next_start(transactional_db: None) -> None:
