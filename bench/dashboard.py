@@ -736,6 +736,7 @@ def time_flushes(anchor: datetime, batch: int, flushes: int) -> FlushTiming:
     records are copies of stored ones, moved to just after the anchor."""
     from django.db import transaction
 
+    from beastmode.rows import write_rows
     from monitoring import recorder, rollups
     from monitoring.models import RequestRecord
 
@@ -752,12 +753,9 @@ def time_flushes(anchor: datetime, batch: int, flushes: int) -> FlushTiming:
             rolled = time.perf_counter()
             rollups._update_dashboard(records)
             dashboard = time.perf_counter()
-            with connection.cursor() as cursor:
-                cursor.executemany(recorder._insert_sql(), [
-                    tuple(convert(r.get(name, default)) for name, default, convert
-                          in recorder._columns())
-                    for r in records
-                ])  # fmt: skip
+            columns = recorder._columns()
+            rows = [[r.get(name, default) for name, default in columns] for r in records]
+            write_rows(RequestRecord, [name for name, _ in columns], rows)
             done = time.perf_counter()
             timing.rollups_ms.append((rolled - started) * 1000)
             timing.dashboard_ms.append((dashboard - rolled) * 1000)

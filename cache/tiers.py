@@ -10,7 +10,6 @@ import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any, NamedTuple
 
 import orjson
@@ -18,6 +17,7 @@ from django.conf import settings
 from django.core.cache import caches
 from django.db import connection, transaction
 
+from beastmode.rows import write_rows
 from cache.models import CacheEntry
 from routing import fastjson
 
@@ -191,26 +191,19 @@ class DatabaseTier:
         return _entry_from_row(row) if row else None
 
     def put_many(self, items: list[tuple[Entry, bytes | None]]) -> None:
-        """Upsert entries (with their embeddings) with multi-row statements of plain values
-        in one transaction. Not bulk_create: it spent more CPU, under the GIL the requests
-        being served need, compiling SQL than the database spent writing. Not executemany:
-        it hands the GIL over for every row, and under load each hand-back waited for the
-        switch interval, so the writer fell behind."""
-        to_db = connection.ops.adapt_datetimefield_value
+        """Upsert entries (with their embeddings) in one transaction."""
+        # The last entry per key: keys must be unique within a statement.
         rows = {
             entry.key: (
                 entry.key, entry.namespace, entry.model, entry.partition, entry.prompt_text,
-                entry.semantic_eligible, _text(entry.request), _text(entry.response),
-                embedding, entry.size_bytes, entry.tokens_in, entry.tokens_out, entry.endpoint,
-                0, to_db(_dt(entry.created_at)), to_db(_dt(entry.expires_at)),
+                entry.semantic_eligible, entry.request, entry.response, embedding,
+                entry.size_bytes, entry.tokens_in, entry.tokens_out, entry.endpoint, 0,
+                _dt(entry.created_at), _dt(entry.expires_at),
             )
             for entry, embedding in items
         }  # fmt: skip
-        values = list(rows.values())
-        with transaction.atomic(), connection.cursor() as cursor:
-            for start in range(0, len(values), _ROWS_PER_STATEMENT):
-                chunk = values[start : start + _ROWS_PER_STATEMENT]
-                cursor.execute(_upsert_sql(len(chunk)), [v for row in chunk for v in row])
+        with transaction.atomic():
+            write_rows(CacheEntry, _INSERTED, rows.values(), conflict=["key"], update=_UPDATED)
 
     def count_hits(self, hits: dict[str, int]) -> None:
         table = connection.ops.quote_name(CacheEntry._meta.db_table)
@@ -231,27 +224,6 @@ _UPDATED = (
     "response", "request", "embedding", "size_bytes", "tokens_in", "tokens_out", "endpoint",
     "created_at", "expires_at",
 )  # fmt: skip
-
-
-_ROWS_PER_STATEMENT = 500  # 16 parameters a row: well within SQLite's and Postgres' limits
-
-
-@lru_cache(maxsize=64)
-def _upsert_sql(rows: int) -> str:
-    """Keys are unique within a statement (put_many keeps the last entry per key)."""
-    quote = connection.ops.quote_name
-    table = quote(CacheEntry._meta.db_table)
-    columns = ", ".join(quote(CacheEntry._meta.get_field(name).column) for name in _INSERTED)
-    row = "(" + ", ".join(["%s"] * len(_INSERTED)) + ")"
-    updates = ", ".join(f"{quote(name)} = EXCLUDED.{quote(name)}" for name in _UPDATED)
-    return (
-        f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * rows)} "
-        f"ON CONFLICT ({quote('key')}) DO UPDATE SET {updates}"
-    )
-
-
-def _text(value: Any) -> str:
-    return fastjson.dumps(value).decode()
 
 
 def _dt(epoch_s: float) -> datetime:

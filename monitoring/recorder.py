@@ -12,24 +12,20 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from datetime import datetime
-from functools import cache, lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
-from django.db.models import Field
+from django.db import close_old_connections, transaction
 
+from beastmode.rows import write_rows
 from monitoring import metrics, rollups
 from monitoring.models import RequestRecord
-from routing import fastjson
 
 log = logging.getLogger(__name__)
 
-# SQLite allows 32,766 parameters per statement, Postgres 65,535: ~40 columns × 200 rows.
-_ROWS_PER_STATEMENT = 200
 _pending: deque[dict[str, Any]] = deque()
 _wakeup = threading.Event()
 _write_lock = threading.Lock()
@@ -75,53 +71,23 @@ def pending_count() -> int:
 
 
 def _write(batch: list[dict[str, Any]]) -> None:
-    """Multi-row INSERTs of plain values. Not the ORM: bulk_create spent more CPU (and GIL)
-    compiling SQL than the database spent writing. Not executemany: it hands the GIL over
-    for every row, and with the event loop busy each hand-back waited for the switch
-    interval, so the writer fell behind under load."""
-    columns = _columns()
-    values = [
-        convert(record.get(name, default)) for record in batch for name, default, convert in columns
-    ]
-    per_statement = _ROWS_PER_STATEMENT * len(columns)
     with transaction.atomic():
         # Rollups first: the same table order as a TRUNCATE of both, so never a deadlock.
         rollups.update_from(batch)
-        with connection.cursor() as cursor:
-            for start in range(0, len(values), per_statement):
-                chunk = values[start : start + per_statement]
-                cursor.execute(_insert_sql(len(chunk) // len(columns)), chunk)
+        columns = _columns()
+        write_rows(
+            RequestRecord,
+            [name for name, _ in columns],
+            [[record.get(name, default) for name, default in columns] for record in batch],
+        )
     metrics.observe_written(len(batch))
 
 
 @cache
-def _columns() -> tuple[tuple[str, Any, Callable[[Any], Any]], ...]:
-    """(record key, default, to-database converter) for every column but the id."""
-
-    def convert(field: Field) -> Callable[[Any], Any]:
-        kind = field.get_internal_type()
-        if kind == "JSONField":
-            return _json_text
-        if kind == "DateTimeField":
-            return connection.ops.adapt_datetimefield_value
-        return lambda value: value
-
+def _columns() -> tuple[tuple[str, Any], ...]:
+    """(field name, default) of every column but the id."""
     fields = [f for f in RequestRecord._meta.concrete_fields if not f.primary_key]
-    return tuple((f.attname, f.get_default(), convert(f)) for f in fields)
-
-
-def _json_text(value: Any) -> str:
-    return fastjson.dumps(value).decode()
-
-
-@lru_cache(maxsize=64)
-def _insert_sql(rows: int) -> str:
-    quote = connection.ops.quote_name
-    fields = [f for f in RequestRecord._meta.concrete_fields if not f.primary_key]
-    columns = ", ".join(quote(f.column) for f in fields)
-    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    table = quote(RequestRecord._meta.db_table)
-    return f"INSERT INTO {table} ({columns}) VALUES " + ", ".join([row] * rows)
+    return tuple((f.name, f.get_default()) for f in fields)
 
 
 def _start_writer() -> None:

@@ -8,20 +8,18 @@ the dashboard shows, rows shared by all processes, see `_update_dashboard`).
 
 import bisect
 import itertools
-import json
 import math
 import operator
 import os
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Field, Model
 
+from beastmode.rows import write_rows
 from monitoring import histogram as hist
 from monitoring.models import ERROR_OUTCOMES, REJECTED_OUTCOMES, DashboardRollup, Rollup
 
@@ -92,12 +90,14 @@ def _update_rollups(records: list[dict[str, Any]]) -> None:
         bucket_s__in=BUCKETS_S, bucket_start__in={key[1] for key in sums}, writer=_writer()
     ).values(*key_fields, *SUMS)
     existing = {tuple(row[name] for name in key_fields): row for row in stored}
-    _upsert(
+    row_keys = ("bucket_s", "bucket_start", "writer", *DIMENSIONS)
+    write_rows(
         Rollup,
-        ("bucket_s", "bucket_start", "writer", *DIMENSIONS),
-        SUMS,
+        (*row_keys, *SUMS),
         [(key[0], key[1], _writer(), *key[2:], *part.plus(existing.get(key)))
          for key, part in sums.items()],
+        conflict=row_keys,
+        update=SUMS,
     )  # fmt: skip
 
 
@@ -108,53 +108,6 @@ def _writer() -> str:
 
 def _key_of(row: Rollup) -> tuple[Any, ...]:
     return (row.bucket_s, row.bucket_start, *(getattr(row, name) for name in DIMENSIONS))
-
-
-def _upsert(
-    model: type[Model], keys: tuple[str, ...], values: tuple[str, ...], rows: list[tuple[Any, ...]]
-) -> None:
-    """Write rows (the key fields' values, then the values'; keys unique) whether they
-    exist or not, as multi-row statements of plain values. Not bulk_update: it builds a
-    CASE per field and row, which took far more CPU (and GIL) than the database took to
-    write. Not executemany: it hands the GIL over per row, which starves the writer
-    thread while the event loop is busy."""
-    fields = [model._meta.get_field(name) for name in (*keys, *values)]
-    convert = [_to_database(field) for field in fields]
-    values_of_rows = [c(value) for row in rows for c, value in zip(convert, row, strict=True)]
-    per_statement = _ROWS_PER_STATEMENT * len(fields)
-    with connection.cursor() as cursor:
-        for start in range(0, len(values_of_rows), per_statement):
-            chunk = values_of_rows[start : start + per_statement]
-            cursor.execute(_upsert_sql(model, keys, values, len(chunk) // len(fields)), chunk)
-
-
-_ROWS_PER_STATEMENT = 200  # ~20 parameters a row: well within SQLite's and Postgres' limits
-
-
-@lru_cache(maxsize=256)
-def _upsert_sql(
-    model: type[Model], keys: tuple[str, ...], values: tuple[str, ...], rows: int
-) -> str:
-    quote = connection.ops.quote_name
-    key_columns = [quote(model._meta.get_field(name).column) for name in keys]
-    value_columns = [quote(model._meta.get_field(name).column) for name in values]
-    columns = [*key_columns, *value_columns]
-    row = f"({', '.join(['%s'] * len(columns))})"
-    return (
-        f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(columns)}) "
-        f"VALUES {', '.join([row] * rows)} "
-        f"ON CONFLICT ({', '.join(key_columns)}) DO UPDATE SET "
-        + ", ".join(f"{column} = EXCLUDED.{column}" for column in value_columns)
-    )
-
-
-def _to_database(field: "Field[Any, Any]") -> Callable[[Any], Any]:
-    kind = field.get_internal_type()
-    if kind == "JSONField":
-        return json.dumps
-    if kind == "DateTimeField":
-        return connection.ops.adapt_datetimefield_value
-    return lambda value: value
 
 
 # --- the dashboard's rollups ---------------------------------------------------------
@@ -236,11 +189,12 @@ def _update_dashboard(records: list[dict[str, Any]]) -> None:
             bucket_s__in=DASHBOARD_BUCKETS_S, bucket_start__in={key[1] for key in sums}
         ).values(*key_fields, *COUNTS, "histogram")
         existing = {tuple(row[name] for name in key_fields): row for row in stored}
-        _upsert(
+        write_rows(
             DashboardRollup,
-            key_fields,
-            (*COUNTS, "histogram"),
+            (*key_fields, *COUNTS, "histogram"),
             [(*key, *part.plus(existing.get(key))) for key, part in sums.items()],
+            conflict=key_fields,
+            update=(*COUNTS, "histogram"),
         )
 
 
