@@ -1,8 +1,8 @@
 """The cache as the API sees it: plan a request's caching, look it up, store answers.
 
 Lookup goes L1 → L2 → L3 and promotes a lower-tier hit upward; an L1 hit touches
-neither the database nor a thread. Stores write L1 at once and L2/L3 from a worker
-thread. Identical concurrent misses are coalesced: one leader calls upstream, the
+neither the database nor a thread. Stores write L1 at once and the lower tiers from one
+writer thread, in batches. Identical concurrent misses are coalesced: one leader calls upstream, the
 others wait for its answer.
 """
 
@@ -74,32 +74,61 @@ class _Tiers:
         self.l3 = DatabaseTier(ttl_s=settings.CACHE_L3_TTL_S)
 
 
-class _L3Writer:
-    """Batches L3 upserts off the hot path: one statement per RECORD_FLUSH_INTERVAL_S."""
+class _LowerTierWriter:
+    """Writes stored answers below L1 on one thread, in batches, off the hot path.
+
+    The event loop only queues an answer: no thread hop per request. The thread wakes,
+    lets a few milliseconds of answers gather, then writes them together: L2 in one Redis
+    pipeline, the semantic index (one embedder call for the conversations the lookup did
+    not embed), and L3 in one upsert every RECORD_FLUSH_INTERVAL_S."""
+
+    GATHER_S = 0.005
+    MAX_BATCH = 1000
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[tuple[Entry, bytes | None]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Entry, CachePlan]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def put(self, item: tuple[Entry, bytes | None]) -> None:
-        self._queue.put(item)
+    def put(self, entry: Entry, plan: CachePlan) -> None:
+        self._queue.put((entry, plan))
         if self._thread is None:
             with self._lock:
                 if self._thread is None:
-                    self._thread = threading.Thread(target=self._run, name="l3-writer", daemon=True)
+                    self._thread = threading.Thread(
+                        target=self._run, name="cache-lower-writer", daemon=True
+                    )
                     self._thread.start()
 
     def _run(self) -> None:
+        for_l3: list[tuple[Entry, bytes | None]] = []
+        l3_due = 0.0
         while True:
-            batch = [self._queue.get()]
-            time.sleep(settings.RECORD_FLUSH_INTERVAL_S)
-            while not self._queue.empty() and len(batch) < 1000:
+            wait_s = max(l3_due - time.monotonic(), 0.0) if for_l3 else None
+            batch = self._take(wait_s)
+            if batch:
+                if not for_l3:
+                    l3_due = time.monotonic() + settings.RECORD_FLUSH_INTERVAL_S
+                for_l3 += _write_l2_and_index(batch, time.time())
+            if for_l3 and time.monotonic() >= l3_due:
+                _db(functools.partial(tiers().l3.put_many, for_l3))
+                for_l3 = []
+
+    def _take(self, wait_s: float | None) -> list[tuple[Entry, CachePlan]]:
+        try:
+            batch = [self._queue.get(timeout=wait_s)]
+        except queue.Empty:
+            return []
+        time.sleep(self.GATHER_S)
+        while len(batch) < self.MAX_BATCH:
+            try:
                 batch.append(self._queue.get_nowait())
-            _db(functools.partial(tiers().l3.put_many, batch))
+            except queue.Empty:
+                break
+        return batch
 
 
-l3_writer = _L3Writer()
+lower_writer = _LowerTierWriter()
 _tiers: _Tiers | None = None
 _io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cache-io")
 _flights: dict[str, asyncio.Future[Entry | None]] = {}
@@ -236,8 +265,8 @@ def store(
 ) -> Entry | None:
     """Write a clean, complete answer to every tier; None when it must not be stored.
 
-    L2 and L3 are written from a worker thread unless `wait` (for callers off the hot path
-    that must know the answer is stored, like warming)."""
+    The lower tiers are written by the writer thread unless `wait` (for callers off the
+    hot path that must know the answer is stored, like warming)."""
     if not plan.store or not is_storable(completion):
         return None
     now = time.time()
@@ -257,34 +286,34 @@ def store(
         created_at=now,
         expires_at=now + plan.ttl_s,
     )
-    layers = tiers()
-    layers.l1.put(entry, now)
+    tiers().l1.put(entry, now)
     semantic_sync.known_keys.add(entry.key)
     if wait:
-        _store_lower(entry, plan, now, wait=True)
+        _db(functools.partial(tiers().l3.put_many, _write_l2_and_index([(entry, plan)], now)))
     else:
-        _io.submit(_store_lower, entry, plan, now)
+        lower_writer.put(entry, plan)
     return entry
 
 
-def _store_lower(entry: Entry, plan: CachePlan, now: float, *, wait: bool = False) -> None:
-    """L2, the semantic index (embedding the conversation if the lookup did not) and L3
-    (batched by the L3 writer thread unless `wait`)."""
-    layers = tiers()
-    layers.l2.put(entry, now)
-    vector = None
-    if plan.semantic:
-        if plan.vector is None:
-            plan.vector = get_embedder().embed([entry.prompt_text])[0]
-        vector = plan.vector
-        semantic.index().add(
-            entry.partition, entry.key, entry.prompt_text, entry.expires_at, vector
-        )
-    item = (entry, semantic.to_bytes(vector) if vector is not None else None)
-    if wait:
-        _db(lambda: layers.l3.put_many([item]))
-    else:
-        l3_writer.put(item)
+def _write_l2_and_index(
+    batch: list[tuple[Entry, CachePlan]], now: float
+) -> list[tuple[Entry, bytes | None]]:
+    """Write L2 and the semantic index; the (entry, embedding) rows for L3."""
+    tiers().l2.put_many([entry for entry, _ in batch], now)
+    unembedded = [plan for _, plan in batch if plan.semantic and plan.vector is None]
+    if unembedded:
+        vectors = get_embedder().embed([plan.key.conversation_text for plan in unembedded])
+        for plan, vector in zip(unembedded, vectors, strict=True):
+            plan.vector = vector
+    rows: list[tuple[Entry, bytes | None]] = []
+    for entry, plan in batch:
+        vector = plan.vector if plan.semantic else None
+        if vector is not None:
+            semantic.index().add(
+                entry.partition, entry.key, entry.prompt_text, entry.expires_at, vector
+            )
+        rows.append((entry, semantic.to_bytes(vector) if vector is not None else None))
+    return rows
 
 
 # --- coalescing identical concurrent misses ----------------------------------------

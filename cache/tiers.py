@@ -10,7 +10,7 @@ import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 from django.conf import settings
@@ -49,16 +49,12 @@ class Entry:
         return self.expires_at - now
 
 
-class _Packed(NamedTuple):
-    """An L1 entry as JSON bytes: the cyclic garbage collector does not track a tuple of
-    atomic values, while a live Entry's nested dicts cost it ~10 objects each, which made
-    its full collections take tens of milliseconds (request latency tail) with L1 full."""
-
-    data: bytes
-    until: float
-    model: str
-    namespace: str
-    size_bytes: int
+# An L1 entry: (JSON bytes, until, model, namespace, size_bytes). A plain tuple of atomic
+# values, which the cyclic garbage collector stops tracking (it does not untrack tuple
+# subclasses such as a NamedTuple); a live Entry's nested dicts cost it ~10 objects each.
+# Tracked L1 entries made its full collections take tens of milliseconds (latency tail).
+_Packed = tuple[bytes, float, str, str, int]
+_DATA, _UNTIL, _MODEL, _NAMESPACE, _SIZE = range(5)
 
 
 class MemoryTier:
@@ -78,18 +74,18 @@ class MemoryTier:
             packed = self._entries.get(key)
             if packed is None:
                 return None
-            if packed.until <= now:
+            if packed[_UNTIL] <= now:
                 self._drop(key)
                 return None
             self._entries.move_to_end(key)
-        return Entry(**orjson.loads(packed.data))
+        return Entry(**orjson.loads(packed[_DATA]))
 
     def put(self, entry: Entry, now: float) -> None:
         until = min(now + self.ttl_s, entry.expires_at)
         if until <= now or entry.size_bytes > self.max_bytes:
             return
         data = fastjson.dumps(vars(entry))
-        packed = _Packed(data, until, entry.model, entry.namespace, entry.size_bytes)
+        packed: _Packed = (data, until, entry.model, entry.namespace, entry.size_bytes)
         with self._lock:
             if entry.key in self._entries:
                 self._drop(entry.key)
@@ -108,8 +104,8 @@ class MemoryTier:
             doomed = [
                 k
                 for k, packed in self._entries.items()
-                if (not model or packed.model == model)
-                and (not namespace or packed.namespace == namespace)
+                if (not model or packed[_MODEL] == model)
+                and (not namespace or packed[_NAMESPACE] == namespace)
                 and (not key or k == key)
             ]
             for k in doomed:
@@ -124,7 +120,7 @@ class MemoryTier:
         return len(self._entries)
 
     def _drop(self, key: str) -> None:
-        self._bytes -= self._entries.pop(key).size_bytes
+        self._bytes -= self._entries.pop(key)[_SIZE]
 
 
 class RedisTier:
@@ -152,11 +148,19 @@ class RedisTier:
             return None
 
     def put(self, entry: Entry, now: float) -> None:
-        timeout_s = min(self.ttl_s, entry.remaining_s(now))
-        if timeout_s > 1:
-            self._call(
-                lambda: caches["default"].set(self._PREFIX + entry.key, asdict(entry), timeout_s)
-            )
+        self.put_many([entry], now)
+
+    def put_many(self, entries: list[Entry], now: float) -> None:
+        """One pipelined write per distinct lifetime (usually one for the whole batch)."""
+        if not self.available:
+            return
+        by_timeout: dict[int, dict[str, dict[str, Any]]] = {}
+        for entry in entries:
+            timeout_s = int(min(self.ttl_s, entry.remaining_s(now)))
+            if timeout_s > 1:
+                by_timeout.setdefault(timeout_s, {})[self._PREFIX + entry.key] = asdict(entry)
+        for timeout_s, values in by_timeout.items():
+            self._call(lambda: caches["default"].set_many(values, timeout_s))  # noqa: B023
 
     def delete(self, key: str) -> None:
         self._call(lambda: caches["default"].delete(self._PREFIX + key))

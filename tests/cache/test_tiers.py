@@ -1,9 +1,12 @@
 """L1 bounds and expiry, L3 batch upserts; stream assembly and replay round trip."""
 
+import gc
 import json
 
+import numpy as np
 import pytest
 
+from cache import semantic
 from cache.models import CacheEntry
 from cache.streams import StreamAssembler, replay
 from cache.tiers import DatabaseTier, Entry, MemoryTier
@@ -128,3 +131,20 @@ def test_l3_upserts_big_batches_and_keeps_the_last_answer_per_key(transactional_
     assert all(rows[f"k{i}"].response.get("again") for i in range(7, 1200, 7))
     assert rows["k0"].response == {"choices": []} and bytes(rows["k0"].embedding) == b"\0" * 4
     assert l3.get("k7", now=0) is not None and l3.get("k7", now=0).response["again"] is True
+
+
+def test_a_full_l1_and_semantic_index_add_nothing_for_the_garbage_collector_to_walk() -> None:
+    """Full collections pause every request in flight for as long as they walk the tracked
+    objects; cached entries must not be among them (a NamedTuple or an object per entry
+    was: 20k tracked L1 entries, 2 objects per indexed conversation)."""
+    l1 = MemoryTier(max_entries=5_000, max_bytes=10**9, ttl_s=60)
+    index = semantic.PartitionIndex(384)
+    vector = np.ones(384, dtype=np.float32) / np.sqrt(384)
+    gc.collect()
+    before = len(gc.get_objects())
+    for i in range(5_000):
+        l1.put(entry(f"k{i}"), now=0)
+        index.add(f"k{i}", f"prompt {i}", 1e12, vector)
+    gc.collect()
+    assert len(l1) == len(index) == 5_000
+    assert len(gc.get_objects()) - before < 50
