@@ -58,7 +58,15 @@ class PartitionIndex:
     def __len__(self) -> int:
         return len(self._by_id)
 
-    def add(self, key: str, text: str, expires_at: float, vector: np.ndarray) -> None:
+    def add(self, key: str, text: str, expires_at: float, vector: np.ndarray) -> bool:
+        """Index a conversation; False when it was indexed already with the same text (an
+        answer stored again, or this process's own write read back from L3): then only
+        its expiry moves, and no vector is replaced (each replacement in an HNSW index is
+        a tombstone, and tombstones bring on a rebuild)."""
+        vector_id = self._id_by_key.get(key)
+        if vector_id is not None and self._by_id[vector_id][1] == text:
+            self._by_id[vector_id] = (key, text, expires_at)
+            return False
         self.remove([key])
         vector_id = self._next_id
         self._next_id += 1
@@ -67,6 +75,7 @@ class PartitionIndex:
         self._index.add_with_ids(vector.reshape(1, -1), np.array([vector_id], dtype=np.int64))
         if not self.is_hnsw and len(self._by_id) >= HNSW_MIN_ENTRIES:
             self._rebuild(hnsw=True)
+        return True
 
     def remove(self, keys: list[str]) -> None:
         ids = [self._id_by_key.pop(key) for key in keys if key in self._id_by_key]
@@ -132,8 +141,8 @@ class SemanticIndex:
             index = self._partitions.get(partition)
             if index is None:
                 index = self._partitions[partition] = PartitionIndex(self.dim)
-            index.add(key, text, expires_at, vector.astype(np.float32, copy=False))
-            self._order.append((partition, key))
+            if index.add(key, text, expires_at, vector.astype(np.float32, copy=False)):
+                self._order.append((partition, key))
             while len(self._order) > self.max_entries:
                 old_partition, old_key = self._order.popleft()
                 if old_index := self._partitions.get(old_partition):

@@ -57,6 +57,24 @@ def test_replacing_a_key_keeps_one_vector_for_it() -> None:
     assert index.search(v[1], 4, time.time())[0].text == "second"
 
 
+def test_storing_the_same_conversation_again_only_moves_its_expiry(small_hnsw: None) -> None:
+    """Every answer this process stores comes back to it from L3 (the sync thread): that
+    must not replace its vector, or an HNSW index fills with tombstones and rebuilds."""
+    index = semantic.SemanticIndex(DIM, max_entries=100)
+    v = vectors(80)
+    for i in range(80):
+        index.add("p", f"k{i}", f"text {i}", time.time() + 60, v[i])
+    partition = index._partitions["p"]
+    assert partition.is_hnsw
+    for i in range(80):
+        index.add("p", f"k{i}", f"text {i}", time.time() + 600, v[i])
+    assert len(index) == 80 and not partition._tombstones
+    assert index.search("p", v[5], k=1)[0].expires_at > time.time() + 500
+    for i in range(80, 100):  # the bound still counts each conversation once
+        index.add("p", f"k{i}", "", time.time() + 60, vectors(100)[i])
+    assert len(index) == 100
+
+
 def test_expired_vectors_are_never_returned_and_are_dropped() -> None:
     index = semantic.SemanticIndex(DIM, max_entries=100)
     v = vectors(2)
