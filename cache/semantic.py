@@ -77,6 +77,13 @@ class PartitionIndex:
             self._rebuild(hnsw=True)
         return True
 
+    def touch(self, key: str, expires_at: float) -> bool:
+        vector_id = self._id_by_key.get(key)
+        if vector_id is None:
+            return False
+        self._by_id[vector_id] = (key, self._by_id[vector_id][1], expires_at)
+        return True
+
     def remove(self, keys: list[str]) -> None:
         ids = [self._id_by_key.pop(key) for key in keys if key in self._id_by_key]
         if not ids:
@@ -147,6 +154,12 @@ class SemanticIndex:
                 old_partition, old_key = self._order.popleft()
                 if old_index := self._partitions.get(old_partition):
                     old_index.remove([old_key])
+
+    def touch(self, partition: str, key: str, expires_at: float) -> bool:
+        """Set the expiry of an indexed conversation; False when it is not indexed."""
+        with self._lock:
+            index = self._partitions.get(partition)
+            return index is not None and index.touch(key, expires_at)
 
     def search(self, partition: str, vector: np.ndarray, k: int = 4) -> list[Candidate]:
         with self._lock:

@@ -48,22 +48,28 @@ known_keys = KnownKeys()
 
 def load_new(after_id: int) -> int:
     """Add rows with ids above `after_id` to the index and to the known keys; returns the
-    last id seen."""
+    last id seen. Conversations the index holds already (this process's own writes read
+    back) only get their expiry; the text and vector are read for the others."""
     index = semantic.index()
     while True:
         rows = list(
             CacheEntry.objects.filter(id__gt=after_id, expires_at__gt=timezone.now())
             .order_by("id")
-            .values_list("id", "partition", "key", "prompt_text", "expires_at", "embedding")[
-                :_BATCH
-            ]
+            .values_list("id", "partition", "key", "expires_at", "semantic_eligible")[:_BATCH]
         )
-        for row_id, partition, key, text, expires_at, embedding in rows:
+        unindexed = []
+        for row_id, partition, key, expires_at, semantic_eligible in rows:
             known_keys.add(key)
-            if embedding is not None:
+            if semantic_eligible and not index.touch(partition, key, expires_at.timestamp()):
+                unindexed.append(row_id)
+        if unindexed:
+            for partition, key, text, expires_at, embedding in CacheEntry.objects.filter(
+                id__in=unindexed, embedding__isnull=False
+            ).values_list("partition", "key", "prompt_text", "expires_at", "embedding"):
                 vector = semantic.from_bytes(embedding)
                 index.add(partition, key, text, expires_at.timestamp(), vector)
-            after_id = row_id
+        if rows:
+            after_id = rows[-1][0]
         if len(rows) < _BATCH:
             return after_id
 

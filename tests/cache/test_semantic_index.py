@@ -92,3 +92,32 @@ def test_the_whole_index_is_bounded_oldest_out_first() -> None:
     assert len(index) == 10
     kept = {c.key for i in range(15) for c in index.search(f"partition-{i % 3}", v[i], k=1)}
     assert kept == {f"k{i}" for i in range(5, 15)}
+
+
+@pytest.mark.embedded
+def test_following_l3_indexes_other_processes_rows_and_refreshes_known_ones(
+    transactional_db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cache import semantic_sync
+    from cache.tiers import DatabaseTier, Entry
+
+    index = semantic.SemanticIndex(DIM, max_entries=100)
+    monkeypatch.setattr(semantic, "index", lambda: index)
+    v = vectors(2)
+    later = time.time() + 3600
+    mine, theirs = "a" * 64, "b" * 64  # exact keys are hex digests
+
+    def row(key: str, text: str, vector: np.ndarray) -> tuple[Entry, bytes]:
+        entry = Entry(key=key, namespace="n", model="m", partition="p", prompt_text=text,
+                      semantic_eligible=True, request={}, response={"choices": []},
+                      tokens_in=1, tokens_out=1, endpoint="e", created_at=0,
+                      expires_at=later, size_bytes=10)  # fmt: skip
+        return entry, semantic.to_bytes(vector)
+
+    index.add("p", mine, "my text", time.time() + 60, v[0])  # stored by this process
+    DatabaseTier(ttl_s=3600).put_many([row(mine, "my text", v[0]), row(theirs, "their text", v[1])])
+
+    assert semantic_sync.load_new(0) > 0
+    assert len(index) == 2
+    assert index.search("p", v[1], k=1)[0].key == theirs
+    assert index.search("p", v[0], k=1)[0].expires_at == pytest.approx(later, abs=1)
