@@ -17,6 +17,7 @@ from django.conf import settings  # noqa: E402
 
 from beastmode import embedded_beat  # noqa: E402
 from cache import semantic_sync  # noqa: E402
+from cache import service as cache_service  # noqa: E402
 from monitoring import recorder  # noqa: E402
 from monitoring.routing import websocket_application  # noqa: E402
 from routing import api, registry  # noqa: E402
@@ -49,15 +50,17 @@ async def application(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
-    """uvicorn sends lifespan events (daphne does not; there atexit flushes records)."""
+    """uvicorn sends lifespan events (daphne does not; there atexit flushes the cache's
+    lower tiers and the records)."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             try:
+                await sync_to_async(cache_service.lower_writer.flush)()
                 await sync_to_async(recorder.flush)()
             except Exception:
-                log.exception("could not flush request records at shutdown")
+                log.exception("could not flush the cache writer or the request records at shutdown")
             await send({"type": "lifespan.shutdown.complete"})
             return

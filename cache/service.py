@@ -7,6 +7,7 @@ others wait for its answer.
 """
 
 import asyncio
+import atexit
 import functools
 import logging
 import queue
@@ -80,7 +81,8 @@ class _LowerTierWriter:
     The event loop only queues an answer: no thread hop per request. The thread wakes,
     lets a few milliseconds of answers gather, then writes them together: L2 in one Redis
     pipeline, the semantic index (one embedder call for the conversations the lookup did
-    not embed), and L3 in one upsert every RECORD_FLUSH_INTERVAL_S."""
+    not embed), and L3 in one upsert every RECORD_FLUSH_INTERVAL_S. A clean shutdown
+    writes what is left (`flush`, also registered with atexit)."""
 
     GATHER_S = 0.005
     MAX_BATCH = 1000
@@ -88,44 +90,55 @@ class _LowerTierWriter:
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[tuple[Entry, CachePlan]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._start_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._for_l3: list[tuple[Entry, bytes | None]] = []
+        self._l3_due = 0.0
 
     def put(self, entry: Entry, plan: CachePlan) -> None:
         self._queue.put((entry, plan))
         if self._thread is None:
-            with self._lock:
+            with self._start_lock:
                 if self._thread is None:
                     self._thread = threading.Thread(
                         target=self._run, name="cache-lower-writer", daemon=True
                     )
                     self._thread.start()
+                    atexit.register(self.flush)
+
+    def flush(self) -> None:
+        with self._write_lock:
+            self._write(self._take_queued([]), l3_now=True)
 
     def _run(self) -> None:
-        for_l3: list[tuple[Entry, bytes | None]] = []
-        l3_due = 0.0
         while True:
-            wait_s = max(l3_due - time.monotonic(), 0.0) if for_l3 else None
-            batch = self._take(wait_s)
-            if batch:
-                if not for_l3:
-                    l3_due = time.monotonic() + settings.RECORD_FLUSH_INTERVAL_S
-                for_l3 += _write_l2_and_index(batch, time.time())
-            if for_l3 and time.monotonic() >= l3_due:
-                _db(functools.partial(tiers().l3.put_many, for_l3))
-                for_l3 = []
+            wait_s = max(self._l3_due - time.monotonic(), 0.0) if self._for_l3 else None
+            try:
+                first = self._queue.get(timeout=wait_s)
+            except queue.Empty:
+                first = None
+            if first is not None:
+                time.sleep(self.GATHER_S)
+            with self._write_lock:
+                batch = self._take_queued([first] if first is not None else [])
+                self._write(batch, l3_now=time.monotonic() >= self._l3_due)
 
-    def _take(self, wait_s: float | None) -> list[tuple[Entry, CachePlan]]:
-        try:
-            batch = [self._queue.get(timeout=wait_s)]
-        except queue.Empty:
-            return []
-        time.sleep(self.GATHER_S)
+    def _take_queued(self, batch: list[tuple[Entry, CachePlan]]) -> list[tuple[Entry, CachePlan]]:
         while len(batch) < self.MAX_BATCH:
             try:
                 batch.append(self._queue.get_nowait())
             except queue.Empty:
                 break
         return batch
+
+    def _write(self, batch: list[tuple[Entry, CachePlan]], *, l3_now: bool) -> None:
+        if batch:
+            if not self._for_l3:
+                self._l3_due = time.monotonic() + settings.RECORD_FLUSH_INTERVAL_S
+            self._for_l3 += _write_l2_and_index(batch, time.time())
+        if self._for_l3 and l3_now:
+            _db(functools.partial(tiers().l3.put_many, self._for_l3))
+            self._for_l3 = []
 
 
 lower_writer = _LowerTierWriter()

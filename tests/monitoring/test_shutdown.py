@@ -1,4 +1,4 @@
-"""What happens to request records that are still queued when a server stops."""
+"""What happens to request records (and cache writes) still queued when a server stops."""
 
 import signal
 import sys
@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from django.conf import settings
 
+from cache.models import CacheEntry
 from monitoring import recorder
 from monitoring.models import RequestRecord
 from tests.conftest import (
@@ -28,7 +29,7 @@ SERVERS = {
 
 
 @pytest.mark.parametrize("server", sorted(SERVERS))
-def test_sigterm_flushes_queued_records(
+def test_sigterm_flushes_queued_records_and_cache_entries(
     server: str, alice: Client, model_with: ModelFactory
 ) -> None:
     model = model_with("")
@@ -43,11 +44,13 @@ def test_sigterm_flushes_queued_records(
         assert reply.status == 200
         ids.append(reply.headers["x-request-id"])
     assert not RequestRecord.objects.filter(request_id__in=ids).exists(), "still queued"
+    assert not CacheEntry.objects.filter(model=model).exists(), "L3 write still queued"
 
     process.popen.send_signal(signal.SIGTERM)
     assert process.popen.wait(timeout=15) is not None
 
     assert RequestRecord.objects.filter(request_id__in=ids).count() == 5
+    assert CacheEntry.objects.filter(model=model).count() == 1  # the answer to "bye"
 
 
 def test_records_beyond_the_memory_bound_wait_in_the_spool(
