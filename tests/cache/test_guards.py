@@ -34,3 +34,16 @@ def test_the_must_not_hit_set_has_no_hit_at_the_default_threshold() -> None:
 def test_plain_paraphrases_are_served(asked: str, cached: str) -> None:
     a, c = get_embedder().embed([asked, cached])
     assert similarity.choose(asked, [(cached, float(a @ c))]) == 0
+
+
+def test_int8_products_keep_the_models_embeddings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embedder multiplies in int8 on the package's weights; the similarity scale was
+    calibrated on those embeddings, which must stay those of the model (fp32 products)."""
+    from cache import embedder
+
+    texts = [pair[key] for pair in PAIRS[:20] for key in ("asked", "cached")]
+    int8 = embedder.Embedder().embed(texts)
+    monkeypatch.setattr(embedder, "_matmul_on_int8_weights", lambda model: None)
+    fp32 = embedder.Embedder().embed(texts)
+    agreement = (int8 * fp32).sum(axis=1)
+    assert agreement.min() > 0.98 and agreement.mean() > 0.99
