@@ -14,7 +14,8 @@
   const ms = (v) => (v === null || v === undefined ? "–" : v.toFixed(v < 10 ? 2 : 0));
   const layout = (title, extra) => Object.assign({
     title: { text: title, font: { size: 14 } }, uirevision: "keep",
-    margin: { l: 50, r: 10, t: 36, b: 36 }, height: 260, legend: { orientation: "h" },
+    margin: { l: 50, r: 10, t: 36, b: 72 }, height: 290,
+    legend: { orientation: "h", x: 0, y: -0.32, yanchor: "top" },
     paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
   }, extra || {});
   const config = { displaylogo: false, responsive: true };
@@ -43,7 +44,7 @@
     Plotly.react("chart-latency", ["p50_ms", "p95_ms", "p99_ms"].map((name) => (
       { x: t, y: s.series[name], name: name.replace("_ms", ""), type: "scatter",
         mode: "lines+markers", marker: { size: 4 }, connectgaps: false }
-    )), layout("Latency (ms)", { yaxis: { type: "log" } }), config);
+    )), layout("Latency (ms)", { yaxis: { type: "log", dtick: 1 } }), config);
     Plotly.react("chart-models", [{
       x: s.by_model.map((m) => m.model), y: s.by_model.map((m) => m.requests), type: "bar",
       name: "requests",
