@@ -2,8 +2,8 @@
 
 Lookup goes L1 → L2 → L3 and promotes a lower-tier hit upward; an L1 hit touches
 neither the database nor a thread. Stores write L1 at once and the lower tiers from one
-writer thread, in batches. Identical concurrent misses are coalesced: one leader calls upstream, the
-others wait for its answer.
+writer thread, in batches. Identical concurrent misses are coalesced: one leader calls
+upstream, the others wait for its answer.
 """
 
 import asyncio
@@ -121,7 +121,10 @@ class _LowerTierWriter:
                 time.sleep(self.GATHER_S)
             with self._write_lock:
                 batch = self._take_queued([first] if first is not None else [])
-                self._write(batch, l3_now=time.monotonic() >= self._l3_due)
+                try:
+                    self._write(batch, l3_now=time.monotonic() >= self._l3_due)
+                except Exception:  # a lost cache write is a later miss; the thread must live
+                    log.exception("cache writer: %d answers not written below L1", len(batch))
 
     def _take_queued(self, batch: list[tuple[Entry, CachePlan]]) -> list[tuple[Entry, CachePlan]]:
         while len(batch) < self.MAX_BATCH:

@@ -2,6 +2,7 @@
 
 import gc
 import json
+import time
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from cache import semantic
 from cache.models import CacheEntry
 from cache.streams import StreamAssembler, replay
 from cache.tiers import DatabaseTier, Entry, MemoryTier
+from tests.conftest import wait_until
 
 
 def entry(key: str, size: int = 100, expires_at: float = 1e12) -> Entry:
@@ -148,3 +150,35 @@ def test_a_full_l1_and_semantic_index_add_nothing_for_the_garbage_collector_to_w
     gc.collect()
     assert len(l1) == len(index) == 5_000
     assert len(gc.get_objects()) - before < 50
+
+
+@pytest.mark.embedded
+def test_the_cache_writer_keeps_writing_after_a_failed_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cache import keys, service
+
+    def plan(text: str) -> service.CachePlan:
+        body = {"model": "m", "messages": [{"role": "user", "content": text}]}
+        return service.CachePlan(
+            key=keys.derive("ns", "m", body), request=body, request_id="r", read=True,
+            store=True, ttl_s=60, max_age_s=None, semantic_mode="off", threshold=0.95,
+        )  # fmt: skip
+
+    real, failed, to_l3 = service._write_l2_and_index, [], []
+
+    def fail_once(batch: list, now: float) -> list:
+        if not failed:
+            failed.append(batch)
+            raise RuntimeError("embedder down")
+        return real(batch, now)
+
+    monkeypatch.setattr(service, "_write_l2_and_index", fail_once)
+    monkeypatch.setattr(service, "_db", lambda write: to_l3.extend(write.args[0]))
+    writer = service._LowerTierWriter()
+    first, second = plan("first"), plan("second")
+    later = time.time() + 60
+    writer.put(entry(first.key.exact, expires_at=later), first)
+    wait_until(lambda: failed)
+    writer.put(entry(second.key.exact, expires_at=later), second)
+    assert wait_until(lambda: [e.key for e, _ in to_l3]) == [second.key.exact]
