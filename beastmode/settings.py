@@ -171,6 +171,7 @@ REGISTRY_REFRESH_S = env_float("BEASTMODE_REGISTRY_REFRESH_S", "1.0")
 RECORD_FLUSH_INTERVAL_S = env_float("BEASTMODE_RECORD_FLUSH_INTERVAL_S", "0.25")
 RECORD_BATCH_SIZE = env_int("BEASTMODE_RECORD_BATCH_SIZE", "500")
 RECORD_SPOOL_PATH = VAR_DIR / "unwritten-records.jsonl"
+REJECTED_RECORDS_PATH = VAR_DIR / "rejected-records.jsonl"  # records the database refused
 # While the database is down, records beyond this many wait in the spool file instead.
 RECORD_MAX_PENDING = env_int("BEASTMODE_RECORD_MAX_PENDING", "100000")
 # Router: retries, Retry-After cap, circuit breaker.

@@ -27,6 +27,7 @@ from cache import controls, keys, semantic, semantic_sync, similarity
 from cache.embedder import get_embedder
 from cache.models import SemanticPair
 from cache.tiers import DatabaseTier, Entry, MemoryTier, RedisTier
+from routing.exchange import token_count
 from routing.registry import KeyConfig, RouteConfig
 from routing.validation import ChatRequest
 
@@ -296,8 +297,8 @@ def store(
         semantic_eligible=plan.key.semantic_eligible,
         request=plan.request,
         response=completion,
-        tokens_in=int(usage.get("prompt_tokens") or 0),
-        tokens_out=int(usage.get("completion_tokens") or 0),
+        tokens_in=token_count(usage.get("prompt_tokens")),
+        tokens_out=token_count(usage.get("completion_tokens")),
         endpoint=endpoint_name,
         created_at=now,
         expires_at=now + plan.ttl_s,

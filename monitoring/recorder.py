@@ -1,13 +1,16 @@
 """Request records: queued on the hot path, written in batches by a background thread.
 
 `submit()` only appends to a deque (no I/O, no thread hop). The writer thread
-bulk-inserts every RECORD_FLUSH_INTERVAL_S or RECORD_BATCH_SIZE records. When the
+bulk-inserts every RECORD_FLUSH_INTERVAL_S or RECORD_BATCH_SIZE records. Queued records
+are JSON bytes, one untracked object each: as dicts (with their lists of attempts and
+tips) every queued record was several objects for the cyclic garbage collector, which
+promoted them all to its oldest generation, whose full passes pause every request in
+flight; a backlog while the database is down made those pauses long. When the
 database is down, records wait in memory and the writer retries; at exit whatever
 cannot be written goes to a spool file (JSON lines) that the next start replays.
 """
 
 import atexit
-import json
 import logging
 import threading
 import time
@@ -18,15 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import DataError, IntegrityError, close_old_connections, transaction
 
 from beastmode.rows import write_rows
 from monitoring import metrics, rollups
 from monitoring.models import RequestRecord
+from routing import fastjson
 
 log = logging.getLogger(__name__)
 
-_pending: deque[dict[str, Any]] = deque()
+_pending: deque[bytes] = deque()  # records packed by `_pack`
 _wakeup = threading.Event()
 _write_lock = threading.Lock()
 _writer: threading.Thread | None = None
@@ -36,7 +40,7 @@ _start_lock = threading.Lock()
 def submit(record: dict[str, Any]) -> None:
     """Queue one record (field names of RequestRecord). Safe from any thread."""
     metrics.observe_request(record)
-    _pending.append(record)
+    _pending.append(_pack(record))
     if _writer is None:
         _start_writer()
     if len(_pending) >= settings.RECORD_BATCH_SIZE:
@@ -50,11 +54,30 @@ def flush() -> int:
         while _pending:
             batch = [_pending.popleft() for _ in range(min(len(_pending), 1000))]
             try:
-                _write(batch)
+                _write([_unpack(packed) for packed in batch])
+            except (DataError, IntegrityError, ValueError):  # ValueError: a corrupt line
+                written += _write_each_rejecting_bad(batch)
+                continue
             except Exception:
                 _pending.extendleft(reversed(batch))
                 raise
             written += len(batch)
+    return written
+
+
+def _write_each_rejecting_bad(batch: list[bytes]) -> int:
+    """A batch the database refused for its data, not for being unreachable: write its
+    records one at a time and set aside the ones it refuses (REJECTED_RECORDS_PATH), so
+    that one bad record never holds back the others. Returns how many were written."""
+    written = 0
+    for packed in batch:
+        try:
+            _write([_unpack(packed)])
+            written += 1
+        except (DataError, IntegrityError, ValueError) as exc:
+            log.error("request record refused by the database (%s); set aside in %s",
+                      exc, settings.REJECTED_RECORDS_PATH)  # fmt: skip
+            _append_lines(settings.REJECTED_RECORDS_PATH, [packed])
     return written
 
 
@@ -140,12 +163,15 @@ def _flush_at_exit() -> None:
         _pending.clear()
 
 
-def _spool(records: list[dict[str, Any]]) -> None:
-    path: Path = settings.RECORD_SPOOL_PATH
+def _spool(records: list[bytes]) -> None:
+    _append_lines(settings.RECORD_SPOOL_PATH, records)
+
+
+def _append_lines(path: Path, records: list[bytes]) -> None:
+    """Append packed records to a file, one JSON object per line."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as spool:
-        for record in records:
-            spool.write(json.dumps(record, default=_json_default) + "\n")
+    with path.open("ab") as file:
+        file.writelines(record + b"\n" for record in records)
 
 
 def _replay_spool() -> None:
@@ -155,15 +181,16 @@ def _replay_spool() -> None:
         path.rename(claimed)  # atomic: no other process replays the same file
     except FileNotFoundError:
         return
-    for line in claimed.read_text().splitlines():
-        record = json.loads(line)
-        record["created_at"] = datetime.fromisoformat(record["created_at"])
-        _pending.append(record)
+    _pending.extend(line for line in claimed.read_bytes().splitlines() if line.strip())
     claimed.unlink()
     log.info("replaying %d spooled request records", len(_pending))
 
 
-def _json_default(value: object) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(type(value).__name__)
+def _pack(record: dict[str, Any]) -> bytes:
+    return fastjson.dumps({**record, "created_at": record["created_at"].isoformat()})
+
+
+def _unpack(packed: bytes) -> dict[str, Any]:
+    record: dict[str, Any] = fastjson.loads(packed)
+    record["created_at"] = datetime.fromisoformat(record["created_at"])
+    return record

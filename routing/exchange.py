@@ -29,6 +29,9 @@ def new_request_id(incoming: str | None) -> str:
     return "req_" + os.urandom(16).hex()
 
 
+MAX_TOKEN_COUNT = 2**31 - 1  # the records' token columns are 32-bit
+
+
 @dataclass
 class CacheOutcome:
     """How the cache took part in a request (for its record and response headers)."""
@@ -93,8 +96,8 @@ class Exchange:
 
     def add_usage(self, usage: dict[str, Any] | None) -> None:
         if isinstance(usage, dict):
-            self.tokens_in = int(usage.get("prompt_tokens") or 0)
-            self.tokens_out = int(usage.get("completion_tokens") or 0)
+            self.tokens_in = token_count(usage.get("prompt_tokens"))
+            self.tokens_out = token_count(usage.get("completion_tokens"))
 
     def finish(
         self,
@@ -174,3 +177,14 @@ def _outcome(status: int, error: GatewayError | None) -> str:
     if error.error_class == "upstream_rate_limited":
         return "upstream_error"
     return _OUTCOME_BY_STATUS.get(status, "client_error")
+
+
+def token_count(value: Any) -> int:
+    """An upstream's token count as the record can hold it: garbage counts as 0 and an
+    absurd count is capped, so one bad answer cannot make its record unwritable (and
+    hold back every record queued with it)."""
+    try:
+        count = int(value or 0)
+    except (TypeError, ValueError, OverflowError):
+        return 0
+    return min(max(count, 0), MAX_TOKEN_COUNT)

@@ -15,6 +15,7 @@ a failure mode, so one process serves every endpoint the tests need:
     /garbage/v1/...               200 with a body that is not JSON
     /cut/v1/...                   stream: two chunks, then the connection drops
     /length/v1/...                ok, but finish_reason "length"
+    /usage/<n>/v1/...             ok, but usage.prompt_tokens is <n> as sent (1e30, lots...)
     GET /_stats                   requests seen per path (JSON); POST /_reset clears
 """
 
@@ -143,7 +144,19 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         )
     if delay_s:
         await asyncio.sleep(delay_s)
-    return web.json_response(_completion(body, finish))
+    completion = _completion(body, finish)
+    if parts[:1] == ["usage"]:
+        completion["usage"]["prompt_tokens"] = _number_or_text(parts[1])
+    return web.json_response(completion)
+
+
+def _number_or_text(value: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
 
 
 async def list_models(request: web.Request) -> web.Response:

@@ -15,3 +15,8 @@ def dumps(value: Any, *, sort_keys: bool = False) -> bytes:
     except TypeError:
         text = json.dumps(value, sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False)
         return text.encode()
+
+
+def loads(data: bytes | str) -> Any:
+    """orjson's decoder (integers beyond 64 bits come back as floats)."""
+    return orjson.loads(data)

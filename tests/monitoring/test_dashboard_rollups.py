@@ -56,7 +56,7 @@ def traffic(count: int, seed: int = 3) -> list[dict[str, Any]]:
 
 
 def write(records: list[dict[str, Any]]) -> None:
-    recorder._pending.extend(records)
+    recorder._pending.extend(map(recorder._pack, records))
     recorder.flush()
 
 

@@ -123,3 +123,17 @@ def test_upstream_failures_are_labelled_with_their_error_type(
     assert metric(text, "gen_ai_server_request_duration_seconds_count", **served,
                   error_type=error_type) == 1  # fmt: skip
     assert metric(text, "beastmode_requests_total", model=model, outcome="upstream_error") == 1
+
+
+def test_an_answer_with_absurd_usage_is_recorded_and_holds_back_no_other_record(
+    gateway: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    """A token count no column can hold used to make its whole batch unwritable, and the
+    writer retried that batch forever."""
+    huge, garbage, ok = model_with("usage/1e30"), model_with("usage/lots"), model_with("")
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        replies = list(pool.map(lambda m: chat(gateway, alice, m, "count me"), [huge, garbage, ok]))
+    assert [reply.status for reply in replies] == [200, 200, 200]
+    records = [record_for(reply.headers["x-request-id"]) for reply in replies]
+    assert [r.tokens_in for r in records[:2]] == [2**31 - 1, 0]
+    assert records[2].tokens_in > 0

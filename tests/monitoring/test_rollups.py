@@ -51,7 +51,7 @@ def test_rollups_written_with_records_match_the_raw_records(transactional_db: No
     batch += [record(n, 30.0, outcome="upstream_error", error_class="upstream_server_error",
                      status_code=502, request_id=f"e{n}") for n in range(100)]  # fmt: skip
     for start in range(0, len(batch), 400):  # several flushes update the same rows
-        recorder._pending.extend(batch[start : start + 400])
+        recorder._pending.extend(map(recorder._pack, batch[start : start + 400]))
         recorder.flush()
 
     mine = RequestRecord.objects.filter(path="/v1/chat/completions", model="demo", endpoint="ep")
@@ -83,10 +83,12 @@ def test_a_snapshot_costs_the_same_queries_however_many_records(transactional_db
             snapshot.compute("24h")
         return len(captured)
 
-    recorder._pending.extend(record(n, 5.0) for n in range(50))
+    recorder._pending.extend(recorder._pack(record(n, 5.0)) for n in range(50))
     recorder.flush()
     few = queries()
-    recorder._pending.extend(record(n, 5.0, request_id=f"more{n}") for n in range(2000))
+    recorder._pending.extend(
+        recorder._pack(record(n, 5.0, request_id=f"more{n}")) for n in range(2000)
+    )
     recorder.flush()
     assert queries() == few <= 4
 
@@ -97,7 +99,9 @@ def test_retention_prunes_old_records_and_rollups_but_keeps_hourly_history(
     from monitoring import tasks
 
     old = NOW - timedelta(days=40)
-    recorder._pending.extend([record(1, 5.0, created_at=old, request_id="old"), record(2, 5.0)])
+    recorder._pending.extend(
+        map(recorder._pack, [record(1, 5.0, created_at=old, request_id="old"), record(2, 5.0)])
+    )
     recorder.flush()
 
     # The dashboard's rows of the old minute go too (its total and its model's row).

@@ -3,6 +3,7 @@
 import signal
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -60,7 +61,9 @@ def test_records_beyond_the_memory_bound_wait_in_the_spool(
     base = {"created_at": datetime.now(UTC), "path": "/v1/models", "outcome": "success",
             "status_code": 200, "latency_ms": 1.0}  # fmt: skip
     with recorder._write_lock:  # as while the database is down: no flush gets through
-        recorder._pending.extend({**base, "request_id": f"overflow-{i}"} for i in range(5))
+        recorder._pending.extend(
+            recorder._pack({**base, "request_id": f"overflow-{i}"}) for i in range(5)
+        )
         recorder._spool_overflow()
         assert recorder.pending_count() == 2
         assert len(settings.RECORD_SPOOL_PATH.read_text().splitlines()) == 3  # type: ignore[attr-defined]
@@ -75,7 +78,7 @@ def test_spooled_records_are_replayed_once_at_the_next_start(transactional_db: N
         "request_id": "spooled-1", "created_at": datetime.now(UTC), "path": "/v1/models",
         "outcome": "success", "status_code": 200, "latency_ms": 1.0,
     }  # fmt: skip
-    recorder._spool([record])
+    recorder._spool([recorder._pack(record)])
     assert settings.RECORD_SPOOL_PATH.exists()
 
     recorder._replay_spool()
@@ -83,3 +86,24 @@ def test_spooled_records_are_replayed_once_at_the_next_start(transactional_db: N
 
     assert not settings.RECORD_SPOOL_PATH.exists()
     assert RequestRecord.objects.get(request_id="spooled-1").outcome == "success"
+
+
+def test_a_record_the_database_refuses_is_set_aside_and_the_rest_are_written(
+    transactional_db: None, settings: object, tmp_path: Path
+) -> None:
+    settings.REJECTED_RECORDS_PATH = tmp_path / "rejected.jsonl"  # type: ignore[attr-defined]
+    base = {"created_at": datetime.now(UTC), "path": "/v1/chat/completions",
+            "outcome": "success", "status_code": 200, "latency_ms": 1.0}  # fmt: skip
+    recorder._pending.extend([
+        recorder._pack({**base, "request_id": "fine-1"}),
+        recorder._pack({**base, "request_id": "too-many-tokens", "tokens_in": 2**40}),
+        b'{"request_id": "cut-off-by-a-cra',  # a spool line torn by a crash
+        recorder._pack({**base, "request_id": "fine-2"}),
+    ])  # fmt: skip
+
+    assert recorder.flush() == 2
+
+    assert recorder.pending_count() == 0
+    assert set(RequestRecord.objects.values_list("request_id", flat=True)) == {"fine-1", "fine-2"}
+    rejected = settings.REJECTED_RECORDS_PATH.read_text().splitlines()  # type: ignore[attr-defined]
+    assert len(rejected) == 2 and "too-many-tokens" in rejected[0]
