@@ -27,12 +27,14 @@ def write_rows(
     *,
     conflict: Sequence[str] = (),
     update: Sequence[str] = (),
+    encoded_json: bool = False,
 ) -> None:
     """Insert rows (Python values in `fields` order; JSON and datetimes are converted
-    here). With `conflict`, a row matching an existing one on those fields updates its
-    `update` fields instead; conflict keys must then be unique within `rows`."""
+    here, unless `encoded_json`: JSON fields hold JSON text already). With `conflict`, a
+    row matching an existing one on those fields updates its `update` fields instead;
+    conflict keys must then be unique within `rows`."""
     fields, conflict, update = tuple(fields), tuple(conflict), tuple(update)
-    convert = _converters(model, fields)
+    convert = _converters(model, fields, encoded_json)
     values = [c(value) for row in rows for c, value in zip(convert, row, strict=True)]
     per_statement = _MAX_PARAMETERS // len(fields) * len(fields)
     with connection.cursor() as cursor:
@@ -43,9 +45,11 @@ def write_rows(
 
 
 @lru_cache(maxsize=64)
-def _converters(model: type[Model], fields: tuple[str, ...]) -> tuple[Callable[[Any], Any], ...]:
+def _converters(
+    model: type[Model], fields: tuple[str, ...], encoded_json: bool
+) -> tuple[Callable[[Any], Any], ...]:
     def convert(kind: str) -> Callable[[Any], Any]:
-        if kind == "JSONField":
+        if kind == "JSONField" and not encoded_json:
             return lambda value: fastjson.dumps(value).decode()
         if kind == "DateTimeField":
             return connection.ops.adapt_datetimefield_value

@@ -26,7 +26,7 @@ from django.db import close_old_connections
 from cache import controls, keys, semantic, semantic_sync, similarity
 from cache.embedder import get_embedder
 from cache.models import SemanticPair
-from cache.tiers import DatabaseTier, Entry, MemoryTier, RedisTier
+from cache.tiers import DatabaseTier, Entry, L3Row, MemoryTier, RedisTier
 from routing.exchange import token_count
 from routing.registry import KeyConfig, RouteConfig
 from routing.validation import ChatRequest
@@ -87,16 +87,24 @@ class _LowerTierWriter:
 
     GATHER_S = 0.005
     MAX_BATCH = 1000
+    MAX_QUEUED = 20_000  # beyond this, answers stay in L1 only until the writer catches up
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[tuple[Entry, CachePlan]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._write_lock = threading.Lock()
-        self._for_l3: list[tuple[Entry, bytes | None]] = []
+        self._for_l3: list[L3Row] = []
         self._l3_due = 0.0
+        self._warned_at = -60.0
 
     def put(self, entry: Entry, plan: CachePlan) -> None:
+        if self._queue.qsize() >= self.MAX_QUEUED:
+            if time.monotonic() - self._warned_at > 60:
+                self._warned_at = time.monotonic()
+                log.warning("cache writer %d answers behind: new answers stay in L1 only",
+                            self.MAX_QUEUED)  # fmt: skip
+            return
         self._queue.put((entry, plan))
         if self._thread is None:
             with self._start_lock:
@@ -141,7 +149,7 @@ class _LowerTierWriter:
                 self._l3_due = time.monotonic() + settings.RECORD_FLUSH_INTERVAL_S
             self._for_l3 += _write_l2_and_index(batch, time.time())
         if self._for_l3 and l3_now:
-            _db(functools.partial(tiers().l3.put_many, self._for_l3))
+            _db(functools.partial(tiers().l3.put_rows, self._for_l3))
             self._for_l3 = []
 
 
@@ -306,30 +314,29 @@ def store(
     tiers().l1.put(entry, now)
     semantic_sync.known_keys.add(entry.key)
     if wait:
-        _db(functools.partial(tiers().l3.put_many, _write_l2_and_index([(entry, plan)], now)))
+        _db(functools.partial(tiers().l3.put_rows, _write_l2_and_index([(entry, plan)], now)))
     else:
         lower_writer.put(entry, plan)
     return entry
 
 
-def _write_l2_and_index(
-    batch: list[tuple[Entry, CachePlan]], now: float
-) -> list[tuple[Entry, bytes | None]]:
-    """Write L2 and the semantic index; the (entry, embedding) rows for L3."""
+def _write_l2_and_index(batch: list[tuple[Entry, CachePlan]], now: float) -> list[L3Row]:
+    """Write L2 and the semantic index; the rows for L3."""
     tiers().l2.put_many([entry for entry, _ in batch], now)
     unembedded = [plan for _, plan in batch if plan.semantic and plan.vector is None]
     if unembedded:
         vectors = get_embedder().embed([plan.key.conversation_text for plan in unembedded])
         for plan, vector in zip(unembedded, vectors, strict=True):
             plan.vector = vector
-    rows: list[tuple[Entry, bytes | None]] = []
+    rows: list[L3Row] = []
     for entry, plan in batch:
         vector = plan.vector if plan.semantic else None
         if vector is not None:
             semantic.index().add(
                 entry.partition, entry.key, entry.prompt_text, entry.expires_at, vector
             )
-        rows.append((entry, semantic.to_bytes(vector) if vector is not None else None))
+        embedding = semantic.to_bytes(vector) if vector is not None else None
+        rows.append(DatabaseTier.row(entry, embedding))
     return rows
 
 

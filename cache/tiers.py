@@ -196,18 +196,28 @@ class DatabaseTier:
 
     def put_many(self, items: list[tuple[Entry, bytes | None]]) -> None:
         """Upsert entries (with their embeddings) in one transaction."""
-        # The last entry per key: keys must be unique within a statement.
-        rows = {
-            entry.key: (
-                entry.key, entry.namespace, entry.model, entry.partition, entry.prompt_text,
-                entry.semantic_eligible, entry.request, entry.response, embedding,
-                entry.size_bytes, entry.tokens_in, entry.tokens_out, entry.endpoint, 0,
-                _dt(entry.created_at), _dt(entry.expires_at),
-            )
-            for entry, embedding in items
-        }  # fmt: skip
+        self.put_rows([self.row(entry, embedding) for entry, embedding in items])
+
+    @staticmethod
+    def row(entry: Entry, embedding: bytes | None) -> "L3Row":
+        """An entry as the row to upsert: a plain tuple of atomic values (the answer as JSON
+        text), which the cyclic garbage collector does not track while it waits for the
+        writer (an Entry's nested dicts are ~10 objects)."""
+        return (
+            entry.key, entry.namespace, entry.model, entry.partition, entry.prompt_text,
+            entry.semantic_eligible, fastjson.dumps(entry.request).decode(),
+            fastjson.dumps(entry.response).decode(), embedding, entry.size_bytes,
+            entry.tokens_in, entry.tokens_out, entry.endpoint, 0, _dt(entry.created_at),
+            _dt(entry.expires_at),
+        )  # fmt: skip
+
+    def put_rows(self, rows: list["L3Row"]) -> None:
+        unique = {row[0]: row for row in rows}  # the last per key: unique within a statement
         with transaction.atomic():
-            write_rows(CacheEntry, _INSERTED, rows.values(), conflict=["key"], update=_UPDATED)
+            write_rows(
+                CacheEntry, _INSERTED, unique.values(), conflict=["key"], update=_UPDATED,
+                encoded_json=True,
+            )  # fmt: skip
 
     def count_hits(self, hits: dict[str, int]) -> None:
         table = connection.ops.quote_name(CacheEntry._meta.db_table)
@@ -219,6 +229,7 @@ class DatabaseTier:
         CacheEntry.objects.filter(key=key).delete()
 
 
+L3Row = tuple[Any, ...]  # DatabaseTier.row: the _INSERTED values
 _INSERTED = (
     "key", "namespace", "model", "partition", "prompt_text", "semantic_eligible", "request",
     "response", "embedding", "size_bytes", "tokens_in", "tokens_out", "endpoint", "hits",

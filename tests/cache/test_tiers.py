@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from cache import semantic
+from cache import keys, semantic, service
 from cache.models import CacheEntry
 from cache.streams import StreamAssembler, replay
 from cache.tiers import DatabaseTier, Entry, MemoryTier
@@ -135,36 +135,41 @@ def test_l3_upserts_big_batches_and_keeps_the_last_answer_per_key(transactional_
     assert l3.get("k7", now=0) is not None and l3.get("k7", now=0).response["again"] is True
 
 
-def test_a_full_l1_and_semantic_index_add_nothing_for_the_garbage_collector_to_walk() -> None:
+def test_cached_answers_add_nothing_for_the_garbage_collector_to_walk() -> None:
     """Full collections pause every request in flight for as long as they walk the tracked
-    objects; cached entries must not be among them (a NamedTuple or an object per entry
-    was: 20k tracked L1 entries, 2 objects per indexed conversation)."""
+    objects; cached entries must not be among them, in L1, the semantic index or on their
+    way to L3 (a NamedTuple, an object per entry or a queued Entry was: 20k tracked L1
+    entries, 2 objects per indexed conversation, ~10 per answer waiting for L3)."""
     l1 = MemoryTier(max_entries=5_000, max_bytes=10**9, ttl_s=60)
     index = semantic.PartitionIndex(384)
     vector = np.ones(384, dtype=np.float32) / np.sqrt(384)
     gc.collect()
     before = len(gc.get_objects())
+    for_l3 = []
     for i in range(5_000):
-        l1.put(entry(f"k{i}"), now=0)
+        answer = entry(f"k{i}", expires_at=2e9)
+        answer.response = {"choices": [{"message": {"role": "assistant", "content": "hi"}}]}
+        l1.put(answer, now=0)
         index.add(f"k{i}", f"prompt {i}", 1e12, vector)
+        for_l3.append(DatabaseTier.row(answer, b"\0" * 8))
+    del answer
     gc.collect()
-    assert len(l1) == len(index) == 5_000
+    assert len(l1) == len(index) == len(for_l3) == 5_000
     assert len(gc.get_objects()) - before < 50
+
+
+def plan(text: str) -> service.CachePlan:
+    body = {"model": "m", "messages": [{"role": "user", "content": text}]}
+    return service.CachePlan(
+        key=keys.derive("ns", "m", body), request=body, request_id="r", read=True, store=True,
+        ttl_s=60, max_age_s=None, semantic_mode="off", threshold=0.95,
+    )  # fmt: skip
 
 
 @pytest.mark.embedded
 def test_the_cache_writer_keeps_writing_after_a_failed_batch(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from cache import keys, service
-
-    def plan(text: str) -> service.CachePlan:
-        body = {"model": "m", "messages": [{"role": "user", "content": text}]}
-        return service.CachePlan(
-            key=keys.derive("ns", "m", body), request=body, request_id="r", read=True,
-            store=True, ttl_s=60, max_age_s=None, semantic_mode="off", threshold=0.95,
-        )  # fmt: skip
-
     real, failed, to_l3 = service._write_l2_and_index, [], []
 
     def fail_once(batch: list, now: float) -> list:
@@ -181,4 +186,13 @@ def test_the_cache_writer_keeps_writing_after_a_failed_batch(
     writer.put(entry(first.key.exact, expires_at=later), first)
     wait_until(lambda: failed)
     writer.put(entry(second.key.exact, expires_at=later), second)
-    assert wait_until(lambda: [e.key for e, _ in to_l3]) == [second.key.exact]
+    assert wait_until(lambda: [row[0] for row in to_l3]) == [second.key.exact]
+
+
+def test_the_cache_writer_drops_answers_beyond_its_bound() -> None:
+    writer = service._LowerTierWriter()
+    writer.MAX_QUEUED = 3
+    with writer._write_lock:  # as while the writer is stuck on a slow write
+        for i in range(10):
+            writer.put(entry(f"k{i}"), plan(f"question {i}"))
+        assert 2 <= writer._queue.qsize() <= 3  # (its thread may hold one already)
