@@ -35,6 +35,7 @@ if settings.CELERY_TASK_ALWAYS_EAGER:
     embedded_beat.start()
 runtime.speed_up_twisted_content_type()
 runtime.freeze_startup_objects()
+runtime.shorten_gil_switch_interval()
 
 
 async def application(scope: Scope, receive: Receive, send: Send) -> None:

@@ -70,7 +70,7 @@ def _write_each_rejecting_bad(batch: list[bytes]) -> int:
     records one at a time and set aside the ones it refuses (REJECTED_RECORDS_PATH), so
     that one bad record never holds back the others. Returns how many were written."""
     written = 0
-    for packed in batch:
+    for at, packed in enumerate(batch):
         try:
             _write([_unpack(packed)])
             written += 1
@@ -78,6 +78,9 @@ def _write_each_rejecting_bad(batch: list[bytes]) -> int:
             log.error("request record refused by the database (%s); set aside in %s",
                       exc, settings.REJECTED_RECORDS_PATH)  # fmt: skip
             _append_lines(settings.REJECTED_RECORDS_PATH, [packed])
+        except Exception:  # unreachable now: the rest waits for the next flush
+            _pending.extendleft(reversed(batch[at:]))
+            raise
     return written
 
 
