@@ -23,6 +23,10 @@ def start() -> None:
 
 
 def _run_forever() -> None:
+    # A worker imports every app's tasks module at start; a web process does not, and a
+    # scheduled task whose module nothing else imported (routing.tasks) was not registered:
+    # the endpoint probes never ran and every minute logged NotRegistered.
+    app.loader.import_default_modules()
     schedule = {
         entry["task"]: float(entry["schedule"]) for entry in app.conf.beat_schedule.values()
     }
