@@ -115,9 +115,17 @@ class _LowerTierWriter:
                     self._thread.start()
                     atexit.register(self.flush)
 
-    def flush(self) -> None:
-        with self._write_lock:
+    def flush(self, timeout_s: float = 5.0) -> None:
+        """Write what is queued now (shutdown). Gives up after `timeout_s` if the thread is
+        stuck in a write: cache entries are not worth a process that does not exit."""
+        if not self._write_lock.acquire(timeout=timeout_s):
+            log.warning("cache writer busy at shutdown; %d answers stay unwritten",
+                        self._queue.qsize())  # fmt: skip
+            return
+        try:
             self._write(self._take_queued([]), l3_now=True)
+        finally:
+            self._write_lock.release()
 
     def _run(self) -> None:
         while True:

@@ -197,3 +197,15 @@ def test_the_cache_writer_drops_answers_beyond_its_bound() -> None:
     for i in range(10):
         writer.put(entry(f"k{i}"), plan(f"question {i}"))
     assert writer._queue.qsize() == 3
+
+
+def test_a_stuck_cache_writer_does_not_hold_up_shutdown() -> None:
+    writer = service._LowerTierWriter()
+    writer._thread = threading.current_thread()  # no thread of its own in this test
+    writer.put(entry("k"), plan("question"))
+    stuck = threading.Thread(target=writer._write_lock.acquire)  # never released
+    stuck.start()
+    stuck.join()
+    started = time.monotonic()
+    writer.flush(timeout_s=0.2)
+    assert time.monotonic() - started < 2 and writer._queue.qsize() == 1
