@@ -31,6 +31,7 @@ from routing import fastjson
 log = logging.getLogger(__name__)
 
 _pending: deque[bytes] = deque()  # records packed by `_pack`
+EXIT_FLUSH_TIMEOUT_S = 10.0  # then what is queued goes to the spool
 _wakeup = threading.Event()
 _write_lock = threading.Lock()
 _writer: threading.Thread | None = None
@@ -47,10 +48,13 @@ def submit(record: dict[str, Any]) -> None:
         _wakeup.set()
 
 
-def flush() -> int:
-    """Write every queued record now; returns how many were written."""
+def flush(timeout_s: float = -1) -> int:
+    """Write every queued record now; returns how many were written. With `timeout_s`,
+    raise TimeoutError when the writer thread is stuck in a write that long."""
     written = 0
-    with _write_lock:
+    if not _write_lock.acquire(timeout=timeout_s):
+        raise TimeoutError("the record writer is stuck in a database write")
+    try:
         while _pending:
             batch = [_pending.popleft() for _ in range(min(len(_pending), 1000))]
             try:
@@ -62,6 +66,8 @@ def flush() -> int:
                 _pending.extendleft(reversed(batch))
                 raise
             written += len(batch)
+    finally:
+        _write_lock.release()
     return written
 
 
@@ -159,7 +165,7 @@ def _spool_overflow() -> None:
 
 def _flush_at_exit() -> None:
     try:
-        flush()
+        flush(timeout_s=EXIT_FLUSH_TIMEOUT_S)
     except Exception:
         log.exception("database unavailable at exit; spooling %d records", len(_pending))
         _spool(list(_pending))

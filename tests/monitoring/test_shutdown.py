@@ -2,6 +2,8 @@
 
 import signal
 import sys
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -107,3 +109,25 @@ def test_a_record_the_database_refuses_is_set_aside_and_the_rest_are_written(
     assert set(RequestRecord.objects.values_list("request_id", flat=True)) == {"fine-1", "fine-2"}
     rejected = settings.REJECTED_RECORDS_PATH.read_text().splitlines()  # type: ignore[attr-defined]
     assert len(rejected) == 2 and "too-many-tokens" in rejected[0]
+
+
+def test_a_writer_stuck_in_a_write_at_exit_sends_the_queue_to_the_spool(
+    settings: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database that hangs (rather than refuses) must not hang the process's exit."""
+    settings.RECORD_SPOOL_PATH = tmp_path / "spool.jsonl"  # type: ignore[attr-defined]
+    base = {"created_at": datetime.now(UTC), "path": "/v1/models", "outcome": "success",
+            "status_code": 200, "latency_ms": 1.0}  # fmt: skip
+    recorder._pending.extend(recorder._pack({**base, "request_id": f"q-{i}"}) for i in range(3))
+    stuck = threading.Thread(target=recorder._write_lock.acquire)  # held, as by a hung write
+    stuck.start()
+    stuck.join()
+    try:
+        started = time.monotonic()
+        monkeypatch.setattr(recorder, "EXIT_FLUSH_TIMEOUT_S", 0.2)
+        recorder._flush_at_exit()
+        assert time.monotonic() - started < 5
+    finally:
+        recorder._write_lock.release()
+    assert recorder.pending_count() == 0
+    assert len(settings.RECORD_SPOOL_PATH.read_text().splitlines()) == 3  # type: ignore[attr-defined]
