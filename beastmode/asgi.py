@@ -20,7 +20,7 @@ from cache import semantic_sync  # noqa: E402
 from cache import service as cache_service  # noqa: E402
 from monitoring import recorder  # noqa: E402
 from monitoring.routing import websocket_application  # noqa: E402
-from routing import api, registry  # noqa: E402
+from routing import api, registry, upstream  # noqa: E402
 from routing.asgi_http import Receive, Scope, Send  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             try:
+                await upstream.close_session()
                 await sync_to_async(cache_service.lower_writer.flush)()
                 await sync_to_async(recorder.flush)()
             except Exception:

@@ -5,6 +5,8 @@ stream event), total (the whole answer). Every failure leaves as a classified Ga
 """
 
 import asyncio
+import atexit
+import contextlib
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -41,6 +43,16 @@ async def close_session() -> None:
     client = _sessions.pop(asyncio.get_running_loop(), None)
     if client is not None:
         await client.close()
+
+
+@atexit.register
+def _close_sessions_at_exit() -> None:
+    """daphne has no lifespan shutdown: close the pools on their stopped loops, or aiohttp
+    logs "Unclosed client session" errors as the process exits."""
+    for loop, client in list(_sessions.items()):
+        if not client.closed and not loop.is_closed() and not loop.is_running():
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(client.close())
 
 
 async def fetch_completion(

@@ -54,6 +54,7 @@ def test_sigterm_flushes_queued_records_and_cache_entries(
 
     assert RequestRecord.objects.filter(request_id__in=ids).count() == 5
     assert CacheEntry.objects.filter(model=model).count() == 1  # the answer to "bye"
+    assert "Unclosed" not in process.log_path.read_text()  # the upstream pool was closed
 
 
 def test_records_beyond_the_memory_bound_wait_in_the_spool(
