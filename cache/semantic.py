@@ -65,7 +65,7 @@ class PartitionIndex:
         a tombstone, and tombstones bring on a rebuild)."""
         vector_id = self._id_by_key.get(key)
         if vector_id is not None and self._by_id[vector_id][1] == text:
-            self._by_id[vector_id] = (key, text, expires_at)
+            self.touch(key, expires_at)
             return False
         self.remove([key])
         vector_id = self._next_id
