@@ -26,7 +26,7 @@ class CacheKey:
     exact: str  # sha256 over everything that changes the output
     partition: str  # sha256 over namespace, model and parameters (not the conversation)
     conversation_text: str  # what the semantic index compares
-    semantic_eligible: bool  # False for turns with tool calls or tool results
+    semantic_eligible: bool  # False with tool calls or results, images, audio or files
 
 
 def namespace_for(*, key_hash_prefix: str, shared_namespace: str | None) -> str:
@@ -45,7 +45,7 @@ def derive(namespace: str, model: str, body: dict[str, Any]) -> CacheKey:
         exact=exact,
         partition=partition,
         conversation_text=conversation_text(messages),
-        semantic_eligible=not _has_tool_turns(messages),
+        semantic_eligible=not _has_tool_turns(messages) and not _has_non_text_parts(messages),
     )
 
 
@@ -60,6 +60,17 @@ def conversation_text(messages: list[dict[str, Any]]) -> str:
             )
         lines.append(f"{message.get('role')}: {content or ''}")
     return "\n".join(lines)
+
+
+def _has_non_text_parts(messages: list[dict[str, Any]]) -> bool:
+    """Images, audio, files: the conversation text (what the embedding sees) leaves them
+    out, so two questions about different pictures would look the same."""
+    return any(
+        isinstance(part, dict) and part.get("type", "text") != "text"
+        for m in messages
+        if isinstance(m.get("content"), list)
+        for part in m["content"]
+    )
 
 
 def _has_tool_turns(messages: list[dict[str, Any]]) -> bool:

@@ -75,3 +75,18 @@ def test_values_beyond_64_bits_and_any_unicode_still_make_a_stable_key() -> None
     body = {**BASE, "seed": 10**30, "messages": [{"role": "user", "content": "naïve ☃ 漢字"}]}
     assert key(body) == key(dict(reversed(body.items())))
     assert key(body) != key({**body, "seed": 10**30 + 1})
+
+
+def test_text_parts_are_compared_and_images_audio_or_files_skip_semantic_matching() -> None:
+    def asking(*parts: dict) -> dict:
+        return {**BASE, "messages": [{"role": "user", "content": list(parts)}]}
+
+    text = {"type": "text", "text": "What is in this picture?"}
+    assert derive("key:1", "demo", asking(text)).semantic_eligible
+    assert derive("key:1", "demo", asking(text)).conversation_text == "user: " + text["text"]
+    for other in (
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+        {"type": "input_audio", "input_audio": {"data": "UklGR", "format": "wav"}},
+        {"type": "file", "file": {"file_id": "file-1"}},
+    ):
+        assert not derive("key:1", "demo", asking(text, other)).semantic_eligible

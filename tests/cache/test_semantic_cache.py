@@ -100,6 +100,27 @@ def test_tool_turns_skip_semantic_matching(
     assert ask(gateway, alice, model, messages=paraphrased).headers["x-beastmode-cache"] == "miss"
 
 
+def test_images_audio_and_files_skip_semantic_matching(
+    gateway: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    """The same words about another picture are another question: the embedding sees only
+    the words, so conversations with non-text parts are matched exactly or not at all."""
+    model = model_with("", semantic="on")
+
+    def about(image_url: str) -> list[dict]:
+        return [{"role": "user", "content": [
+            {"type": "text", "text": "What is in this picture?"},
+            {"type": "image_url", "image_url": {"url": image_url}},
+        ]}]  # fmt: skip
+
+    ask(gateway, alice, model, messages=about("https://example.com/cat.png"))
+    wait_until(lambda: stored(model) == 1)
+    other = ask(gateway, alice, model, messages=about("https://example.com/invoice.png"))
+    assert other.headers["x-beastmode-cache"] == "miss"
+    same = ask(gateway, alice, model, messages=about("https://example.com/cat.png"))
+    assert same.headers["x-beastmode-cache"] == "exact"
+
+
 def test_off_mode_never_matches_semantically(
     gateway: Process, alice: Client, model_with: ModelFactory
 ) -> None:
