@@ -163,6 +163,11 @@ class Embedder:
         self._input_names = {i.name for i in self._session.get_inputs()}
         self.dim: int = int(self._session.get_outputs()[0].shape[-1])
 
+    def fits(self, text: str) -> bool:
+        """Whether the model reads all of the text (at most MAX_TOKENS tokens). Beyond
+        that two texts differing only after the cut embed the same: no semantic match."""
+        return not self._tokenizer.encode(text).overflowing
+
     def embed(self, texts: list[str]) -> np.ndarray:
         """Return float32 array (len(texts), dim) of L2-normalised mean-pooled embeddings."""
         out = np.empty((len(texts), self.dim), dtype=np.float32)

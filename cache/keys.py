@@ -1,9 +1,10 @@
 """What makes two requests the same: the exact key and the semantic partition.
 
 The exact key covers the namespace, the model name, every message and every parameter
-that can change the output. Only fields known not to change the output are left out;
-an unknown field is part of the key, so a new OpenAI parameter can never make two
-different requests collide.
+that can change the output. The semantic partition covers the same except the
+conversation turns, which are compared by similarity; system prompts are part of the
+partition. Only fields known not to change the output are left out; an unknown field is
+part of the key, so a new OpenAI parameter can never make two different requests collide.
 """
 
 import hashlib
@@ -17,6 +18,10 @@ NON_OUTPUT_FIELDS = frozenset(
     {"model", "messages", "stream", "stream_options", "user", "metadata", "store", "cache"}
 )
 _TOOL_ROLES = frozenset({"tool", "function"})
+# System prompts are matched exactly (they are part of the partition), not by similarity:
+# they are often long, and the embedder reads only the first MAX_TOKENS tokens, so with a
+# long system prompt every question would embed the same.
+_INSTRUCTION_ROLES = frozenset({"system", "developer"})
 
 
 @dataclass(frozen=True)
@@ -24,8 +29,8 @@ class CacheKey:
     namespace: str
     model: str
     exact: str  # sha256 over everything that changes the output
-    partition: str  # sha256 over namespace, model and parameters (not the conversation)
-    conversation_text: str  # what the semantic index compares
+    partition: str  # sha256 over namespace, model, parameters and system prompts
+    conversation_text: str  # what the semantic index compares: the other turns
     semantic_eligible: bool  # False with tool calls or results, images, audio or files
 
 
@@ -37,20 +42,25 @@ def namespace_for(*, key_hash_prefix: str, shared_namespace: str | None) -> str:
 def derive(namespace: str, model: str, body: dict[str, Any]) -> CacheKey:
     messages = body.get("messages") or []
     params = {k: v for k, v in body.items() if k not in NON_OUTPUT_FIELDS}
-    partition = _digest({"namespace": namespace, "model": model, "params": params})
+    instructions = [m for m in messages if m.get("role") in _INSTRUCTION_ROLES]
+    partition = _digest(
+        {"namespace": namespace, "model": model, "params": params, "instructions": instructions}
+    )
     exact = _digest({"partition": partition, "messages": messages})
     return CacheKey(
         namespace=namespace,
         model=model,
         exact=exact,
         partition=partition,
-        conversation_text=conversation_text(messages),
+        conversation_text=conversation_text(
+            [m for m in messages if m.get("role") not in _INSTRUCTION_ROLES]
+        ),
         semantic_eligible=not _has_tool_turns(messages) and not _has_non_text_parts(messages),
     )
 
 
 def conversation_text(messages: list[dict[str, Any]]) -> str:
-    """The whole conversation (system prompt and earlier turns too), one turn per line."""
+    """The turns, earlier ones too, one per line."""
     lines = []
     for message in messages:
         content = message.get("content")

@@ -50,11 +50,12 @@ class CachePlan:
     semantic_mode: str  # "off", "shadow" or "on"
     threshold: float
     vector: np.ndarray | None = None  # the conversation's embedding, once computed
+    too_long: bool = False  # longer than the embedder reads: exact matching only
     shadow: "Hit | None" = None  # shadow mode: the semantic hit that was not served
 
     @property
     def semantic(self) -> bool:
-        return self.semantic_mode != "off" and self.key.semantic_eligible
+        return self.semantic_mode != "off" and self.key.semantic_eligible and not self.too_long
 
 
 @dataclass(frozen=True)
@@ -253,6 +254,9 @@ def _semantic_hit(plan: CachePlan, now: float) -> Hit | None:
     """The best cached conversation of the same partition that is similar enough and that
     no guard refuses; also logs the pair (served or shadow) for evaluation."""
     asked = plan.key.conversation_text
+    if not get_embedder().fits(asked):
+        plan.too_long = True
+        return None
     plan.vector = get_embedder().embed([asked])[0]
     candidates = semantic.index().search(plan.key.partition, plan.vector, k=similarity.TOP_K)
     while candidates:
@@ -331,6 +335,9 @@ def store(
 def _write_l2_and_index(batch: list[tuple[Entry, CachePlan]], now: float) -> list[L3Row]:
     """Write L2 and the semantic index; the rows for L3."""
     tiers().l2.put_many([entry for entry, _ in batch], now)
+    for _, plan in batch:
+        if plan.semantic and plan.vector is None:
+            plan.too_long = not get_embedder().fits(plan.key.conversation_text)
     unembedded = [plan for _, plan in batch if plan.semantic and plan.vector is None]
     if unembedded:
         vectors = get_embedder().embed([plan.key.conversation_text for plan in unembedded])

@@ -60,7 +60,7 @@ def test_parameter_order_does_not_matter() -> None:
 
 def test_the_conversation_text_covers_every_turn_and_tool_turns_skip_semantic_matching() -> None:
     plain = derive("key:1", "demo", BASE)
-    assert plain.conversation_text == "system: You are terse.\nuser: What is 2+2?"
+    assert plain.conversation_text == "user: What is 2+2?"  # the system prompt: below
     assert plain.semantic_eligible
     tool_turn = {
         **BASE,
@@ -90,3 +90,16 @@ def test_text_parts_are_compared_and_images_audio_or_files_skip_semantic_matchin
         {"type": "file", "file": {"file_id": "file-1"}},
     ):
         assert not derive("key:1", "demo", asking(text, other)).semantic_eligible
+
+
+def test_system_prompts_are_matched_exactly_as_part_of_the_partition() -> None:
+    """The embedder reads only the start of a long text, so a long system prompt in the
+    compared text made every question look the same."""
+    other_system = {**BASE, "messages": [{"role": "system", "content": "You are verbose."},
+                                         BASE["messages"][1]]}  # fmt: skip
+    developer = {**BASE, "messages": [{"role": "developer", "content": "You are terse."},
+                                      BASE["messages"][1]]}  # fmt: skip
+    partitions = {derive("key:1", "demo", body).partition for body in (BASE, other_system,
+                                                                        developer)}  # fmt: skip
+    assert len(partitions) == 3
+    assert derive("key:1", "demo", other_system).conversation_text == "user: What is 2+2?"

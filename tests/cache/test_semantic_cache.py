@@ -100,6 +100,42 @@ def test_tool_turns_skip_semantic_matching(
     assert ask(gateway, alice, model, messages=paraphrased).headers["x-beastmode-cache"] == "miss"
 
 
+def test_a_long_system_prompt_is_matched_exactly_and_the_questions_by_similarity(
+    gateway: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    """The embedder reads the first 256 tokens: with the system prompt in the compared
+    text, every question after a long system prompt embedded the same (cosine 1.0) and
+    was served the first question's answer."""
+    model = model_with("", semantic="on")
+    policy = "You answer for ACME support. Be polite, cite the policy section. " * 25
+    system = {"role": "system", "content": policy}
+
+    def asking(question: str, instructions: dict = system) -> list[dict]:
+        return [instructions, {"role": "user", "content": question}]
+
+    ask(gateway, alice, model, messages=asking(QUESTION))
+    wait_until(lambda: stored(model) == 1)
+    other = ask(gateway, alice, model, messages=asking("How do I reset my password?"))
+    assert other.headers["x-beastmode-cache"] == "miss"
+    wait_until(lambda: stored(model) == 2)
+    assert ask(gateway, alice, model, messages=asking(PARAPHRASE)).headers[
+        "x-beastmode-cache"] == "semantic"  # fmt: skip
+    changed = {"role": "system", "content": policy + " Answer in French."}
+    reply = ask(gateway, alice, model, messages=asking(PARAPHRASE, changed))
+    assert reply.headers["x-beastmode-cache"] == "miss"
+
+
+def test_conversations_longer_than_the_embedder_reads_are_matched_exactly_only(
+    gateway: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with("", semantic="on")
+    document = "Quarterly report. Revenue grew in every region. " * 40
+    ask(gateway, alice, model, f"{document}\nIs the tone formal?")
+    wait_until(lambda: stored(model) == 1)
+    reply = ask(gateway, alice, model, f"{document}\nIs the data reliable?")  # no guard sees it
+    assert reply.headers["x-beastmode-cache"] == "miss"
+
+
 def test_images_audio_and_files_skip_semantic_matching(
     gateway: Process, alice: Client, model_with: ModelFactory
 ) -> None:
