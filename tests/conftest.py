@@ -153,6 +153,25 @@ def fresh_redis() -> None:
         get_redis_connection("default").flushdb()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_sessions_left_at_teardown(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """The test database is dropped at the end; a gateway process that has just exited
+    can leave its Postgres session for a moment, and DROP DATABASE then fails. Wait (up to
+    10 s) until no other session uses the database."""
+    yield
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        sql = ("SELECT count(*) FROM pg_stat_activity"
+               " WHERE datname = current_database() AND pid <> pg_backend_pid()")  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            cursor.execute(sql)
+            if cursor.fetchone()[0] == 0:
+                break
+            time.sleep(0.1)
+
+
 def start_gateway(name: str, env: dict[str, str] | None = None) -> Process:
     """A BeastMode process under daphne (the default server) on a free port."""
     port = free_port()
