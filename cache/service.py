@@ -254,10 +254,10 @@ def _semantic_hit(plan: CachePlan, now: float) -> Hit | None:
     """The best cached conversation of the same partition that is similar enough and that
     no guard refuses; also logs the pair (served or shadow) for evaluation."""
     asked = plan.key.conversation_text
-    if not get_embedder().fits(asked):
+    plan.vector = get_embedder().embed_whole([asked])[0]
+    if plan.vector is None:
         plan.too_long = True
         return None
-    plan.vector = get_embedder().embed([asked])[0]
     candidates = semantic.index().search(plan.key.partition, plan.vector, k=similarity.TOP_K)
     while candidates:
         chosen = similarity.choose(
@@ -335,14 +335,11 @@ def store(
 def _write_l2_and_index(batch: list[tuple[Entry, CachePlan]], now: float) -> list[L3Row]:
     """Write L2 and the semantic index; the rows for L3."""
     tiers().l2.put_many([entry for entry, _ in batch], now)
-    for _, plan in batch:
-        if plan.semantic and plan.vector is None:
-            plan.too_long = not get_embedder().fits(plan.key.conversation_text)
     unembedded = [plan for _, plan in batch if plan.semantic and plan.vector is None]
     if unembedded:
-        vectors = get_embedder().embed([plan.key.conversation_text for plan in unembedded])
+        vectors = get_embedder().embed_whole([p.key.conversation_text for p in unembedded])
         for plan, vector in zip(unembedded, vectors, strict=True):
-            plan.vector = vector
+            plan.vector, plan.too_long = vector, vector is None
     rows: list[L3Row] = []
     for entry, plan in batch:
         vector = plan.vector if plan.semantic else None

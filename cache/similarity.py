@@ -2,9 +2,9 @@
 
 ``score(cosine)`` maps the cosine of two all-MiniLM-L6-v2 embeddings (as cache/embedder.py
 computes them: int8 products) to the "similarity" that operators configure. It is piecewise
-linear and increasing, through (0, 0), (0.905, 0.95) and (1, 1): the default threshold 0.95
-is cosine 0.905, the lowest cosine at which, with the default guards, paraphrase traffic (the
-GPTCache pairs) keeps precision >= 0.97. The same threshold gives precision ~0.77 on
+linear and increasing, through (0, 0), (0.9075, 0.95) and (1, 1): the default threshold
+0.95 is cosine 0.9075, the lowest cosine at which, with the default guards, paraphrase
+traffic (the GPTCache pairs) keeps precision >= 0.97. The same threshold gives precision ~0.77 on
 deliberately same-topic Quora questions (QQP, labels protocol). Other points, measured:
 docs/semantic-cache.md.
 
@@ -29,7 +29,7 @@ TOP_K = 4  # candidates to ask FAISS for
 TIE_MARGIN = 0.02  # cosine
 LEXICAL_WEIGHT = 1.0
 
-_KNOTS = ((0.0, 0.0), (0.905, 0.95), (1.0, 1.0))  # (cosine, score)
+_KNOTS = ((0.0, 0.0), (0.9075, 0.95), (1.0, 1.0))  # (cosine, score)
 
 
 def score(cosine: float) -> float:

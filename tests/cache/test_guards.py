@@ -47,3 +47,10 @@ def test_int8_products_keep_the_models_embeddings(monkeypatch: pytest.MonkeyPatc
     fp32 = embedder.Embedder().embed(texts)
     agreement = (int8 * fp32).sum(axis=1)
     assert agreement.min() > 0.98 and agreement.mean() > 0.99
+
+
+def test_only_texts_the_model_reads_whole_are_embedded_for_matching() -> None:
+    short, long = "user: What is the capital of France?", "user: " + "word " * 300
+    whole = get_embedder().embed_whole([short, long])
+    assert whole[1] is None  # 300+ tokens: what follows the cut would not count
+    assert whole[0] is not None and float(whole[0] @ get_embedder().embed([short])[0]) > 0.9999
