@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
 import pytest
 from django.conf import settings
 from django.core.management import CommandError
@@ -155,21 +156,29 @@ def fresh_redis() -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def no_sessions_left_at_teardown(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
-    """The test database is dropped at the end; a gateway process that has just exited
-    can leave its Postgres session for a moment, and DROP DATABASE then fails. Wait (up to
-    10 s) until no other session uses the database."""
+    """The test database is dropped at the end, which fails while any session uses it:
+    this process's connection pool (Django's psycopg pool keeps idle connections, also
+    those the writer threads used) or a gateway process that has just exited. Close the
+    pool, then wait (up to 10 s) until no session is left."""
     yield
     if connection.vendor != "postgresql":
         return
-    with django_db_blocker.unblock(), connection.cursor() as cursor:
-        sql = ("SELECT count(*) FROM pg_stat_activity"
-               " WHERE datname = current_database() AND pid <> pg_backend_pid()")  # fmt: skip
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            cursor.execute(sql)
-            if cursor.fetchone()[0] == 0:
-                break
-            time.sleep(0.1)
+    with django_db_blocker.unblock():
+        database = connection.settings_dict
+        connection.close_pool()
+        with psycopg.connect(
+            dbname="postgres", user=database["USER"], host=database["HOST"],
+            port=database["PORT"] or 5432, autocommit=True,
+        ) as admin:  # fmt: skip
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                row = admin.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
+                    [database["NAME"]],
+                ).fetchone()
+                if row is None or row[0] == 0:
+                    break
+                time.sleep(0.1)
 
 
 def start_gateway(name: str, env: dict[str, str] | None = None) -> Process:
