@@ -59,7 +59,7 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             try:
-                await upstream.close_session()
+                await upstream.close_connections()
                 await sync_to_async(cache_service.lower_writer.flush)()
                 await sync_to_async(recorder.flush)()
             except Exception:

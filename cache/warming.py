@@ -96,4 +96,4 @@ async def _complete(
     try:
         return await router.complete(exchange.model, route, body, exchange.trace)
     finally:
-        await upstream.close_session()
+        await upstream.close_connections()

@@ -1,14 +1,14 @@
 """Turn an upstream failure into a classified GatewayError that says what to do."""
 
-import asyncio
 import re
+import socket
 import ssl
+from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from time import time
 
-import aiohttp
-
+from routing import http_client
 from routing.errors import GatewayError
 from routing.registry import EndpointConfig
 
@@ -63,32 +63,32 @@ def invalid_response(*, model_name: str, endpoint: EndpointConfig, why: str) -> 
 
 
 def _classify_exception(exc: BaseException, phase: str) -> tuple[str, str]:
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+    if isinstance(exc, http_client.ConnectTimeout):
         return "connect_timeout", "did not accept a connection in time (connect timeout)"
-    if isinstance(exc, (TimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+    if isinstance(exc, TimeoutError):
         if phase == "first_byte":
             return "first_byte_timeout", "sent no first byte in time (first-byte timeout)"
         return "total_timeout", "did not finish in time (total timeout)"
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+    if isinstance(exc, socket.gaierror):
         return "dns_failure", "has a host name that does not resolve (DNS failure)"
-    if isinstance(exc, (aiohttp.ClientSSLError, ssl.SSLError)):
+    if isinstance(exc, ssl.SSLError):
         return "tls_error", "failed the TLS handshake"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        if isinstance(exc.os_error, ConnectionRefusedError):
-            return "connection_refused", "refused the connection (nothing listens there)"
-        return "connection_error", f"could not be connected to ({exc.os_error})"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection_refused", "refused the connection (nothing listens there)"
+    if isinstance(exc, http_client.ServerDisconnected):
         return "connection_error", "closed the connection without answering"
-    if isinstance(exc, (aiohttp.ClientPayloadError, aiohttp.ClientResponseError)):
+    if isinstance(exc, http_client.MalformedResponse):
         return "invalid_upstream_response", "sent a malformed HTTP response"
-    if isinstance(exc, (aiohttp.ClientError, OSError)):
-        return "connection_error", f"failed at the connection level ({type(exc).__name__})"
+    if isinstance(exc, OSError):
+        why = exc.strerror or type(exc).__name__
+        return "connection_error", f"failed at the connection level ({why})"
     return "invalid_upstream_response", f"failed unexpectedly ({type(exc).__name__})"
 
 
-def retry_after_s(headers: "aiohttp.typedefs.LooseHeaders") -> float | None:
-    """Seconds from `retry-after-ms` or `Retry-After` (seconds or an HTTP date)."""
-    get = headers.get  # type: ignore[union-attr]
+def retry_after_s(headers: Mapping[str, str]) -> float | None:
+    """Seconds from `retry-after-ms` or `Retry-After` (seconds or an HTTP date); header
+    names in lower case, as routing.http_client gives them."""
+    get = headers.get
     if (ms := get("retry-after-ms")) is not None:
         try:
             return max(0.0, float(ms) / 1000)

@@ -55,7 +55,7 @@ async def _probe_many(configs: list[registry.EndpointConfig]) -> list[ProbeResul
     try:
         return list(await asyncio.gather(*(_probe_one(config) for config in configs)))
     finally:
-        await upstream.close_session()
+        await upstream.close_connections()
 
 
 async def _probe_one(endpoint: registry.EndpointConfig) -> ProbeResult:

@@ -91,7 +91,7 @@ async def _complete(
     try:
         return await router.complete(exchange.model, route, body, exchange.trace)
     finally:
-        await upstream.close_session()
+        await upstream.close_connections()
 
 
 def _finish(job: AsyncJob, status: str, status_code: int, result: dict[str, Any]) -> None:

@@ -1,58 +1,25 @@
-"""One HTTP attempt against one endpoint, through a pooled aiohttp session per event loop.
+"""One HTTP attempt against one endpoint, through the pooled client (routing.http_client).
 
-Timeouts: connect (aiohttp's socket connect), first byte (response headers, or the first
+Timeouts: connect (the TCP and TLS handshake), first byte (response headers, or the first
 stream event), total (the whole answer). Every failure leaves as a classified GatewayError.
 """
 
 import asyncio
-import atexit
-import contextlib
-import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-
-from routing import diagnosis, providers
+from routing import diagnosis, http_client, providers
 from routing.errors import GatewayError
-from routing.providers.base import InvalidUpstreamResponse
+from routing.providers.base import InvalidUpstreamResponse, UpstreamRequest
 from routing.registry import EndpointConfig
 
 _MAX_ERROR_BODY_BYTES = 64 * 1024
-_sessions: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession]" = (
-    weakref.WeakKeyDictionary()
-)
 
 
-def session() -> aiohttp.ClientSession:
-    """The pooled client of the running event loop (one per loop: server, worker)."""
-    loop = asyncio.get_running_loop()
-    client = _sessions.get(loop)
-    if client is None or client.closed:
-        client = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, keepalive_timeout=30),
-            timeout=aiohttp.ClientTimeout(total=None),
-            skip_auto_headers=("User-Agent",),
-        )
-        _sessions[loop] = client
-    return client
-
-
-async def close_session() -> None:
-    client = _sessions.pop(asyncio.get_running_loop(), None)
-    if client is not None:
-        await client.close()
-
-
-@atexit.register
-def _close_sessions_at_exit() -> None:
-    """daphne has no lifespan shutdown: close the pools on their stopped loops, or aiohttp
-    logs "Unclosed client session" errors as the process exits."""
-    for loop, client in list(_sessions.items()):
-        if not client.closed and not loop.is_closed() and not loop.is_running():
-            with contextlib.suppress(Exception):
-                loop.run_until_complete(client.close())
+async def close_connections() -> None:
+    """Close this event loop's pooled upstream connections (before the loop ends)."""
+    http_client.close_connections()
 
 
 async def fetch_completion(
@@ -66,16 +33,13 @@ async def fetch_completion(
     phase = "first_byte"
     try:
         async with asyncio.timeout_at(first_byte_deadline):
-            response = await session().post(
-                request.url,
-                data=request.body,
-                headers=request.headers,
-                timeout=_client_timeout(endpoint),
-            )
+            response = await _post(endpoint, request)
         phase = "total"
-        async with response:
+        try:
             async with asyncio.timeout_at(total_deadline):
                 payload = await response.read()
+        finally:
+            response.close()
     except Exception as exc:
         raise diagnosis.from_exception(
             model_name=model_name, endpoint=endpoint, exc=exc, phase=phase
@@ -103,7 +67,7 @@ class UpstreamStream:
     endpoint: EndpointConfig
     first_chunk: dict[str, Any]
     _events: AsyncIterator[dict[str, Any]]
-    _response: aiohttp.ClientResponse = field(repr=False)
+    _response: http_client.Response = field(repr=False)
 
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         return self._events
@@ -120,17 +84,12 @@ async def open_stream(
     loop = asyncio.get_running_loop()
     total_deadline = loop.time() + endpoint.total_timeout_s
     first_byte_deadline = min(loop.time() + endpoint.first_byte_timeout_s, total_deadline)
-    response: aiohttp.ClientResponse | None = None
+    response: http_client.Response | None = None
     try:
         async with asyncio.timeout_at(first_byte_deadline):
-            response = await session().post(
-                request.url,
-                data=request.body,
-                headers=request.headers,
-                timeout=_client_timeout(endpoint),
-            )
+            response = await _post(endpoint, request)
             if not 200 <= response.status < 300:
-                payload = await response.content.read(_MAX_ERROR_BODY_BYTES)
+                payload = await response.read(limit=_MAX_ERROR_BODY_BYTES)
                 response.close()
                 raise diagnosis.from_status(
                     model_name=model_name,
@@ -160,14 +119,14 @@ async def open_stream(
 async def _stream_events(
     model_name: str,
     endpoint: EndpointConfig,
-    response: aiohttp.ClientResponse,
+    response: http_client.Response,
     total_deadline: float,
 ) -> AsyncIterator[dict[str, Any]]:
     """Chunks of an OpenAI SSE stream; raises GatewayError unless it ends with [DONE]."""
     provider = providers.for_kind(endpoint.provider)
     try:
         async with asyncio.timeout_at(total_deadline):
-            async for line in response.content:
+            async for line in response.lines():
                 if not line.startswith(b"data:"):
                     continue  # blank separators, comments, event names
                 chunk = provider.parse_stream_event(line[5:].strip())
@@ -178,7 +137,7 @@ async def _stream_events(
         raise diagnosis.invalid_response(
             model_name=model_name, endpoint=endpoint, why=str(exc)
         ) from None
-    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+    except (TimeoutError, OSError, http_client.MalformedResponse) as exc:
         if isinstance(exc, TimeoutError):
             raise diagnosis.from_exception(
                 model_name=model_name, endpoint=endpoint, exc=exc, phase="total"
@@ -191,7 +150,7 @@ async def _stream_events(
     )
 
 
-def _client_timeout(endpoint: EndpointConfig) -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(
-        total=None, connect=endpoint.connect_timeout_s, sock_connect=endpoint.connect_timeout_s
+async def _post(endpoint: EndpointConfig, request: UpstreamRequest) -> http_client.Response:
+    return await http_client.post(
+        request.url, request.headers, request.body, connect_timeout_s=endpoint.connect_timeout_s
     )
