@@ -23,10 +23,13 @@ _OUTCOME_BY_STATUS = {401: "auth_error", 403: "auth_error"}
 
 
 def new_request_id(incoming: str | None) -> str:
-    """The caller's x-request-id when it is sane, else a fresh one."""
+    """The caller's x-request-id when it is sane, else a fresh one: the time in
+    milliseconds, then 80 random bits. Ids that grow with time go to the end of the
+    records' request_id index, where random ones dirtied a page of it per record (the
+    record writer spent 30-40% more CPU per record on SQLite, docs/PERFORMANCE.md)."""
     if incoming and _SAFE_REQUEST_ID.match(incoming):
         return incoming
-    return "req_" + os.urandom(16).hex()
+    return f"req_{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
 MAX_TOKEN_COUNT = 2**31 - 1  # the records' token columns are 32-bit

@@ -1,6 +1,8 @@
 """The REST API as services see it: the official openai SDK and raw HTTP against daphne."""
 
 import json
+import re
+import time
 from datetime import timedelta
 
 import openai
@@ -114,6 +116,17 @@ def test_incoming_request_id_is_kept_and_returned(
                  body={**CHAT, "model": model}, headers={"X-Request-Id": "trace-123"})  # fmt: skip
     assert reply.headers["x-request-id"] == "trace-123"
     assert record_for("trace-123").outcome == "success"
+
+
+def test_fresh_request_ids_are_unique_and_sort_by_time(gateway: Process, alice: Client) -> None:
+    # Time-ordered ids go to the end of the records' request_id index.
+    ids = []
+    for _ in range(3):
+        reply = http(f"{gateway.url}/v1/models", key=alice.key)
+        ids.append(reply.headers["x-request-id"])
+        time.sleep(0.002)
+    assert len(set(ids)) == 3 and ids == sorted(ids)
+    assert all(re.fullmatch(r"req_[0-9a-f]{32}", request_id) for request_id in ids)
 
 
 @pytest.mark.parametrize(
