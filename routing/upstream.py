@@ -32,14 +32,14 @@ async def fetch_completion(
     first_byte_deadline = min(loop.time() + endpoint.first_byte_timeout_s, total_deadline)
     phase = "first_byte"
     try:
-        async with asyncio.timeout_at(first_byte_deadline):
+        async with asyncio.timeout_at(first_byte_deadline) as deadline:
             response = await _post(endpoint, request)
-        phase = "total"
-        try:
-            async with asyncio.timeout_at(total_deadline):
+            phase = "total"
+            deadline.reschedule(total_deadline)
+            try:
                 payload = await response.read()
-        finally:
-            response.close()
+            finally:
+                response.close()
     except Exception as exc:
         raise diagnosis.from_exception(
             model_name=model_name, endpoint=endpoint, exc=exc, phase=phase
