@@ -218,6 +218,7 @@ class Response:
         self._origin = origin
         self.status = connection.status
         self.headers = connection.headers  # lower-case names
+        self._released = False
 
     async def read(self, limit: int | None = None) -> bytes:
         """The body; with `limit`, at most that many bytes (enough for an error message)."""
@@ -251,6 +252,10 @@ class Response:
             await connection.wait()
 
     def close(self) -> None:
+        """Idempotent: a connection handed back twice would serve two requests at once."""
+        if self._released:
+            return
+        self._released = True
         connection = self._connection
         if connection.reusable and not connection.chunks:
             self._pool.release(self._origin, connection)

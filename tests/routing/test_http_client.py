@@ -90,6 +90,22 @@ def test_sequential_requests_share_one_keep_alive_connection() -> None:
     assert [json.loads(json.loads(b)["echo"])["n"] for b in bodies] == list(range(20))
 
 
+def test_closing_a_response_twice_pools_its_connection_once() -> None:
+    async def scenario(url: str) -> None:
+        response = await post(url)
+        await response.read()
+        response.close()
+        response.close()
+        assert list(http_client.pool_stats().values()) == [1]
+        first, second = await asyncio.gather(post(url, b'{"n": 1}'), post(url, b'{"n": 2}'))
+        assert [json.loads(await r.read())["echo"] for r in (first, second)] == [
+            '{"n": 1}',
+            '{"n": 2}',
+        ]
+
+    assert len(serve(keep_alive_handler(), scenario)) == 2
+
+
 def test_the_request_carries_host_length_body_and_headers() -> None:
     seen: list[bytes] = []
 
