@@ -14,14 +14,14 @@ What it does:
    end unless ``--keep``), migrates it and routes six models, each to a primary and a
    fallback endpoint;
 2. for each size, adds records until the table holds that many (SQL, ``generate_series``;
-   see "synthetic records" below), rebuilds both rollup tables in SQL exactly as the
-   record writer would have written them (an hour of them is checked against
-   ``monitoring.rollups``' own arithmetic), and runs VACUUM ANALYZE;
+   see "synthetic records" below), rebuilds the dashboard's rollups (DashboardRollup) in
+   SQL exactly as the record writer would have written them (an hour of them is checked
+   against ``monitoring.rollups``' own arithmetic), and runs VACUUM ANALYZE;
 3. times ``monitoring.snapshot.compute(window)`` for every window, ``--repeats`` times after
    one warm-up, with the clock frozen at the moment the synthetic history ends (so every
    repetition sees the same rows), and separately the time spent in SQL;
-4. times the record writer's flushes (Rollup rows, DashboardRollup rows, the records
-   INSERT) for batches of 25 and 250 records, in a transaction that is rolled back;
+4. times the record writer's flushes (DashboardRollup rows, the records INSERT) for
+   batches of 25 and 250 records, in a transaction that is rolled back;
 5. against the largest size (its history topped up to the present first): starts the fake
    upstream and BeastMode under daphne with the real 5 s push interval, logs a staff user
    in, and opens one websocket per window: records the arrival of ``--pushes`` pushes
@@ -77,11 +77,10 @@ VENV_BIN = Path(sys.executable).parent
 # answering endpoint (""), a rejected request no cache outcome, an error its attempt log.
 #
 # Rollups: what monitoring.rollups.update_from would have written for those records,
-# grouped in SQL. A record does not say which process wrote it, so the writer is derived
-# from it: id modulo --writers, with a new pid every day (as after a daily deploy).
+# grouped in SQL.
 
 RECORD_TABLE = "monitoring_requestrecord"
-ROLLUP_TABLE = "monitoring_rollup"
+DASHBOARD_TABLE = "monitoring_dashboardrollup"
 CHUNK = 1_000_000
 
 
@@ -329,47 +328,13 @@ FROM (
 """
 
 
-def writer_sql(writers: int) -> str:
-    """The process that wrote a record: `writers` of them at a time, new pids every day."""
-    return (
-        f"format('bench-node-%%s:%%s', id %% {writers}, "
-        f"40000 + (floor(extract(epoch FROM created_at) / 86400)::bigint %% 1000) * {writers} "
-        f"+ id %% {writers})"
-    )
-
-
-_DIMENSIONS = (
-    "model, endpoint, service_key_name, outcome, cache_outcome, cache_tier, error_class, is_warming"
-)
 # monitoring.histogram.bucket_of in SQL: ceil(log_1.1(latency / 0.01) - 1e-9), 0 at or below.
 _BIN = "CASE WHEN latency_ms <= 0.01 THEN 0 ELSE ceil(ln(latency_ms / 0.01) / ln(1.1) - 1e-9) END"
-DASHBOARD_TABLE = "monitoring_dashboardrollup"
 
 
 def _bucket(bucket_s: int) -> str:
     """monitoring.rollups.bucket_start in SQL."""
     return f"to_timestamp(floor(extract(epoch FROM created_at) / {bucket_s}) * {bucket_s})"
-
-
-def rollups_sql(bucket_s: int, writers: int) -> str:
-    """INSERT of the Rollup rows of every record created at or after %(since)s."""
-    return f"""
-INSERT INTO {ROLLUP_TABLE} (
-    bucket_s, bucket_start, writer, {_DIMENSIONS}, requests, tokens_in, tokens_out, cost_usd,
-    cost_saved_usd, latency_sum_ms, histogram)
-SELECT {bucket_s}, bucket_start, writer, {_DIMENSIONS}, sum(n), sum(tokens_in), sum(tokens_out),
-    sum(cost_usd), sum(cost_saved_usd), sum(latency_sum_ms), jsonb_object_agg(bin::int, n)
-FROM (
-    SELECT {_bucket(bucket_s)} AS bucket_start, {writer_sql(writers)} AS writer, {_DIMENSIONS},
-        {_BIN} AS bin, count(*) AS n, sum(tokens_in) AS tokens_in, sum(tokens_out) AS tokens_out,
-        sum(cost_usd) AS cost_usd, sum(cost_saved_usd) AS cost_saved_usd,
-        sum(latency_ms) AS latency_sum_ms
-    FROM {RECORD_TABLE}
-    WHERE created_at >= %(since)s
-    GROUP BY 1, 2, {_DIMENSIONS}, 11
-) AS per_bin
-GROUP BY bucket_start, writer, {_DIMENSIONS}
-"""
 
 
 def dashboard_rollups_sql(bucket_s: int) -> str:
@@ -474,22 +439,19 @@ def add_records(
     return {"insert_s": inserted - started, "index_s": time.perf_counter() - inserted}
 
 
-def rebuild_rollups(*, since: datetime, writers: int) -> float:
-    """Replace both tables' rows of every bucket that holds records from `since` on (from
-    the start of since's minute, hour, day); returns the seconds spent."""
+def rebuild_rollups(*, since: datetime) -> float:
+    """Replace the DashboardRollup rows of every bucket that holds records from `since` on
+    (from the start of since's minute, hour, day); returns the seconds spent."""
     started = time.perf_counter()
     _execute("SET work_mem = '256MB'")
-    for table, bucket_sizes, make_sql in (
-        (ROLLUP_TABLE, (60, 3600), lambda size: rollups_sql(size, writers)),
-        (DASHBOARD_TABLE, (60, 3600, 86400), dashboard_rollups_sql),
-    ):
-        for bucket_s in bucket_sizes:
-            start = datetime.fromtimestamp(since.timestamp() // bucket_s * bucket_s, tz=UTC)
-            _execute(
-                f"DELETE FROM {table} WHERE bucket_s = %(size)s AND bucket_start >= %(since)s",
-                {"size": bucket_s, "since": start},
-            )
-            _execute(make_sql(bucket_s), {"since": start})
+    for bucket_s in (60, 3600, 86400):
+        start = datetime.fromtimestamp(since.timestamp() // bucket_s * bucket_s, tz=UTC)
+        _execute(
+            f"DELETE FROM {DASHBOARD_TABLE} WHERE bucket_s = %(size)s "
+            "AND bucket_start >= %(since)s",
+            {"size": bucket_s, "since": start},
+        )
+        _execute(dashboard_rollups_sql(bucket_s), {"since": start})
     _execute("RESET work_mem")
     return time.perf_counter() - started
 
@@ -497,47 +459,35 @@ def rebuild_rollups(*, since: datetime, writers: int) -> float:
 def vacuum_analyze() -> float:
     started = time.perf_counter()
     with connection.cursor() as cursor:
-        for table in (RECORD_TABLE, ROLLUP_TABLE, DASHBOARD_TABLE):
+        for table in (RECORD_TABLE, DASHBOARD_TABLE):
             cursor.execute(f"VACUUM ANALYZE {table}")
     return time.perf_counter() - started
 
 
-def verify_rollups(*, hour: datetime, writers: int) -> tuple[int, int]:
+def verify_rollups(*, hour: datetime) -> tuple[int, int]:
     """Aggregate one hour of records with monitoring.rollups' own code and compare with the
-    minute and hour rows made in SQL, of both tables. Returns (rows compared, mismatches)."""
+    minute and hour DashboardRollup rows made in SQL. Returns (rows compared, mismatches)."""
     from monitoring import rollups
-    from monitoring.models import DashboardRollup, Rollup
+    from monitoring.models import DashboardRollup
 
-    fields = ["created_at", *rollups.DIMENSIONS, "tokens_in", "tokens_out", "cost_usd",
-              "cost_saved_usd", "latency_ms"]  # fmt: skip
+    fields = ["created_at", "model", "endpoint", "outcome", "cache_outcome", "cache_tier",
+              "is_warming", "cost_usd", "cost_saved_usd", "latency_ms"]  # fmt: skip
     in_hour = {"bucket_start__gte": hour, "bucket_start__lt": hour + timedelta(hours=1)}
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT {writer_sql(writers)}, {', '.join(fields)} "
+            f"SELECT {', '.join(fields)} "
             f"FROM {RECORD_TABLE} WHERE created_at >= %s AND created_at < %s",
             [hour, hour + timedelta(hours=1)],
         )
-        records = [(row[0], dict(zip(fields, row[1:], strict=True))) for row in cursor.fetchall()]
+        records = [dict(zip(fields, row, strict=True)) for row in cursor.fetchall()]
 
-    sums = ("requests", "tokens_in", "tokens_out", "cost_usd", "cost_saved_usd",
-            "latency_sum_ms", "histogram")  # fmt: skip
-    expected: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-    for writer in {writer for writer, _ in records}:
-        mine = [record for w, record in records if w == writer]
-        for key, part in rollups.aggregate(mine).items():
-            expected[("rollup", writer, *key)] = tuple(getattr(part, name) for name in sums)
-    for key, dash in rollups.dashboard_aggregate([record for _, record in records]).items():
-        if key[0] in (60, 3600):
-            expected[("dashboard", *key)] = (
-                *dash.counts.values(),
-                rollups.dense_of(dash.histogram),
-            )
-    stored = {
-        ("rollup", row.writer, *rollups._key_of(row)): tuple(getattr(row, n) for n in sums)
-        for row in Rollup.objects.filter(**in_hour)
+    expected = {
+        key: (*dash.counts.values(), rollups.dense_of(dash.histogram))
+        for key, dash in rollups.dashboard_aggregate(records).items()
+        if key[0] in (60, 3600)
     }
-    stored |= {
-        ("dashboard", *rollups._dashboard_key(row)): (
+    stored = {
+        rollups._dashboard_key(row): (
             *(getattr(row, name) for name in rollups.COUNTS), row.histogram,
         )
         for row in DashboardRollup.objects.filter(bucket_s__in=(60, 3600), **in_hour)
@@ -632,7 +582,7 @@ def migrate_and_route() -> None:
 def table_sizes() -> str:
     sizes = []
     with connection.cursor() as cursor:
-        for table in (RECORD_TABLE, ROLLUP_TABLE, DASHBOARD_TABLE):
+        for table in (RECORD_TABLE, DASHBOARD_TABLE):
             cursor.execute(
                 f"SELECT pg_size_pretty(pg_total_relation_size(%s)), count(*) FROM {table}",
                 [table],
@@ -725,7 +675,6 @@ def time_snapshots(size: int, anchor: datetime, repeats: int) -> list[WindowTimi
 @dataclass
 class FlushTiming:
     batch: int
-    rollups_ms: list[float]
     dashboard_ms: list[float]
     records_ms: list[float]
 
@@ -742,23 +691,20 @@ def time_flushes(anchor: datetime, batch: int, flushes: int) -> FlushTiming:
 
     fields = [f.attname for f in RequestRecord._meta.concrete_fields if not f.primary_key]
     stored = list(RequestRecord.objects.order_by("-id").values(*fields)[: batch * flushes])
-    timing = FlushTiming(batch, [], [], [])
+    timing = FlushTiming(batch, [], [])
     with transaction.atomic():
         for n in range(flushes):
             records = stored[n * batch : (n + 1) * batch]
             for i, record in enumerate(records):
                 record["created_at"] = anchor + timedelta(seconds=60 + (n + i / batch) * 0.25)
             started = time.perf_counter()
-            rollups._update_rollups(records)
-            rolled = time.perf_counter()
-            rollups._update_dashboard(records)
+            rollups.update_from(records)
             dashboard = time.perf_counter()
             columns = recorder._columns()
             rows = [[r.get(name, default) for name, default in columns] for r in records]
             write_rows(RequestRecord, [name for name, _ in columns], rows)
             done = time.perf_counter()
-            timing.rollups_ms.append((rolled - started) * 1000)
-            timing.dashboard_ms.append((dashboard - rolled) * 1000)
+            timing.dashboard_ms.append((dashboard - started) * 1000)
             timing.records_ms.append((done - dashboard) * 1000)
         transaction.set_rollback(True)
     return timing
@@ -1040,12 +986,11 @@ def print_snapshot_table(timings: list[WindowTiming], repeats: int) -> None:
 
 def print_flushes(flushes: list[FlushTiming]) -> None:
     print("\nRecord writer, time per flush inside its transaction (P50 / max ms):\n")
-    print("| records per flush | Rollup | DashboardRollup | records INSERT |")
-    print("|---|---|---|---|")
+    print("| records per flush | DashboardRollup | records INSERT |")
+    print("|---|---|---|")
     for f in flushes:
         cells = [
-            f"{percentile(ms, 0.5):.1f} / {max(ms):.1f}"
-            for ms in (f.rollups_ms, f.dashboard_ms, f.records_ms)
+            f"{percentile(ms, 0.5):.1f} / {max(ms):.1f}" for ms in (f.dashboard_ms, f.records_ms)
         ]
         print(f"| {f.batch} | {' | '.join(cells)} |")
 
@@ -1083,7 +1028,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1000000,10000000", help="record counts, ascending")
     parser.add_argument("--days", type=float, default=7.0, help="history the records span")
-    parser.add_argument("--writers", type=int, default=4, help="processes writing rollups")
     parser.add_argument("--repeats", type=int, default=30, help="timed computations per window")
     parser.add_argument("--pushes", type=int, default=8, help="push intervals per window")
     parser.add_argument("--freshness", type=int, default=10, help="freshness probes")
@@ -1106,7 +1050,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     given = list(argv) if argv is not None else sys.argv[1:]
     print(f"BeastMode dashboard benchmark: sizes {', '.join(f'{s:,}' for s in args.sizes)}, "
-          f"{args.days:g} days, {args.writers} rollup writers")  # fmt: skip
+          f"{args.days:g} days")  # fmt: skip
     free_gib = shutil.disk_usage(REPO).free / 2**30
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, python "
           f"{platform.python_version()}; free disk {free_gib:.0f} GiB")  # fmt: skip
@@ -1129,7 +1073,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"\n== {size:,} records ==", flush=True)
                 spent = add_records(size - record_count(), anchor=anchor, days=args.days)
                 since = anchor - timedelta(days=args.days + 1)
-                rollup_s = rebuild_rollups(since=since, writers=args.writers)
+                rollup_s = rebuild_rollups(since=since)
                 vacuum_s = vacuum_analyze()
                 print(
                     f"  filled: insert {spent['insert_s']:.0f} s, indexes "
@@ -1138,7 +1082,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     flush=True,
                 )
                 hour = anchor.replace(minute=0, second=0) - timedelta(hours=5)
-                compared, mismatches = verify_rollups(hour=hour, writers=args.writers)
+                compared, mismatches = verify_rollups(hour=hour)
                 print(f"  rollups of {hour:%H}:00 checked against monitoring.rollups: "
                       f"{compared:,} rows, {mismatches} mismatches", flush=True)  # fmt: skip
                 timings += time_snapshots(size, anchor, args.repeats)
@@ -1151,7 +1095,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             gap_s = (now - anchor).total_seconds()
             add_records(int(rate_per_s * gap_s), anchor=now, days=gap_s / 86400, bulk=False,
                         progress=lambda _: None)  # fmt: skip
-            rebuild_rollups(since=anchor, writers=args.writers)
+            rebuild_rollups(since=anchor)
             print(f"\n== live server ({record_count():,} records, history topped up "
                   f"by {gap_s:.0f} s) ==", flush=True)  # fmt: skip
             print_live(measure_live(args, env, work_dir))

@@ -72,50 +72,13 @@ class RequestRecord(models.Model):
         return f"{self.request_id} {self.model} {self.outcome}"
 
 
-class Rollup(models.Model):
-    """Per-minute (and per-hour) aggregates of request records, one row per combination
-    of the dimensions below, updated as records are written."""
-
-    bucket_start = models.DateTimeField()
-    bucket_s = models.PositiveIntegerField(help_text="60 or 3600")
-    # Each process writes rows of its own: writers never wait on or deadlock over a row.
-    writer = models.CharField(max_length=64)
-    model = models.CharField(max_length=200)
-    endpoint = models.CharField(max_length=100)
-    service_key_name = models.CharField(max_length=100)
-    outcome = models.CharField(max_length=24)
-    cache_outcome = models.CharField(max_length=8)
-    cache_tier = models.CharField(max_length=2)
-    error_class = models.CharField(max_length=40)
-    is_warming = models.BooleanField()
-    requests = models.PositiveIntegerField(default=0)
-    tokens_in = models.BigIntegerField(default=0)
-    tokens_out = models.BigIntegerField(default=0)
-    cost_usd = models.FloatField(default=0)
-    cost_saved_usd = models.FloatField(default=0)
-    latency_sum_ms = models.FloatField(default=0)
-    histogram = models.JSONField(default=dict)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(
-                fields=[
-                    "bucket_s", "bucket_start", "writer", "model", "endpoint", "service_key_name",
-                    "outcome", "cache_outcome", "cache_tier", "error_class", "is_warming",
-                ],
-                name="rollup_one_row_per_combination",
-            )
-        ]  # fmt: skip
-        indexes = [models.Index(fields=["bucket_s", "bucket_start"])]
-
-
 class DashboardRollup(models.Model):
     """What the dashboard reads: per minute, hour and day, one total row and one row per
     (model, endpoint), with the outcomes it shows already counted. Warming is left out.
 
-    Unlike Rollup, rows are shared by every process (writers take turns through a lock),
-    so a window costs one row per bucket and pair, however many processes write; and a
-    long window reads whole days where it can.
+    Rows are shared by every process (writers take turns through a lock), so a window
+    costs one row per bucket and pair, however many processes write; and a long window
+    reads whole days where it can.
     """
 
     bucket_start = models.DateTimeField()

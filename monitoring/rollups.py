@@ -1,17 +1,14 @@
-"""Rollups: request records aggregated per minute and per hour as they are written.
+"""Rollups: request records aggregated per minute, hour and day as they are written.
 
 `update_from(batch)` runs inside the transaction that inserts the batch, so a rollup
-never counts a record that was not stored, nor misses one that was. It updates two
-tables: Rollup (every dimension, rows of this process's own) and DashboardRollup (what
-the dashboard shows, rows shared by all processes, see `_update_dashboard`).
+never counts a record that was not stored, nor misses one that was. It updates
+DashboardRollup: what the dashboard shows, rows shared by all processes.
 """
 
 import bisect
 import itertools
 import math
 import operator
-import os
-import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,96 +18,7 @@ from django.db import connection, transaction
 
 from beastmode.rows import write_rows
 from monitoring import histogram as hist
-from monitoring.models import ERROR_OUTCOMES, REJECTED_OUTCOMES, DashboardRollup, Rollup
-
-DIMENSIONS = (
-    "model", "endpoint", "service_key_name", "outcome", "cache_outcome", "cache_tier",
-    "error_class", "is_warming",
-)  # fmt: skip
-BUCKETS_S = (60, 3600)
-SUMS = ("requests", "tokens_in", "tokens_out", "cost_usd", "cost_saved_usd", "latency_sum_ms",
-        "histogram")  # fmt: skip
-_DEFAULTS: dict[str, Any] = {"is_warming": False}
-
-
-@dataclass
-class _Sums:
-    requests: int = 0
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost_usd: float = 0.0
-    cost_saved_usd: float = 0.0
-    latency_sum_ms: float = 0.0
-    histogram: hist.Histogram = field(default_factory=dict)
-
-    def add(self, record: dict[str, Any]) -> None:
-        self.requests += 1
-        self.tokens_in += record.get("tokens_in", 0)
-        self.tokens_out += record.get("tokens_out", 0)
-        self.cost_usd += record.get("cost_usd", 0.0)
-        self.cost_saved_usd += record.get("cost_saved_usd", 0.0)
-        self.latency_sum_ms += record["latency_ms"]
-        hist.add(self.histogram, record["latency_ms"])
-
-    def plus(self, stored: dict[str, Any] | None) -> tuple[Any, ...]:
-        """The SUMS of a stored row (None: no row yet) with these added."""
-        stored = stored or {"histogram": {}}
-        return (
-            *(getattr(self, name) + stored.get(name, 0) for name in SUMS[:-1]),
-            hist.merge([stored["histogram"], self.histogram]),
-        )
-
-
-def bucket_start(moment: datetime, bucket_s: int) -> datetime:
-    return datetime.fromtimestamp(int(moment.timestamp()) // bucket_s * bucket_s, tz=UTC)
-
-
-def aggregate(records: list[dict[str, Any]]) -> dict[tuple[Any, ...], _Sums]:
-    """The records' sums per (bucket_s, bucket_start, *DIMENSIONS)."""
-    sums: dict[tuple[Any, ...], _Sums] = {}
-    for record in records:
-        dims = tuple(record.get(name, _DEFAULTS.get(name, "")) or _DEFAULTS.get(name, "")
-                     for name in DIMENSIONS)  # fmt: skip
-        for bucket_s in BUCKETS_S:
-            key = (bucket_s, bucket_start(record["created_at"], bucket_s), *dims)
-            sums.setdefault(key, _Sums()).add(record)
-    return sums
-
-
-def update_from(records: list[dict[str, Any]]) -> None:
-    _update_rollups(records)
-    _update_dashboard(records)
-
-
-def _update_rollups(records: list[dict[str, Any]]) -> None:
-    sums = aggregate(records)
-    key_fields = ("bucket_s", "bucket_start", *DIMENSIONS)
-    # bucket_s too: the indexes lead with it (without, Postgres reads the whole index).
-    stored = Rollup.objects.filter(
-        bucket_s__in=BUCKETS_S, bucket_start__in={key[1] for key in sums}, writer=_writer()
-    ).values(*key_fields, *SUMS)
-    existing = {tuple(row[name] for name in key_fields): row for row in stored}
-    row_keys = ("bucket_s", "bucket_start", "writer", *DIMENSIONS)
-    write_rows(
-        Rollup,
-        (*row_keys, *SUMS),
-        [(key[0], key[1], _writer(), *key[2:], *part.plus(existing.get(key)))
-         for key, part in sums.items()],
-        conflict=row_keys,
-        update=SUMS,
-    )  # fmt: skip
-
-
-def _writer() -> str:
-    """This process (a forked worker is a writer of its own)."""
-    return f"{socket.gethostname()}:{os.getpid()}"[:64]
-
-
-def _key_of(row: Rollup) -> tuple[Any, ...]:
-    return (row.bucket_s, row.bucket_start, *(getattr(row, name) for name in DIMENSIONS))
-
-
-# --- the dashboard's rollups ---------------------------------------------------------
+from monitoring.models import ERROR_OUTCOMES, REJECTED_OUTCOMES, DashboardRollup
 
 DASHBOARD_BUCKETS_S = (60, 3600, 86400)
 COUNTS = (
@@ -138,6 +46,10 @@ class DashboardSums:
             *(value + stored.get(name, 0) for name, value in self.counts.items()),
             merge_dense([stored["histogram"], dense_of(self.histogram)]),
         )
+
+
+def bucket_start(moment: datetime, bucket_s: int) -> datetime:
+    return datetime.fromtimestamp(int(moment.timestamp()) // bucket_s * bucket_s, tz=UTC)
 
 
 def dashboard_aggregate(records: list[dict[str, Any]]) -> dict[tuple[Any, ...], DashboardSums]:
@@ -173,10 +85,11 @@ def _counts_of(record: dict[str, Any]) -> dict[str, float]:
     return counts
 
 
-def _update_dashboard(records: list[dict[str, Any]]) -> None:
-    """Writers take turns: a transaction-scoped lock (Postgres; SQLite transactions are
-    serialised already) held from here to the commit of the batch, a few milliseconds.
-    It is the only lock writers share, so they queue but never deadlock."""
+def update_from(records: list[dict[str, Any]]) -> None:
+    """Add the records to their DashboardRollup rows. Writers take turns: a
+    transaction-scoped lock (Postgres; SQLite transactions are serialised already) held
+    from here to the commit of the batch, a few milliseconds. It is the only lock writers
+    share, so they queue but never deadlock."""
     sums = dashboard_aggregate(records)
     if not sums:
         return
@@ -185,6 +98,7 @@ def _update_dashboard(records: list[dict[str, Any]]) -> None:
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_DASHBOARD_LOCK])
+        # bucket_s too: the unique index leads with it (without, Postgres reads it whole).
         stored = DashboardRollup.objects.filter(
             bucket_s__in=DASHBOARD_BUCKETS_S, bucket_start__in={key[1] for key in sums}
         ).values(*key_fields, *COUNTS, "histogram")

@@ -1,6 +1,6 @@
 """The dashboard's rollups: every window's snapshot equals what the raw records say, long
 windows read days instead of hours, concurrent writers lose nothing, and the history
-already in Rollup is carried over by the migration."""
+that was in Rollup (a table since removed) is carried over by migration 0004."""
 
 import importlib
 import random
@@ -10,13 +10,13 @@ from typing import Any
 from unittest import mock
 
 import pytest
-from django.apps import apps
 from django.db import connection, connections
+from django.db.migrations.loader import MigrationLoader
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from monitoring import histogram, recorder, rollups, snapshot
-from monitoring.models import ERROR_OUTCOMES, REJECTED_OUTCOMES, DashboardRollup, Rollup
+from monitoring.models import ERROR_OUTCOMES, REJECTED_OUTCOMES, DashboardRollup
 from routing import registry
 from tests.conftest import make_endpoint
 
@@ -168,13 +168,12 @@ def test_writers_in_several_processes_lose_no_count(transactional_db: None) -> N
         finally:
             connections.close_all()
 
+    # Threads standing in for processes, each with its own connection, all on the same rows.
     threads = [threading.Thread(target=writer, args=(records[i::4],)) for i in range(4)]
-    # Threads standing in for processes: each writes Rollup rows of its own, as a process does.
-    with mock.patch.object(rollups, "_writer", lambda: f"test:{threading.get_ident()}"):
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     counted = [r for r in records if not r["is_warming"]]
     for bucket_s in rollups.DASHBOARD_BUCKETS_S:
         totals = DashboardRollup.objects.filter(bucket_s=bucket_s, is_total=True)
@@ -184,18 +183,54 @@ def test_writers_in_several_processes_lose_no_count(transactional_db: None) -> N
 
 
 @pytest.mark.embedded
-def test_the_migration_carries_rollup_history_over(db: None) -> None:
-    write(traffic(1000, seed=9))
+def test_the_migration_carries_rollup_history_over(transactional_db: None) -> None:
+    """Migration 0004 filled DashboardRollup from the Rollup rows written until then (0005
+    dropped the table): from the Rollup rows of some records it makes what the record
+    writer now writes for them."""
+    records = traffic(1000, seed=9)
+    write(records)
     written = {rollups._dashboard_key(row): row for row in DashboardRollup.objects.all()}
     DashboardRollup.objects.all().delete()
-    migration = importlib.import_module("monitoring.migrations.0004_dashboard_rollup")
-    migration.fill_from_rollups(apps, None)
+    state = MigrationLoader(connection).project_state(("monitoring", "0004_dashboard_rollup"))
+    rollup = state.apps.get_model("monitoring", "Rollup")
+    with connection.schema_editor() as editor:
+        editor.create_model(rollup)
+    try:
+        rollup.objects.bulk_create(rollup(**row) for row in rollup_rows(records))
+        migration = importlib.import_module("monitoring.migrations.0004_dashboard_rollup")
+        migration.fill_from_rollups(state.apps, None)
+    finally:
+        with connection.schema_editor() as editor:
+            editor.delete_model(rollup)
 
     filled = {rollups._dashboard_key(row): row for row in DashboardRollup.objects.all()}
-    assert filled.keys() == written.keys() and Rollup.objects.exists()
+    assert filled.keys() == written.keys()
     for key, row in filled.items():
         for name in (*rollups.COUNTS, "histogram"):
             assert getattr(row, name) == pytest.approx(getattr(written[key], name)), (key, name)
+
+
+def rollup_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Rollup rows (minute and hour) the record writer wrote for these records before
+    migration 0005, by two writer processes."""
+    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for n, record in enumerate(records):
+        names = ("model", "endpoint", "outcome", "cache_outcome", "cache_tier", "is_warming")
+        dimensions = {name: record[name] for name in names}
+        for bucket_s in (60, 3600):
+            start = rollups.bucket_start(record["created_at"], bucket_s)
+            key = (f"test:{n % 2}", bucket_s, start, *dimensions.values())
+            row = rows.setdefault(key, {
+                "writer": key[0], "bucket_s": bucket_s, "bucket_start": start, **dimensions,
+                "service_key_name": "", "error_class": "", "requests": 0, "cost_usd": 0.0,
+                "cost_saved_usd": 0.0, "latency_sum_ms": 0.0, "histogram": {},
+            })  # fmt: skip
+            row["requests"] += 1
+            row["cost_usd"] += record["cost_usd"]
+            row["cost_saved_usd"] += record["cost_saved_usd"]
+            row["latency_sum_ms"] += record["latency_ms"]
+            histogram.add(row["histogram"], record["latency_ms"])
+    return list(rows.values())
 
 
 def test_dense_histograms_give_the_histogram_modules_percentiles() -> None:
