@@ -140,7 +140,7 @@ class _LowerTierWriter:
             with self._write_lock:
                 batch = self._take_queued([first] if first is not None else [])
                 try:
-                    self._write(batch, l3_now=time.monotonic() >= self._l3_due)
+                    self._write(batch)
                 except Exception:  # a lost cache write is a later miss; the thread must live
                     log.exception("cache writer: %d answers not written below L1", len(batch))
 
@@ -152,12 +152,13 @@ class _LowerTierWriter:
                 break
         return batch
 
-    def _write(self, batch: list[tuple[Entry, CachePlan]], *, l3_now: bool) -> None:
+    def _write(self, batch: list[tuple[Entry, CachePlan]], *, l3_now: bool = False) -> None:
+        """L2 and the index now; L3 once the oldest row waiting for it is due (or now)."""
         if batch:
             if not self._for_l3:
                 self._l3_due = time.monotonic() + settings.RECORD_FLUSH_INTERVAL_S
             self._for_l3 += _write_l2_and_index(batch, time.time())
-        if self._for_l3 and l3_now:
+        if self._for_l3 and (l3_now or time.monotonic() >= self._l3_due):
             _db(functools.partial(tiers().l3.put_rows, self._for_l3))
             self._for_l3 = []
 

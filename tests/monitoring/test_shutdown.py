@@ -21,6 +21,7 @@ from tests.conftest import (
     http,
     server_env,
     start_process,
+    stop_process,
     wait_until,
 )
 
@@ -40,17 +41,21 @@ def test_sigterm_flushes_queued_records_and_cache_entries(
     env = {**server_env(), "BEASTMODE_RECORD_FLUSH_INTERVAL_S": "3600"}  # never on its own
     args = [sys.executable, *(a.replace("{port}", str(port)) for a in SERVERS[server])]
     process: Process = start_process(args, port, f"shutdown-{server}", env)
-    body = {"model": model, "messages": [{"role": "user", "content": "bye"}]}
-    ids = []
-    for _ in range(5):
-        reply = http(f"{process.url}/v1/chat/completions", method="POST", key=alice.key, body=body)
-        assert reply.status == 200
-        ids.append(reply.headers["x-request-id"])
-    assert not RequestRecord.objects.filter(request_id__in=ids).exists(), "still queued"
-    assert not CacheEntry.objects.filter(model=model).exists(), "L3 write still queued"
+    try:
+        body = {"model": model, "messages": [{"role": "user", "content": "bye"}]}
+        ids = []
+        for _ in range(5):
+            url = f"{process.url}/v1/chat/completions"
+            reply = http(url, method="POST", key=alice.key, body=body)
+            assert reply.status == 200
+            ids.append(reply.headers["x-request-id"])
+        assert not RequestRecord.objects.filter(request_id__in=ids).exists(), "still queued"
+        assert not CacheEntry.objects.filter(model=model).exists(), "L3 write still queued"
 
-    process.popen.send_signal(signal.SIGTERM)
-    assert process.popen.wait(timeout=15) is not None
+        process.popen.send_signal(signal.SIGTERM)
+        assert process.popen.wait(timeout=15) is not None
+    finally:
+        stop_process(process)  # a failed test must not leave a server holding the test DB
 
     assert RequestRecord.objects.filter(request_id__in=ids).count() == 5
     assert CacheEntry.objects.filter(model=model).count() == 1  # the answer to "bye"
