@@ -33,8 +33,10 @@ on exit (also on Ctrl-C / SIGTERM):
 Fairness: every point runs the same duration after a warm-up at the same concurrency, with
 one wrk thread per connection (latency timed per request in wrk's Lua: see LUA_TEMPLATE);
 every target gets the same request body, byte for byte the same size. By default the body
-carries a fixed-width per-request counter in the user message (``"hi #00-0000000042"``) so
-that no exact-match cache can answer: the figures are the pass-through path. ``--body same``
+carries a nonce of its wrk run and a fixed-width per-request counter in the user message
+(``"hi #1f2e3d4c-00-0000000042"``) so that no exact-match cache can answer: the figures are
+the pass-through path. (Before session 4 there was no nonce, and a measured run repeated
+its warm-up's bodies: BeastMode's earlier figures include cache hits.) ``--body same``
 sends one identical body instead (for BeastMode that measures the cache-hit path; LiteLLM
 has no cache configured, so it still passes through). The machine is shared and noisy:
 compare the ratios within one run, not absolute figures across runs.
@@ -380,8 +382,13 @@ class Measurement:
 
 
 def write_lua(work_dir: Path, target: Target, mode: Mode, body_kind: str) -> Path:
+    """A wrk script for one run. Its bodies carry a nonce of their own: the counters
+    restart at 0 in every run, and without it a measured run repeated its warm-up's bodies
+    (and earlier blocks' ones, the database being shared), so a third or more of the
+    "unique" requests were cache hits."""
     marker = "@MARKER@"
     prefix, suffix = request_body(mode, marker).decode().split(marker)
+    prefix += secrets.token_hex(4) + "-"
     script = LUA_TEMPLATE.format(
         path=CHAT_PATH,
         api_key=target.api_key,
@@ -427,6 +434,8 @@ def measure(
 ) -> Measurement:
     lua = write_lua(work_dir, target, mode, args.body)
     run_wrk(lua, target, concurrency, args.warmup)  # warm-up, discarded
+    if args.body == "unique":  # bodies no earlier run sent ("same": the primed one)
+        lua = write_lua(work_dir, target, mode, args.body)
     raw = run_wrk(lua, target, concurrency, args.duration)
     duration_s = raw["duration_us"] / 1e6
     result = Measurement(
