@@ -39,6 +39,12 @@ class DashboardSums:
             self.counts[name] += value
         self.histogram[latency_bucket] = self.histogram.get(latency_bucket, 0) + 1
 
+    def add_all(self, other: "DashboardSums") -> None:
+        for name, value in other.counts.items():
+            self.counts[name] += value
+        for bucket, count in other.histogram.items():
+            self.histogram[bucket] = self.histogram.get(bucket, 0) + count
+
     def plus(self, stored: dict[str, Any] | None) -> tuple[Any, ...]:
         """The COUNTS and histogram of a stored row (None: no row yet) with these added."""
         stored = stored or {"histogram": []}
@@ -53,18 +59,26 @@ def bucket_start(moment: datetime, bucket_s: int) -> datetime:
 
 
 def dashboard_aggregate(records: list[dict[str, Any]]) -> dict[tuple[Any, ...], DashboardSums]:
-    """Sums per (bucket_s, bucket_start, is_total, model, endpoint); warming left out."""
-    sums: dict[tuple[Any, ...], DashboardSums] = {}
+    """Sums per (bucket_s, bucket_start, is_total, model, endpoint); warming left out.
+
+    Records are summed per (minute, model, endpoint) first, and those few groups then into
+    their minute, hour, day and total rows: one addition per record instead of six (this
+    runs in the record writer, under the GIL the requests being served need)."""
+    per_minute: dict[tuple[int, str, str], DashboardSums] = {}
     for record in records:
         if record.get("is_warming"):
             continue
-        counts = _counts_of(record)
-        latency_bucket = str(hist.bucket_of(record["latency_ms"]))
-        pair = (False, record.get("model") or "", record.get("endpoint") or "")
+        minute = int(record["created_at"].timestamp()) // 60 * 60
+        key = (minute, record.get("model") or "", record.get("endpoint") or "")
+        if (group := per_minute.get(key)) is None:
+            group = per_minute[key] = DashboardSums()
+        group.add(_counts_of(record), str(hist.bucket_of(record["latency_ms"])))
+    sums: dict[tuple[Any, ...], DashboardSums] = {}
+    for (minute, model, endpoint), group in per_minute.items():
         for bucket_s in DASHBOARD_BUCKETS_S:
-            start = bucket_start(record["created_at"], bucket_s)
-            for key in ((bucket_s, start, True, "", ""), (bucket_s, start, *pair)):
-                sums.setdefault(key, DashboardSums()).add(counts, latency_bucket)
+            start = datetime.fromtimestamp(minute // bucket_s * bucket_s, tz=UTC)
+            for key in ((bucket_s, start, True, "", ""), (bucket_s, start, False, model, endpoint)):
+                sums.setdefault(key, DashboardSums()).add_all(group)
     return sums
 
 
