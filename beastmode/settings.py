@@ -85,6 +85,9 @@ else:
             "NAME": VAR_DIR / "beastmode.sqlite3",
             # A file, not memory, so a live server started by the tests sees the test data.
             "TEST": {"NAME": VAR_DIR / "test.sqlite3"},
+            # Kept open: the writer threads closed and reopened it every batch (a new
+            # connection registers Django's SQL functions and reads the schema again).
+            "CONN_MAX_AGE": None,
             "OPTIONS": {
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 20,
