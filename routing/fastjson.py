@@ -3,6 +3,7 @@ library, whose encoder showed as 8% of the gateway's GIL time in profiles; the s
 library stays the fallback for what orjson refuses (integers beyond 64 bits)."""
 
 import json
+import re
 from typing import Any
 
 import orjson
@@ -20,3 +21,19 @@ def dumps(value: Any, *, sort_keys: bool = False) -> bytes:
 def loads(data: bytes | str) -> Any:
     """orjson's decoder (integers beyond 64 bits come back as floats)."""
     return orjson.loads(data)
+
+
+def parse(data: bytes) -> Any:
+    """The standard library's json.loads, at orjson's speed where orjson agrees: what it
+    refuses (NaN, lone surrogates, invalid JSON) is parsed, or refused with the standard
+    library's error message, by json.loads, and so is anything with a run of 20 digits
+    (orjson reads integers beyond 64 bits as floats, silently)."""
+    if _LONG_NUMBER.search(data) is None:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(data)
+
+
+_LONG_NUMBER = re.compile(rb"\d{20}")

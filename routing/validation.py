@@ -1,9 +1,9 @@
 """Validate a chat completion body before anything is spent on it."""
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
+from routing import fastjson
 from routing.errors import GatewayError
 
 # Fields that would let a client steer where or how BeastMode calls upstream.
@@ -45,7 +45,7 @@ class ChatRequest:
 
 def parse_chat_request(raw: bytes) -> ChatRequest:
     try:
-        body = json.loads(raw)
+        body = fastjson.parse(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise GatewayError("invalid_json", f"The request body is not valid JSON: {exc}.") from None
     if not isinstance(body, dict):

@@ -62,7 +62,7 @@ class OpenAIProvider:
 
 def _json_object(payload: bytes) -> dict[str, Any]:
     try:
-        data = json.loads(payload)
+        data = fastjson.parse(payload)
     except ValueError:
         raise InvalidUpstreamResponse(f"not JSON: {payload[:80]!r}") from None
     if not isinstance(data, dict):
