@@ -1,9 +1,10 @@
 """The upstream HTTP client: HTTP/1.1 over asyncio transports, parsed by httptools, with
 a pool of keep-alive connections per event loop.
 
-Why not aiohttp, which served here before: one POST and its answer cost 190 µs of CPU
-through aiohttp and 36 µs this way, against the same upstream on the same loop
-(docs/PERFORMANCE.md), and on a cache miss that was a third of the gateway's own work.
+Why not aiohttp, which served here before: one POST and its answer cost 157 µs of CPU
+through aiohttp and 58 µs this way, against the same upstream on the same loop
+(bench/upstream_client.py, docs/PERFORMANCE.md); on a cache miss that difference was a
+third of the gateway's event-loop work.
 This client does only what an upstream call needs: POST a body, read the whole answer or
 its lines as they come, reuse the connection. Parsing (chunked bodies, keep-alive rules)
 is httptools', the parser uvicorn serves with.
