@@ -194,10 +194,6 @@ class DatabaseTier:
         row = CacheEntry.objects.filter(key=key, expires_at__gt=_dt(now)).first()
         return _entry_from_row(row) if row else None
 
-    def put_many(self, items: list[tuple[Entry, bytes | None]]) -> None:
-        """Upsert entries (with their embeddings) in one transaction."""
-        self.put_rows([self.row(entry, embedding) for entry, embedding in items])
-
     @staticmethod
     def row(entry: Entry, embedding: bytes | None) -> "L3Row":
         """An entry as the row to upsert: a plain tuple of atomic values (the answer as JSON
@@ -212,6 +208,7 @@ class DatabaseTier:
         )  # fmt: skip
 
     def put_rows(self, rows: list["L3Row"]) -> None:
+        """Upsert rows made by `row` in one transaction."""
         unique = {row[0]: row for row in rows}  # the last per key: unique within a statement
         with transaction.atomic():
             write_rows(

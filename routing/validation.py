@@ -45,7 +45,7 @@ class ChatRequest:
 
 def parse_chat_request(raw: bytes) -> ChatRequest:
     try:
-        body = fastjson.parse(raw)
+        body = fastjson.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise GatewayError("invalid_json", f"The request body is not valid JSON: {exc}.") from None
     if not isinstance(body, dict):

@@ -62,7 +62,7 @@ class OpenAIProvider:
 
 def _json_object(payload: bytes) -> dict[str, Any]:
     try:
-        data = fastjson.parse(payload)
+        data = fastjson.loads(payload)
     except ValueError:
         raise InvalidUpstreamResponse(f"not JSON: {payload[:80]!r}") from None
     if not isinstance(data, dict):

@@ -99,7 +99,7 @@ def test_following_l3_indexes_other_processes_rows_and_refreshes_known_ones(
     transactional_db: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from cache import semantic_sync
-    from cache.tiers import DatabaseTier, Entry
+    from cache.tiers import DatabaseTier, Entry, L3Row
 
     index = semantic.SemanticIndex(DIM, max_entries=100)
     monkeypatch.setattr(semantic, "index", lambda: index)
@@ -107,15 +107,15 @@ def test_following_l3_indexes_other_processes_rows_and_refreshes_known_ones(
     later = time.time() + 3600
     mine, theirs = "a" * 64, "b" * 64  # exact keys are hex digests
 
-    def row(key: str, text: str, vector: np.ndarray) -> tuple[Entry, bytes]:
+    def row(key: str, text: str, vector: np.ndarray) -> L3Row:
         entry = Entry(key=key, namespace="n", model="m", partition="p", prompt_text=text,
                       semantic_eligible=True, request={}, response={"choices": []},
                       tokens_in=1, tokens_out=1, endpoint="e", created_at=0,
                       expires_at=later, size_bytes=10)  # fmt: skip
-        return entry, semantic.to_bytes(vector)
+        return DatabaseTier.row(entry, semantic.to_bytes(vector))
 
     index.add("p", mine, "my text", time.time() + 60, v[0])  # stored by this process
-    DatabaseTier(ttl_s=3600).put_many([row(mine, "my text", v[0]), row(theirs, "their text", v[1])])
+    DatabaseTier(ttl_s=3600).put_rows([row(mine, "my text", v[0]), row(theirs, "their text", v[1])])
 
     assert semantic_sync.load_new(0) > 0
     assert len(index) == 2

@@ -124,11 +124,12 @@ def test_l3_upserts_big_batches_and_keeps_the_last_answer_per_key(transactional_
     l3 = DatabaseTier(ttl_s=3600)
     later = 2e9  # 2033
     first = [(entry(f"k{i}", expires_at=later), None) for i in range(1200)]  # several statements
-    l3.put_many(first)
+    l3.put_rows([DatabaseTier.row(e, embedding) for e, embedding in first])
     again = [(entry(f"k{i}", expires_at=later), None) for i in range(0, 1200, 7)]
     for e, _ in again:
         e.response = {"choices": [], "again": True}
-    l3.put_many([*again, (entry("k0", expires_at=later), b"\0" * 4)])  # k0 twice: last wins
+    rows = [*again, (entry("k0", expires_at=later), b"\0" * 4)]  # k0 twice: last wins
+    l3.put_rows([DatabaseTier.row(e, embedding) for e, embedding in rows])
     assert CacheEntry.objects.count() == 1200
     rows = {row.key: row for row in CacheEntry.objects.all()}
     assert all(rows[f"k{i}"].response.get("again") for i in range(7, 1200, 7))

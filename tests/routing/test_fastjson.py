@@ -1,4 +1,4 @@
-"""fastjson.parse reads request bodies and upstream answers: it must mean exactly what
+"""fastjson.loads reads request bodies and upstream answers: it must mean exactly what
 the standard library's json.loads means, errors included."""
 
 import json
@@ -21,7 +21,7 @@ AGREED = [
 
 @pytest.mark.parametrize("data", AGREED)
 def test_parse_means_what_json_loads_means(data: bytes) -> None:
-    parsed, expected = fastjson.parse(data), json.loads(data)
+    parsed, expected = fastjson.loads(data), json.loads(data)
     if "NaN" in str(data):
         assert math.isnan(parsed["temperature"]) and parsed["top_p"] == math.inf
     else:
@@ -31,7 +31,7 @@ def test_parse_means_what_json_loads_means(data: bytes) -> None:
 @pytest.mark.parametrize("data", [b"", b"{", b'{"a": }', b"\xff\xfe{}"])
 def test_parse_refuses_what_json_loads_refuses_with_its_message(data: bytes) -> None:
     with pytest.raises(ValueError) as ours:
-        fastjson.parse(data)
+        fastjson.loads(data)
     with pytest.raises(ValueError) as theirs:
         json.loads(data)
     assert str(ours.value) == str(theirs.value)

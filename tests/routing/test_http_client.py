@@ -65,6 +65,15 @@ async def post(url: str, body: bytes = b"{}", **headers: str) -> http_client.Res
     return await http_client.post(url, headers, body, connect_timeout_s=2)
 
 
+async def fetch(url: str, body: bytes = b"{}") -> bytes:
+    """POST, read the whole answer, hand the connection back."""
+    response = await post(url, body)
+    try:
+        return await response.read()
+    finally:
+        response.close()
+
+
 def keep_alive_handler(answers: int = 1000) -> Handler:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         for _ in range(answers):
@@ -80,9 +89,7 @@ def test_sequential_requests_share_one_keep_alive_connection() -> None:
 
     async def scenario(url: str) -> None:
         for n in range(20):
-            response = await post(url, json.dumps({"n": n}).encode())
-            bodies.append(await response.read())
-            response.close()
+            bodies.append(await fetch(url, json.dumps({"n": n}).encode()))
         assert list(http_client.pool_stats().values()) == [1]
 
     connections = serve(keep_alive_handler(), scenario)
@@ -144,9 +151,7 @@ def test_an_idle_connection_the_upstream_closed_is_replaced_without_an_error() -
 
     async def scenario(url: str) -> None:
         for _ in range(3):
-            response = await post(url)
-            assert await response.read() == OK_BODY
-            response.close()
+            assert await fetch(url) == OK_BODY
             await asyncio.sleep(0.05)
 
     assert len(serve(close_after_one, scenario)) == 3
@@ -164,9 +169,7 @@ def test_a_reused_connection_closed_as_the_request_is_sent_is_retried_once() -> 
 
     async def scenario(url: str) -> None:
         for _ in range(2):
-            response = await post(url)
-            assert await response.read() == OK_BODY
-            response.close()
+            assert await fetch(url) == OK_BODY
 
     serve(close_silently_on_second, scenario)
 
@@ -202,9 +205,7 @@ def test_a_body_delimited_by_closing_the_connection_is_read_whole() -> None:
         writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n" + OK_BODY)
 
     async def scenario(url: str) -> None:
-        response = await post(url)
-        assert await response.read() == OK_BODY
-        response.close()
+        assert await fetch(url) == OK_BODY
         assert http_client.pool_stats() == {}  # such a connection is never reused
 
     serve(http10, scenario)
