@@ -34,6 +34,7 @@ semantic_sync.start()
 if settings.CELERY_TASK_ALWAYS_EAGER:
     embedded_beat.start()
 runtime.speed_up_twisted_content_type()
+runtime.skip_twisted_access_log()
 runtime.freeze_startup_objects()
 runtime.shorten_gil_switch_interval()
 

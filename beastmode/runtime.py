@@ -21,6 +21,20 @@ def speed_up_twisted_content_type() -> None:
     http._parseContentType = media_type
 
 
+def skip_twisted_access_log() -> None:
+    """Twisted formats a combined-log line for every request daphne serves and hands it
+    to Twisted's log, which daphne points nowhere (or, at -v 2 and above, at the Python
+    logger as a duplicate of its own access log, `--access-log`): 4% of the event loop's
+    time per streamed request in profiles. daphne's own access log is untouched."""
+    protocol = sys.modules.get("daphne.http_protocol")
+    if protocol is not None:
+        protocol.HTTPFactory.log = _no_log
+
+
+def _no_log(factory: object, request: object) -> None:
+    """Twisted's access log, skipped."""
+
+
 def media_type(line: bytes) -> bytes:
     """The media type of a Content-Type value, lowercased, without parameters; text/plain
     when it is not type/subtype (as email.message's get_content_type answers)."""

@@ -7,6 +7,7 @@ os.environ.setdefault("BEASTMODE_SECRET_KEY", "test-secret-key-not-for-productio
 os.environ.setdefault("BEASTMODE_ENCRYPTION_KEY", "0mVTkN3tAPR0TtoP6Iu0Y4V0m3k5mC3dS6iVnSsvl8I=")
 os.environ.setdefault("BEASTMODE_REGISTRY_REFRESH_S", "0.1")
 os.environ.setdefault("BEASTMODE_RECORD_FLUSH_INTERVAL_S", "0.05")
+os.environ.setdefault("BEASTMODE_CACHE_L3_WRITE_INTERVAL_S", "0.05")
 os.environ.setdefault("BEASTMODE_RETRY_BASE_DELAY_S", "0.02")
 os.environ.setdefault("BEASTMODE_BREAKER_FAILURE_THRESHOLD", "3")
 os.environ.setdefault("BEASTMODE_BREAKER_COOLDOWN_S", "1")

@@ -83,7 +83,7 @@ class _LowerTierWriter:
     The event loop only queues an answer: no thread hop per request. The thread wakes,
     lets a few milliseconds of answers gather, then writes them together: L2 in one Redis
     pipeline, the semantic index (one embedder call for the conversations the lookup did
-    not embed), and L3 in one upsert every RECORD_FLUSH_INTERVAL_S. A clean shutdown
+    not embed), and L3 in one upsert every CACHE_L3_WRITE_INTERVAL_S. A clean shutdown
     writes what is left (`flush`, also registered with atexit)."""
 
     GATHER_S = 0.005
@@ -156,7 +156,7 @@ class _LowerTierWriter:
         """L2 and the index now; L3 once the oldest row waiting for it is due (or now)."""
         if batch:
             if not self._for_l3:
-                self._l3_due = time.monotonic() + settings.RECORD_FLUSH_INTERVAL_S
+                self._l3_due = time.monotonic() + settings.CACHE_L3_WRITE_INTERVAL_S
             self._for_l3 += _write_l2_and_index(batch, time.time())
         if self._for_l3 and (l3_now or time.monotonic() >= self._l3_due):
             _db(functools.partial(tiers().l3.put_rows, self._for_l3))

@@ -15,15 +15,16 @@ import logging
 import threading
 import time
 from collections import deque
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.db import DataError, IntegrityError, close_old_connections, transaction
 
-from beastmode.rows import write_rows
+from beastmode.rows import insert_json_rows
 from monitoring import metrics, rollups
 from monitoring.models import RequestRecord
 from routing import fastjson
@@ -58,7 +59,7 @@ def flush(timeout_s: float = -1) -> int:
         while _pending:
             batch = [_pending.popleft() for _ in range(min(len(_pending), 1000))]
             try:
-                _write([_unpack(packed) for packed in batch])
+                _write(batch)
             except (DataError, IntegrityError, ValueError):  # ValueError: a corrupt line
                 written += _write_each_rejecting_bad(batch)
                 continue
@@ -78,7 +79,7 @@ def _write_each_rejecting_bad(batch: list[bytes]) -> int:
     written = 0
     for at, packed in enumerate(batch):
         try:
-            _write([_unpack(packed)])
+            _write([packed])
             written += 1
         except (DataError, IntegrityError, ValueError) as exc:
             log.error("request record refused by the database (%s); set aside in %s",
@@ -102,24 +103,21 @@ def pending_count() -> int:
     return len(_pending)
 
 
-def _write(batch: list[dict[str, Any]]) -> None:
+def _write(batch: list[bytes]) -> None:
+    """Write packed records (ValueError: a line that is not one, as a torn spool line)."""
+    records = [_unpack(packed) for packed in batch]
     with transaction.atomic():
         # Rollups first: the same table order as a TRUNCATE of both, so never a deadlock.
-        rollups.update_from(batch)
-        columns = _columns()
-        write_rows(
-            RequestRecord,
-            [name for name, _ in columns],
-            [[record.get(name, default) for name, default in columns] for record in batch],
-        )
+        rollups.update_from(records)
+        insert_json_rows(RequestRecord, list(_defaults()), batch)
     metrics.observe_written(len(batch))
 
 
 @cache
-def _columns() -> tuple[tuple[str, Any], ...]:
-    """(field name, default) of every column but the id."""
+def _defaults() -> dict[str, Any]:
+    """Every column but the id, with its default."""
     fields = [f for f in RequestRecord._meta.concrete_fields if not f.primary_key]
-    return tuple((f.name, f.get_default()) for f in fields)
+    return {f.attname: f.get_default() for f in fields}
 
 
 def _start_writer() -> None:
@@ -190,16 +188,36 @@ def _replay_spool() -> None:
         path.rename(claimed)  # atomic: no other process replays the same file
     except FileNotFoundError:
         return
-    _pending.extend(line for line in claimed.read_bytes().splitlines() if line.strip())
+    _pending.extend(_repack(line) for line in claimed.read_bytes().splitlines() if line.strip())
     claimed.unlink()
     log.info("replaying %d spooled request records", len(_pending))
 
 
 def _pack(record: dict[str, Any]) -> bytes:
-    return fastjson.dumps({**record, "created_at": record["created_at"].isoformat()})
+    """A record as the JSON object `insert_json_rows` inserts: every column, the time as
+    naive UTC text."""
+    created_at = record["created_at"].astimezone(UTC).replace(tzinfo=None)
+    return fastjson.dumps(
+        {**_defaults(), **record, "created_at": created_at.isoformat(" ", "microseconds")}
+    )
 
 
 def _unpack(packed: bytes) -> dict[str, Any]:
-    record: dict[str, Any] = fastjson.loads(packed)
-    record["created_at"] = datetime.fromisoformat(record["created_at"])
+    """A packed record as a dict, its time aware (ValueError if it is not a record).
+    orjson: the bytes are its own output (`_pack`), where it and json.loads agree."""
+    try:
+        record: dict[str, Any] = orjson.loads(packed)
+        created_at = datetime.fromisoformat(record["created_at"])
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"not a packed request record: {exc!r}") from None
+    record["created_at"] = created_at if created_at.tzinfo else created_at.replace(tzinfo=UTC)
     return record
+
+
+def _repack(line: bytes) -> bytes:
+    """A spooled record in today's packing (an older version's spool may differ); a line
+    that is not a record stays as it is, to be set aside when written."""
+    try:
+        return _pack(_unpack(line))
+    except ValueError:
+        return line

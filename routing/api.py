@@ -166,23 +166,24 @@ async def _stream_completion(
     plan: cache_service.CachePlan | None,
     base_headers: list,
 ) -> Entry | None:
-    """Relay the stream; returns the cache entry stored after its terminal event."""
+    """Relay the stream; returns the cache entry stored after its terminal event.
+
+    The chunks that arrived from upstream together leave together, in one write; the
+    last ones leave with `[DONE]`.
+    """
     # Until the first chunk arrives nothing is sent, so the router may still fall back.
-    chunks = await router.open_stream(chat.model, route, chat.body, exchange.trace)
+    stream = await router.open_stream(chat.model, route, chat.body, exchange.trace)
     await send(
         {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + base_headers}
     )
     assembled = streams.StreamAssembler()
     try:
-        async for chunk in chunks:
-            assembled.add(chunk)
-            if "usage" in chunk:
-                exchange.add_usage(chunk.get("usage"))
-                if not chat.include_usage:
-                    if not chunk["choices"]:
-                        continue  # the usage-only chunk BeastMode asked for itself
-                    chunk = {k: v for k, v in chunk.items() if k != "usage"}
-            await _send_body(send, sse_event(chunk), more=True)
+        while True:
+            events = _client_events(await stream.next_batch(), exchange, chat, assembled)
+            if stream.ended:
+                break
+            if events:
+                await _send_body(send, events, more=True)
     except GatewayError as error:
         # The 200 is already out: tell the client in-band, as the OpenAI SDK expects.
         await _send_body(send, sse_event(error.to_body()), more=False)
@@ -192,14 +193,35 @@ async def _stream_completion(
         exchange.finish(status=200, outcome="client_disconnected")
         return None
     finally:
-        await chunks.aclose()
+        stream.close()
     entry = None
     if plan is not None and exchange.trace.endpoint is not None:
         entry = cache_service.store(plan, assembled.completion(), exchange.trace.endpoint.name)
         _note_stored(exchange, entry)
-    await _send_body(send, b"data: [DONE]\n\n", more=False)
+    await _send_body(send, events + b"data: [DONE]\n\n", more=False)
     exchange.finish(status=200)
     return entry
+
+
+def _client_events(
+    batch: list[dict[str, Any]],
+    exchange: Exchange,
+    chat: ChatRequest,
+    assembled: streams.StreamAssembler,
+) -> bytes:
+    """The SSE events the client gets for a batch of upstream chunks (which are also
+    assembled into the completion the cache stores)."""
+    events = []
+    for chunk in batch:
+        assembled.add(chunk)
+        if "usage" in chunk:
+            exchange.add_usage(chunk.get("usage"))
+            if not chat.include_usage:
+                if not chunk["choices"]:
+                    continue  # the usage-only chunk BeastMode asked for itself
+                chunk = {k: v for k, v in chunk.items() if k != "usage"}
+        events.append(sse_event(chunk))
+    return b"".join(events)
 
 
 def _note_stored(exchange: Exchange, entry: Entry | None) -> None:

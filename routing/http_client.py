@@ -20,7 +20,6 @@ import socket
 import ssl
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import Any
@@ -220,6 +219,7 @@ class Response:
         self.status = connection.status
         self.headers = connection.headers  # lower-case names
         self._released = False
+        self._partial_line = b""
 
     async def read(self, limit: int | None = None) -> bytes:
         """The body; with `limit`, at most that many bytes (enough for an error message)."""
@@ -237,19 +237,21 @@ class Response:
         body = b"".join(parts)
         return body if limit is None else body[:limit]
 
-    async def lines(self) -> AsyncIterator[bytes]:
-        """The body line by line as it arrives (without the line ends)."""
+    async def next_lines(self) -> list[bytes]:
+        """The complete lines (without line ends) that arrived since the last call, waiting
+        for at least one; [] at the end of the body. Lines that arrive together come
+        together, so a stream relay can forward them in one write."""
         connection = self._connection
-        pending = b""
         while True:
             if connection.chunks:
-                *complete, pending = (pending + connection.take()).split(b"\n")
-                for line in complete:
-                    yield line.removesuffix(b"\r")
+                *complete, self._partial_line = (self._partial_line + connection.take()).split(
+                    b"\n"
+                )
+                if complete:
+                    return [line.removesuffix(b"\r") for line in complete]
             if connection.complete:
-                if pending:
-                    yield pending.removesuffix(b"\r")
-                return
+                last, self._partial_line = self._partial_line, b""
+                return [last.removesuffix(b"\r")] if last else []
             await connection.wait()
 
     def close(self) -> None:

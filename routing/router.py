@@ -6,7 +6,7 @@ The router only routes. Records, caching and HTTP framing belong to the callers.
 import asyncio
 import random
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any, TypeVar
@@ -64,34 +64,49 @@ async def complete(
     )
 
 
+class RoutedStream:
+    """The stream of the endpoint that answered, in batches of chunks as they arrive.
+
+    Fallback happens only until the first chunks have arrived (nothing has reached the
+    client yet); a failure after that raises GatewayError from `next_batch`.
+    """
+
+    def __init__(self, stream: upstream.UpstreamStream, trace: Trace) -> None:
+        self._stream = stream
+        self._trace = trace
+        self._started = time.perf_counter()
+        self._timed = False
+
+    @property
+    def ended(self) -> bool:
+        """The upstream finished the stream: the last batch is in hand."""
+        return self._stream.ended
+
+    async def next_batch(self) -> list[dict[str, Any]]:
+        """The next chunks ([] after the end); GatewayError if the stream fails."""
+        try:
+            batch = await self._stream.next_batch()
+        except GatewayError as error:
+            breaker.for_endpoint(self._stream.endpoint.id).record_failure(error.error_class)
+            self._trace.add(self._stream.endpoint, self._started, error)
+            raise
+        if self._stream.ended and not self._timed:
+            self._timed = True
+            self._trace.upstream_ms += (time.perf_counter() - self._started) * 1000
+        return batch
+
+    def close(self) -> None:
+        self._stream.close()
+
+
 async def open_stream(
     model_name: str, route: RouteConfig, body: dict[str, Any], trace: Trace
-) -> AsyncGenerator[dict[str, Any]]:
-    """The chunks of a streamed completion.
-
-    Fallback happens only until the first chunk has arrived (nothing has reached the
-    client yet); a failure after that raises GatewayError from the iterator.
-    """
+) -> RoutedStream:
+    """A streamed completion from the first endpoint whose stream starts."""
     stream = await _run(
         model_name, route, trace, lambda ep: upstream.open_stream(model_name, ep, body)
     )
-    return _follow(stream, trace)
-
-
-async def _follow(stream: upstream.UpstreamStream, trace: Trace) -> AsyncGenerator[dict[str, Any]]:
-    started = time.perf_counter()
-    endpoint_breaker = breaker.for_endpoint(stream.endpoint.id)
-    try:
-        yield stream.first_chunk
-        async for chunk in stream:
-            yield chunk
-    except GatewayError as error:
-        endpoint_breaker.record_failure(error.error_class)
-        trace.add(stream.endpoint, started, error)
-        raise
-    finally:
-        stream.close()
-    trace.upstream_ms += (time.perf_counter() - started) * 1000
+    return RoutedStream(stream, trace)
 
 
 async def _run(

@@ -5,8 +5,6 @@ stream event), total (the whole answer). Every failure leaves as a classified Ga
 """
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from routing import diagnosis, http_client, providers
@@ -60,25 +58,89 @@ async def fetch_completion(
         ) from None
 
 
-@dataclass
 class UpstreamStream:
-    """An upstream stream whose first event has arrived; iterate for the rest."""
+    """An upstream SSE stream, read in batches: the chunks that arrived together."""
 
-    endpoint: EndpointConfig
-    first_chunk: dict[str, Any]
-    _events: AsyncIterator[dict[str, Any]]
-    _response: http_client.Response = field(repr=False)
+    def __init__(
+        self,
+        model_name: str,
+        endpoint: EndpointConfig,
+        response: http_client.Response,
+        total_deadline: float,
+    ) -> None:
+        self.endpoint = endpoint
+        self.ended = False  # the upstream sent [DONE]: the batch in hand is the last
+        self._model_name = model_name
+        self._provider = providers.for_kind(endpoint.provider)
+        self._response = response
+        self._total_deadline = total_deadline
+        self._ready: list[dict[str, Any]] = []
 
-    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
-        return self._events
+    async def next_batch(self) -> list[dict[str, Any]]:
+        """The next chunks, at least one, as soon as they arrive; [] after [DONE].
+
+        Raises GatewayError when the stream times out, is cut before [DONE] or sends
+        something that is not a chunk.
+        """
+        if not self._ready and not self.ended:
+            await self._fill()
+        batch, self._ready = self._ready, []
+        return batch
 
     def close(self) -> None:
         self._response.close()
+
+    async def start(self) -> None:
+        """Wait for the first chunks (GatewayError if the stream ends before any)."""
+        await self._fill()
+        if not self._ready:
+            raise diagnosis.invalid_response(
+                model_name=self._model_name,
+                endpoint=self.endpoint,
+                why="the stream ended before any chunk",
+            )
+
+    async def _fill(self) -> None:
+        while not self._ready and not self.ended:
+            try:
+                async with asyncio.timeout_at(self._total_deadline):
+                    lines = await self._response.next_lines()
+            except TimeoutError as exc:
+                raise diagnosis.from_exception(
+                    model_name=self._model_name, endpoint=self.endpoint, exc=exc, phase="total"
+                ) from None
+            except (OSError, http_client.MalformedResponse):
+                lines = []
+            if not lines:
+                raise GatewayError(
+                    "stream_interrupted",
+                    f"Model '{self._model_name}': endpoint {self.endpoint.label} cut the "
+                    "stream before it finished.",
+                )
+            self._parse(lines)
+        if self.ended:
+            self._response.close()  # hands the connection back to the pool
+
+    def _parse(self, lines: list[bytes]) -> None:
+        for line in lines:
+            if not line.startswith(b"data:"):
+                continue  # blank separators, comments, event names
+            try:
+                chunk = self._provider.parse_stream_event(line[5:].strip())
+            except InvalidUpstreamResponse as exc:
+                raise diagnosis.invalid_response(
+                    model_name=self._model_name, endpoint=self.endpoint, why=str(exc)
+                ) from None
+            if chunk is None:
+                self.ended = True
+                return
+            self._ready.append(chunk)
 
 
 async def open_stream(
     model_name: str, endpoint: EndpointConfig, body: dict[str, Any]
 ) -> UpstreamStream:
+    """The endpoint's stream once its first chunk has arrived (or a GatewayError)."""
     provider = providers.for_kind(endpoint.provider)
     request = provider.chat_request(endpoint, body, stream=True)
     loop = asyncio.get_running_loop()
@@ -98,9 +160,11 @@ async def open_stream(
                     upstream_message=provider.error_message(payload),
                     retry_after_s=diagnosis.retry_after_s(response.headers),
                 )
-            events = _stream_events(model_name, endpoint, response, total_deadline)
-            first_chunk = await anext(events, None)
+            stream = UpstreamStream(model_name, endpoint, response, total_deadline)
+            await stream.start()
     except GatewayError:
+        if response is not None:
+            response.close()
         raise
     except Exception as exc:
         if response is not None:
@@ -108,46 +172,7 @@ async def open_stream(
         raise diagnosis.from_exception(
             model_name=model_name, endpoint=endpoint, exc=exc, phase="first_byte"
         ) from None
-    if first_chunk is None:
-        response.close()
-        raise diagnosis.invalid_response(
-            model_name=model_name, endpoint=endpoint, why="the stream ended before any chunk"
-        )
-    return UpstreamStream(endpoint, first_chunk, events, response)
-
-
-async def _stream_events(
-    model_name: str,
-    endpoint: EndpointConfig,
-    response: http_client.Response,
-    total_deadline: float,
-) -> AsyncIterator[dict[str, Any]]:
-    """Chunks of an OpenAI SSE stream; raises GatewayError unless it ends with [DONE]."""
-    provider = providers.for_kind(endpoint.provider)
-    try:
-        async with asyncio.timeout_at(total_deadline):
-            async for line in response.lines():
-                if not line.startswith(b"data:"):
-                    continue  # blank separators, comments, event names
-                chunk = provider.parse_stream_event(line[5:].strip())
-                if chunk is None:
-                    return
-                yield chunk
-    except InvalidUpstreamResponse as exc:
-        raise diagnosis.invalid_response(
-            model_name=model_name, endpoint=endpoint, why=str(exc)
-        ) from None
-    except (TimeoutError, OSError, http_client.MalformedResponse) as exc:
-        if isinstance(exc, TimeoutError):
-            raise diagnosis.from_exception(
-                model_name=model_name, endpoint=endpoint, exc=exc, phase="total"
-            ) from None
-    finally:
-        response.close()
-    raise GatewayError(
-        "stream_interrupted",
-        f"Model '{model_name}': endpoint {endpoint.label} cut the stream before it finished.",
-    )
+    return stream
 
 
 async def _post(endpoint: EndpointConfig, request: UpstreamRequest) -> http_client.Response:

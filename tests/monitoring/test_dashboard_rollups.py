@@ -164,7 +164,7 @@ def test_writers_in_several_processes_lose_no_count(transactional_db: None) -> N
         barrier.wait()
         try:
             for start in range(0, len(part), 50):  # many small flushes of the same buckets
-                recorder._write(part[start : start + 50])
+                recorder._write([recorder._pack(r) for r in part[start : start + 50]])
         finally:
             connections.close_all()
 

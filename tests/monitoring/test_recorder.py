@@ -3,9 +3,11 @@
 import itertools
 import re
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from monitoring import recorder
 from monitoring.models import RequestRecord
 from tests.conftest import (
     Client,
@@ -137,3 +139,32 @@ def test_an_answer_with_absurd_usage_is_recorded_and_holds_back_no_other_record(
     records = [record_for(reply.headers["x-request-id"]) for reply in replies]
     assert [r.tokens_in for r in records[:2]] == [2**31 - 1, 0]
     assert records[2].tokens_in > 0
+
+
+@pytest.mark.embedded
+@pytest.mark.django_db(transaction=True)
+def test_a_written_record_reads_back_as_it_was_submitted_on_either_database() -> None:
+    """The database unpacks the records' JSON itself (Postgres or SQLite): every kind of
+    column must come back as submitted, and the time must compare as Django's own do."""
+    created_at = datetime(2026, 11, 24, 12, 30, 5, 123456, tzinfo=UTC)
+    submitted = {
+        "request_id": "req-roundtrip", "created_at": created_at, "path": "/v1/chat/completions",
+        "service_key_id": 2**40, "service_key_name": "naïve ✓ service", "model": "m",
+        "stream": True, "attempts": 2, "fallbacks": 1,
+        "attempt_log": [{"endpoint": "a", "error_class": "upstream_5xx", "upstream_status": 502,
+                         "latency_ms": 1.5}, {"endpoint": "b", "error_class": None,
+                                              "upstream_status": 200, "latency_ms": 0.25}],
+        "outcome": "success", "status_code": 200, "latency_ms": 3.25, "cost_usd": 1.2e-6,
+        "cache_outcome": "miss", "cache_similarity": None,
+        "error_message": 'quotes " and \\ backslashes', "error_tips": ["one", "two"],
+    }  # fmt: skip
+    recorder._pending.append(recorder._pack(submitted))
+    recorder.flush()
+
+    record = RequestRecord.objects.get(request_id="req-roundtrip")
+    for name, value in submitted.items():
+        assert getattr(record, name) == value, name
+    assert (record.is_async_job, record.tokens_in, record.cache_tier) == (False, 0, "")  # defaults
+    just_before = created_at - timedelta(microseconds=1)
+    assert RequestRecord.objects.filter(created_at__gt=just_before, created_at__lte=created_at)
+    assert not RequestRecord.objects.filter(created_at__gt=created_at)

@@ -85,6 +85,25 @@ def test_stream_ends_with_done_and_records_tokens_even_without_include_usage(
     assert record.stream and (record.tokens_in, record.tokens_out) == (2, 5)
 
 
+def test_a_slow_stream_reaches_the_client_chunk_by_chunk_as_upstream_sends_it(
+    gateway: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with("delay/150")  # 150 ms before each word
+    stream = sdk(gateway, alice).chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "slowly now"}], stream=True
+    )
+    arrivals = [(time.monotonic(), chunk) for chunk in stream]
+
+    words = [
+        c.choices[0].delta.content for _, c in arrivals if c.choices and c.choices[0].delta.content
+    ]
+    assert "".join(words) == f"Echo from {model}-ep0-model: slowly now"
+    assert len(words) == 5  # one event per upstream chunk, none merged or held back
+    first_word_at = next(t for t, c in arrivals if c.choices and c.choices[0].delta.content)
+    assert arrivals[-1][0] - first_word_at > 0.45  # the first word came before the rest existed
+    assert all(chunk.usage is None for _, chunk in arrivals)
+
+
 def test_models_lists_only_the_models_a_key_may_use(
     gateway: Process, alice: Client, bob: Client, model_with: ModelFactory
 ) -> None:
