@@ -1,10 +1,13 @@
 """The Content-Type shortcut BeastMode gives daphne's Twisted must answer as Twisted did."""
 
+import sys
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 
 from beastmode.runtime import media_type
+from tests.conftest import free_port, http, server_env, start_process, stop_process, wait_until
 
 
 def twisted_own(line: bytes) -> bytes:
@@ -23,3 +26,18 @@ def twisted_own(line: bytes) -> bytes:
 )  # fmt: skip
 def test_the_media_type_is_what_email_message_made_of_it(value: bytes) -> None:
     assert media_type(value) == twisted_own(value)
+
+
+def test_daphnes_own_access_log_still_logs_requests(transactional_db: None, tmp_path: Path) -> None:
+    """BeastMode skips the access-log line Twisted formats and throws away; the one daphne
+    writes with --access-log must stay."""
+    access_log, port = tmp_path / "access.log", free_port()
+    args = [sys.executable, "-m", "daphne", "--access-log", str(access_log), "-b", "127.0.0.1",
+            "-p", str(port), "beastmode.asgi:application"]  # fmt: skip
+    process = start_process(args, port, "access-log", server_env())
+    try:
+        assert http(f"{process.url}/v1/models?probe=1").status == 401
+        line = wait_until(lambda: access_log.exists() and access_log.read_text().strip())
+    finally:
+        stop_process(process)
+    assert '"GET /v1/models?probe=1"' in line and " 401 " in line
