@@ -9,6 +9,7 @@ the switch interval, so the writers fell behind under load (docs/PERFORMANCE.md)
 """
 
 from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -35,8 +36,14 @@ def write_rows(
     row matching an existing one on those fields updates its `update` fields instead;
     conflict keys must then be unique within `rows`."""
     fields, conflict, update = tuple(fields), tuple(conflict), tuple(update)
-    convert = _converters(model, fields, encoded_json)
-    values = [c(value) for row in rows for c, value in zip(convert, row, strict=True)]
+    values: list[Any] = []
+    for row in rows:
+        if len(row) != len(fields):
+            raise ValueError(f"a row of {len(row)} values for {len(fields)} fields")
+        row = list(row)
+        for at, convert in _converters(model, fields, encoded_json):
+            row[at] = convert(row[at])
+        values += row
     per_statement = _MAX_PARAMETERS // len(fields) * len(fields)
     with connection.cursor() as cursor:
         for start in range(0, len(values), per_statement):
@@ -89,15 +96,27 @@ def _json_insert_sql(model: type[Model], fields: tuple[str, ...]) -> str:
 @lru_cache(maxsize=64)
 def _converters(
     model: type[Model], fields: tuple[str, ...], encoded_json: bool
-) -> tuple[Callable[[Any], Any], ...]:
-    def convert(kind: str) -> Callable[[Any], Any]:
+) -> tuple[tuple[int, Callable[[Any], Any]], ...]:
+    """(position, converter) of the fields whose values the database driver cannot take
+    as they are; the others pass untouched."""
+
+    def converter(kind: str) -> Callable[[Any], Any] | None:
         if kind == "JSONField" and not encoded_json:
             return lambda value: fastjson.dumps(value).decode()
         if kind == "DateTimeField":
+            if connection.vendor == "sqlite":
+                return sqlite_datetime
             return connection.ops.adapt_datetimefield_value
-        return lambda value: value
+        return None
 
-    return tuple(convert(model._meta.get_field(name).get_internal_type()) for name in fields)
+    kinds = [model._meta.get_field(name).get_internal_type() for name in fields]
+    return tuple((at, c) for at, kind in enumerate(kinds) if (c := converter(kind)) is not None)
+
+
+def sqlite_datetime(value: datetime | None) -> str | None:
+    """An aware datetime as Django's SQLite backend stores it (naive UTC text), without
+    the checks it makes per value: they took 7 of the 12 µs an L3 row cost the writer."""
+    return None if value is None else str(value.astimezone(UTC).replace(tzinfo=None))
 
 
 @lru_cache(maxsize=256)
