@@ -14,6 +14,7 @@ a failure mode, so one process serves every endpoint the tests need:
     /hang/v1/...                  accept, then never answer
     /garbage/v1/...               200 with a body that is not JSON
     /cut/v1/...                   stream: two chunks, then the connection drops
+    /errorevent/<ms>/v1/...       stream: two chunks, <ms> later an error event (0: same write)
     /length/v1/...                ok, but finish_reason "length"
     /usage/<n>/v1/...             ok, but usage.prompt_tokens is <n> as sent (1e30, lots...)
     GET /_stats                   requests seen per path (JSON); POST /_reset clears
@@ -114,6 +115,28 @@ async def _stream(
     return response
 
 
+async def _stream_failing(
+    request: web.Request, body: dict[str, Any], *, later_s: float
+) -> web.StreamResponse:
+    """Two chunks, then an error event (as upstreams report a failure mid-generation):
+    `later_s` after them, or in the same write when 0."""
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    chunks = _chunk(body, {"role": "assistant", "content": ""}, None) + _chunk(
+        body, {"content": "Echo"}, None
+    )
+    error = {"error": {"message": "fake generation failure", "type": "server_error"}}
+    event = b"data: " + json.dumps(error).encode() + b"\n\n"
+    if later_s:
+        await response.write(chunks)
+        await asyncio.sleep(later_s)
+        await response.write(event)
+    else:
+        await response.write(chunks + event)
+    await response.write_eof()
+    return response
+
+
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     mode = request.match_info.get("mode", "")
     _seen[request.path] += 1
@@ -136,11 +159,17 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
     body = await request.json()
     finish = "length" if parts[:1] == ["length"] else "stop"
+    if parts[:1] == ["errorevent"]:
+        return await _stream_failing(request, body, later_s=int(parts[1]) / 1000)
     if body.get("stream"):
         if delay_s:
             await asyncio.sleep(delay_s)
         return await _stream(
-            request, body, delay_s=delay_s, cut=parts[:1] == ["cut"], finish=finish
+            request,
+            body,
+            delay_s=delay_s,
+            cut=parts[:1] == ["cut"],
+            finish=finish,
         )
     if delay_s:
         await asyncio.sleep(delay_s)

@@ -75,6 +75,7 @@ class UpstreamStream:
         self._response = response
         self._total_deadline = total_deadline
         self._ready: list[dict[str, Any]] = []
+        self._failure: GatewayError | None = None  # raised once the chunks before it are out
 
     async def next_batch(self) -> list[dict[str, Any]]:
         """The next chunks, at least one, as soon as they arrive; [] after [DONE].
@@ -91,8 +92,12 @@ class UpstreamStream:
         self._response.close()
 
     async def start(self) -> None:
-        """Wait for the first chunks (GatewayError if the stream ends before any)."""
+        """Wait for the first chunks (GatewayError if the stream ends before any, or if
+        what came with them already failed: nothing has reached the client, so the router
+        may still fall back)."""
         await self._fill()
+        if self._failure is not None:
+            raise self._failure
         if not self._ready:
             raise diagnosis.invalid_response(
                 model_name=self._model_name,
@@ -102,6 +107,8 @@ class UpstreamStream:
 
     async def _fill(self) -> None:
         while not self._ready and not self.ended:
+            if self._failure is not None:
+                raise self._failure
             try:
                 async with asyncio.timeout_at(self._total_deadline):
                     lines = await self._response.next_lines()
@@ -128,9 +135,10 @@ class UpstreamStream:
             try:
                 chunk = self._provider.parse_stream_event(line[5:].strip())
             except InvalidUpstreamResponse as exc:
-                raise diagnosis.invalid_response(
+                self._failure = diagnosis.invalid_response(
                     model_name=self._model_name, endpoint=self.endpoint, why=str(exc)
-                ) from None
+                )
+                return
             if chunk is None:
                 self.ended = True
                 return

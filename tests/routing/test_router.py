@@ -1,6 +1,7 @@
 """Retries, fallbacks, circuit breaking and the errors that say what to do, end to end."""
 
 import itertools
+import json
 import time
 
 import openai
@@ -298,3 +299,34 @@ def test_stream_cut_after_the_first_byte_ends_with_an_error_event_and_no_fallbac
         "stream_interrupted",
         f"{model}-ep0",
     )
+
+
+def test_an_error_event_mid_stream_reaches_the_client_after_the_chunks_before_it(
+    gateway: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with("errorevent/200", "")  # the chunks are out before the error comes
+    reply = http(f"{gateway.url}/v1/chat/completions", method="POST", key=alice.key,
+                 body={"model": model, "messages": MESSAGES, "stream": True})  # fmt: skip
+
+    *chunks, error = [e.removeprefix("data: ") for e in reply.body.decode().split("\n\n") if e]
+    assert [json.loads(c)["choices"][0]["delta"]["content"] for c in chunks] == ["", "Echo"]
+    assert json.loads(error)["error"]["code"] == "invalid_upstream_response"
+    assert "fake generation failure" in json.loads(error)["error"]["message"]
+    record = record_for(reply.headers["x-request-id"])
+    assert (record.outcome, record.error_class, record.fallbacks) == (
+        "upstream_error",
+        "invalid_upstream_response",
+        0,
+    )
+
+
+def test_an_error_event_that_comes_with_the_first_chunks_still_falls_back(
+    gateway: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with("errorevent/0", "")  # chunks and error in one write: nothing sent yet
+    reply = http(f"{gateway.url}/v1/chat/completions", method="POST", key=alice.key,
+                 body={"model": model, "messages": MESSAGES, "stream": True})  # fmt: skip
+
+    assert reply.body.endswith(b"data: [DONE]\n\n") and b"generation failure" not in reply.body
+    assert f"{model}-ep1-model".encode() in reply.body
+    assert record_for(reply.headers["x-request-id"]).fallbacks == 1
