@@ -1,10 +1,14 @@
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import path
+from django.views.generic import RedirectView
 
 from monitoring import views as monitoring_views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # Browsers ask for it on every page (admin and login included): an icon, not a 404.
+    path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"), permanent=True)),
     path("monitoring", monitoring_views.dashboard, name="monitoring"),
     path("monitoring/api/snapshot", monitoring_views.snapshot_api, name="monitoring-snapshot"),
     path("metrics", monitoring_views.prometheus_metrics, name="metrics"),

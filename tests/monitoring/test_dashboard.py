@@ -121,3 +121,9 @@ def test_the_json_snapshot_needs_staff_or_the_metrics_token(
     )
     assert with_token.status_code == 200 and with_token.json()["window"] == "15m"
     assert set(admin_browser.get("/monitoring/api/snapshot").json()) == SNAPSHOT_KEYS
+
+
+def test_browsers_asking_for_a_favicon_get_one_not_a_404(gateway: Process) -> None:
+    reply = http(f"{gateway.url}/favicon.ico")  # redirected to the static icon
+    assert reply.status == 200 and reply.headers["content-type"].startswith("image/svg+xml")
+    assert reply.body.startswith(b"<svg")
