@@ -165,11 +165,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         if delay_s:
             await asyncio.sleep(delay_s)
         return await _stream(
-            request,
-            body,
-            delay_s=delay_s,
-            cut=parts[:1] == ["cut"],
-            finish=finish,
+            request, body, delay_s=delay_s, cut=parts[:1] == ["cut"], finish=finish
         )
     if delay_s:
         await asyncio.sleep(delay_s)

@@ -77,20 +77,6 @@ class UpstreamStream:
         self._ready: list[dict[str, Any]] = []
         self._failure: GatewayError | None = None  # raised once the chunks before it are out
 
-    async def next_batch(self) -> list[dict[str, Any]]:
-        """The next chunks, at least one, as soon as they arrive; [] after [DONE].
-
-        Raises GatewayError when the stream times out, is cut before [DONE] or sends
-        something that is not a chunk.
-        """
-        if not self._ready and not self.ended:
-            await self._fill()
-        batch, self._ready = self._ready, []
-        return batch
-
-    def close(self) -> None:
-        self._response.close()
-
     async def start(self) -> None:
         """Wait for the first chunks (GatewayError if the stream ends before any, or if
         what came with them already failed: nothing has reached the client, so the router
@@ -104,6 +90,20 @@ class UpstreamStream:
                 endpoint=self.endpoint,
                 why="the stream ended before any chunk",
             )
+
+    async def next_batch(self) -> list[dict[str, Any]]:
+        """The next chunks, at least one, as soon as they arrive; [] after [DONE].
+
+        Raises GatewayError when the stream times out, is cut before [DONE] or sends
+        something that is not a chunk.
+        """
+        if not self._ready and not self.ended:
+            await self._fill()
+        batch, self._ready = self._ready, []
+        return batch
+
+    def close(self) -> None:
+        self._response.close()
 
     async def _fill(self) -> None:
         while not self._ready and not self.ended:

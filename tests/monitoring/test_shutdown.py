@@ -96,6 +96,23 @@ def test_spooled_records_are_replayed_once_at_the_next_start(transactional_db: N
     assert RequestRecord.objects.get(request_id="spooled-1").outcome == "success"
 
 
+def test_a_spool_written_by_an_older_version_is_replayed_too(transactional_db: None) -> None:
+    """Before session 5 a spooled record had only the fields it set, and its time in ISO
+    form with an offset: an upgrade must not lose the records an older process spooled."""
+    old_line = (
+        b'{"request_id": "spooled-old", "created_at": "2026-11-24T13:30:05.123456+01:00", '
+        b'"path": "/v1/models", "outcome": "success", "status_code": 200, "latency_ms": 1.0}'
+    )
+    recorder._spool([old_line])
+
+    recorder._replay_spool()
+    recorder.flush()
+
+    record = RequestRecord.objects.get(request_id="spooled-old")
+    assert record.created_at == datetime(2026, 11, 24, 12, 30, 5, 123456, tzinfo=UTC)
+    assert (record.model, record.attempt_log, record.tokens_in) == ("", [], 0)  # defaults
+
+
 def test_a_record_the_database_refuses_is_set_aside_and_the_rest_are_written(
     transactional_db: None, settings: object, tmp_path: Path
 ) -> None:
