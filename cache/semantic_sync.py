@@ -47,29 +47,42 @@ known_keys = KnownKeys()
 
 
 def load_new(after_id: int) -> int:
-    """Add rows with ids above `after_id` to the index and to the known keys; returns the
-    last id seen. Conversations the index holds already (this process's own writes read
-    back) only get their expiry; the text and vector are read for the others."""
+    """Add rows with ids above `after_id` to the known keys and, those with a vector, to
+    the index; returns the last id seen. Conversations the index holds already (this
+    process's own writes read back) only get their expiry; the text and vector are read
+    for the others. Rows without a vector cost one (id, key) pair: every answer of a model
+    without semantic matching passes here, this process's own included."""
     index = semantic.index()
     while True:
+        now = timezone.now()
         rows = list(
-            CacheEntry.objects.filter(id__gt=after_id, expires_at__gt=timezone.now())
+            CacheEntry.objects.filter(id__gt=after_id, expires_at__gt=now)
             .order_by("id")
-            .values_list("id", "partition", "key", "expires_at", "semantic_eligible")[:_BATCH]
+            .values_list("id", "key")[:_BATCH]
         )
-        unindexed = []
-        for row_id, partition, key, expires_at, semantic_eligible in rows:
+        if not rows:
+            return after_id
+        for _, key in rows:
             known_keys.add(key)
-            if semantic_eligible and not index.touch(partition, key, expires_at.timestamp()):
-                unindexed.append(row_id)
+        with_vectors = CacheEntry.objects.filter(
+            id__gt=after_id,
+            id__lte=rows[-1][0],
+            expires_at__gt=now,
+            semantic_eligible=True,
+            embedding__isnull=False,
+        ).values_list("id", "partition", "key", "expires_at")
+        unindexed = [
+            row_id
+            for row_id, partition, key, expires_at in with_vectors
+            if not index.touch(partition, key, expires_at.timestamp())
+        ]
         if unindexed:
             for partition, key, text, expires_at, embedding in CacheEntry.objects.filter(
-                id__in=unindexed, embedding__isnull=False
+                id__in=unindexed
             ).values_list("partition", "key", "prompt_text", "expires_at", "embedding"):
                 vector = semantic.from_bytes(embedding)
                 index.add(partition, key, text, expires_at.timestamp(), vector)
-        if rows:
-            after_id = rows[-1][0]
+        after_id = rows[-1][0]
         if len(rows) < _BATCH:
             return after_id
 
