@@ -5,6 +5,7 @@ follows new rows every SEMANTIC_SYNC_S, which brings in what other processes and
 workers stored, and drops expired vectors now and then. It runs in a daemon thread.
 """
 
+import contextlib
 import logging
 import threading
 import time
@@ -37,7 +38,10 @@ class KnownKeys:
         self.loaded = False
 
     def add(self, key: str) -> None:
-        self._prefixes.add(int(key[:15], 16))
+        # A key that is not a hex digest (a row put there by hand) can never be looked up;
+        # refusing it here stopped the sync at that row for good.
+        with contextlib.suppress(ValueError):
+            self._prefixes.add(int(key[:15], 16))
 
     def might_contain(self, key: str) -> bool:
         return not self.loaded or int(key[:15], 16) in self._prefixes

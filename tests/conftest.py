@@ -24,7 +24,7 @@ import psycopg
 import pytest
 from django.conf import settings
 from django.core.management import CommandError
-from django.db import OperationalError, connection
+from django.db import OperationalError, connection, transaction
 from django.test import Client as BrowserClient
 from django.test import TransactionTestCase
 
@@ -215,9 +215,12 @@ def make_client(name: str, **kwargs: Any) -> Client:
 
 
 def make_model(model_name: str, endpoints: list[ModelEndpoint], **route_fields: Any) -> Route:
-    route = Route.objects.create(model_name=model_name, **route_fields)
-    for position, endpoint in enumerate(endpoints):
-        RouteEndpoint.objects.create(route=route, endpoint=endpoint, position=position)
+    # In one transaction, as admin saves a route with its endpoints: a gateway refreshing
+    # its registry in between would see the model without endpoints (503 no_endpoint).
+    with transaction.atomic():
+        route = Route.objects.create(model_name=model_name, **route_fields)
+        for position, endpoint in enumerate(endpoints):
+            RouteEndpoint.objects.create(route=route, endpoint=endpoint, position=position)
     return route
 
 

@@ -115,9 +115,15 @@ def test_following_l3_indexes_other_processes_rows_and_refreshes_known_ones(
         return DatabaseTier.row(entry, semantic.to_bytes(vector))
 
     index.add("p", mine, "my text", time.time() + 60, v[0])  # stored by this process
+    # A row put there by hand, with a key that is no digest, must not stop the sync.
+    DatabaseTier(ttl_s=3600).put_rows([row("by-hand", "odd", v[0])])
     DatabaseTier(ttl_s=3600).put_rows([row(mine, "my text", v[0]), row(theirs, "their text", v[1])])
 
+    known = semantic_sync.KnownKeys()
+    known.loaded = True
+    monkeypatch.setattr(semantic_sync, "known_keys", known)
     assert semantic_sync.load_new(0) > 0
-    assert len(index) == 2
+    assert known.might_contain(theirs) and not known.might_contain("c" * 64)
+    assert len(index) == 3  # theirs, and the odd row's vector too
     assert index.search("p", v[1], k=1)[0].key == theirs
     assert index.search("p", v[0], k=1)[0].expires_at == pytest.approx(later, abs=1)
