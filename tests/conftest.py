@@ -158,13 +158,20 @@ def fresh_redis() -> None:
 def no_sessions_left_at_teardown(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
     """The test database is dropped at the end, which fails while any session uses it:
     this process's connection pool (Django's psycopg pool keeps idle connections, also
-    those the writer threads used) or a gateway process that has just exited. Close the
-    pool, then wait (up to 10 s) until no session is left."""
+    those the writer threads used) or a gateway process that has just exited. Flush the
+    writers, close the pool, then wait (up to 10 s) until no session is left."""
     yield
     if connection.vendor != "postgresql":
         return
     with django_db_blocker.unblock():
         database = connection.settings_dict
+        # What this process's writer threads still hold, written now: later, with the pool
+        # closed, they would open a new one on a database that is being dropped.
+        from cache import service as cache_service
+        from monitoring import recorder
+
+        recorder.flush()
+        cache_service.lower_writer.flush()
         connection.close_pool()
         with psycopg.connect(
             dbname="postgres", user=database["USER"], host=database["HOST"],
