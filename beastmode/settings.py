@@ -171,8 +171,8 @@ MAX_BODY_BYTES = env_int("BEASTMODE_MAX_BODY_BYTES", str(4 * 1024 * 1024))
 # How often each process checks whether admins changed keys, routes or endpoints.
 REGISTRY_REFRESH_S = env_float("BEASTMODE_REGISTRY_REFRESH_S", "1.0")
 # Request records are written in batches off the hot path.
-RECORD_FLUSH_INTERVAL_S = env_float("BEASTMODE_RECORD_FLUSH_INTERVAL_S", "1")
-RECORD_BATCH_SIZE = env_int("BEASTMODE_RECORD_BATCH_SIZE", "2000")
+RECORD_FLUSH_INTERVAL_S = env_float("BEASTMODE_RECORD_FLUSH_INTERVAL_S", "2")
+RECORD_BATCH_SIZE = env_int("BEASTMODE_RECORD_BATCH_SIZE", "4000")
 RECORD_SPOOL_PATH = VAR_DIR / "unwritten-records.jsonl"
 REJECTED_RECORDS_PATH = VAR_DIR / "rejected-records.jsonl"  # records the database refused
 # While the database is down, records beyond this many wait in the spool file instead.
@@ -188,8 +188,8 @@ CACHE_L1_TTL_S = env_int("BEASTMODE_CACHE_L1_TTL_S", "3600")
 CACHE_L2_TTL_S = env_int("BEASTMODE_CACHE_L2_TTL_S", "7200")
 CACHE_L3_TTL_S = env_int("BEASTMODE_CACHE_L3_TTL_S", "86400")
 # Answers reach L3 in one upsert this often (L1 and L2 hold them until then). Each upsert
-# holds the GIL for a while; every 0.25 s it cost 0.5 ms of P99 (docs/PERFORMANCE.md).
-CACHE_L3_WRITE_INTERVAL_S = env_float("BEASTMODE_CACHE_L3_WRITE_INTERVAL_S", "2")
+# holds the GIL for a while, which the P99 pays for (docs/PERFORMANCE.md, session 5).
+CACHE_L3_WRITE_INTERVAL_S = env_float("BEASTMODE_CACHE_L3_WRITE_INTERVAL_S", "4")
 CACHE_L1_MAX_ENTRIES = env_int("BEASTMODE_CACHE_L1_MAX_ENTRIES", "20000")
 CACHE_L1_MAX_BYTES = env_int("BEASTMODE_CACHE_L1_MAX_BYTES", str(64 * 1024 * 1024))
 # Warming: refresh the most requested answers expiring within the horizon.
