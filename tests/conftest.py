@@ -172,6 +172,7 @@ def no_sessions_left_at_teardown(django_db_setup: None, django_db_blocker: Any) 
 
         recorder.flush()
         cache_service.lower_writer.flush()
+        connection.close()  # hands this thread's connection back, so the pool closes it
         connection.close_pool()
         with psycopg.connect(
             dbname="postgres", user=database["USER"], host=database["HOST"],
