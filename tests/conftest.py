@@ -102,8 +102,13 @@ def start_process(args: list[str], port: int, name: str, env: dict[str, str]) ->
     popen = subprocess.Popen(
         args, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
     )
-    wait_for_port(port, popen)
-    return Process(url=f"http://127.0.0.1:{port}", port=port, log_path=log_path, popen=popen)
+    process = Process(url=f"http://127.0.0.1:{port}", port=port, log_path=log_path, popen=popen)
+    try:
+        wait_for_port(port, popen)
+    except BaseException:
+        stop_process(process)  # not left running (holding the test database) when it fails
+        raise
+    return process
 
 
 def stop_process(process: Process) -> None:
