@@ -36,12 +36,13 @@ def write_rows(
     row matching an existing one on those fields updates its `update` fields instead;
     conflict keys must then be unique within `rows`."""
     fields, conflict, update = tuple(fields), tuple(conflict), tuple(update)
+    converters = _converters(model, fields, encoded_json)
     values: list[Any] = []
     for row in rows:
         if len(row) != len(fields):
             raise ValueError(f"a row of {len(row)} values for {len(fields)} fields")
         row = list(row)
-        for at, convert in _converters(model, fields, encoded_json):
+        for at, convert in converters:
             row[at] = convert(row[at])
         values += row
     per_statement = _MAX_PARAMETERS // len(fields) * len(fields)
@@ -54,7 +55,7 @@ def write_rows(
 
 def insert_json_rows(model: type[Model], fields: Sequence[str], rows: Sequence[bytes]) -> None:
     """Insert rows given as JSON objects, one per row with a key per field's column
-    (datetimes as naive UTC text, `YYYY-MM-DD HH:MM:SS.ffffff`; every key present). The
+    (datetimes as `sqlite_datetime` writes them; every key present). The
     database unpacks the JSON itself, outside the GIL: the writer thread holds it only to
     hand over the bytes, where converting values and binding a parameter per column took
     20 µs of it per record (docs/PERFORMANCE.md)."""

@@ -24,7 +24,7 @@ import orjson
 from django.conf import settings
 from django.db import DataError, IntegrityError, close_old_connections, transaction
 
-from beastmode.rows import insert_json_rows
+from beastmode.rows import insert_json_rows, sqlite_datetime
 from monitoring import metrics, rollups
 from monitoring.models import RequestRecord
 from routing import fastjson
@@ -195,10 +195,9 @@ def _replay_spool() -> None:
 
 def _pack(record: dict[str, Any]) -> bytes:
     """A record as the JSON object `insert_json_rows` inserts: every column, the time as
-    naive UTC text."""
-    created_at = record["created_at"].astimezone(UTC).replace(tzinfo=None)
+    Django stores it on SQLite (Postgres reads the same text)."""
     return fastjson.dumps(
-        {**_defaults(), **record, "created_at": created_at.isoformat(" ", "microseconds")}
+        {**_defaults(), **record, "created_at": sqlite_datetime(record["created_at"])}
     )
 
 
