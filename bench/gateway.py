@@ -995,8 +995,11 @@ def _versions() -> str:
             parts.append(f"{module} {__import__(module).__version__}")
         except (ImportError, AttributeError):
             parts.append(f"{module} ?")
-    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
-    parts.append((wrk.stdout + wrk.stderr).split("Copyright")[0].strip() or "wrk ?")
+    try:
+        wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
+        parts.append((wrk.stdout + wrk.stderr).split("Copyright")[0].strip() or "wrk ?")
+    except FileNotFoundError:
+        parts.append("wrk not installed")
     parts.append(f"litellm {litellm_version()}")
     return ", ".join(parts)
 

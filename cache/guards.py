@@ -79,13 +79,19 @@ _NEGATIONS = {
     "not", "no", "never", "without", "none", "nobody", "nothing", "neither", "nor", "cannot",
     "nowhere", "cant", "dont", "doesnt", "didnt", "isnt", "arent", "wasnt", "werent", "wont",
     "shouldnt", "wouldnt", "couldnt", "hasnt", "havent", "hadnt", "mustnt", "except",
+    "non", "absence", "absent", "lack", "lacks", "lacking", "avoid", "avoids", "avoiding",
 }  # fmt: skip
+# Idioms that contain a negation word but negate nothing: "not only X but also Y",
+# "whether X or not".
+_NOT_NEGATING = re.compile(r"\bnot only\b|\bor not\b", re.IGNORECASE)
 _NT_STEMS = {"do", "does", "did", "is", "are", "was", "were", "ca", "wo", "should", "would",
              "could", "has", "have", "had", "must", "need", "ai"}  # fmt: skip
 
 
+@lru_cache(maxsize=8192)
 def _negated(text: str) -> bool:
-    return any(w in _NEGATIONS or (w.endswith("nt") and w[:-2] in _NT_STEMS) for w in _words(text))
+    words = _words(_NOT_NEGATING.sub(" ", text))
+    return any(w in _NEGATIONS or (w.endswith("nt") and w[:-2] in _NT_STEMS) for w in words)
 
 
 def negation(asked: str, cached: str) -> bool:
@@ -184,14 +190,14 @@ _CONSTRAINT = re.compile(
     r"less than|fewer than|up to)\s+(?:\w+\s+)?(?:words?|sentences?|lines?|paragraphs?|"
     r"characters?|chars?|bullets?|bullet points?|items?|points?|steps?|tokens?|syllables?)\b"
     r"(?!\s+of\b)"
-    r"|\b(?:as|into|using)\s+(?:an?\s+)?(?:json|yaml|xml|csv|markdown|haiku|limerick|"
+    r"|(?<!such )\b(?:as|into|using)\s+(?:an?\s+)?(?:json|yaml|xml|csv|markdown|haiku|limerick|"
     r"tweet|bullet|bullets|regex|emojis?)\b|\bin\s+(?:an?\s+)?(?:json|yaml|xml|csv|markdown|"
     r"haiku|limerick|tweet|bullets|emojis?)(?:\s+format)?\s*(?:[.?!]|$)"
     r"|\bas\s+an?\s+(?:table|list|poem|sonnet|story)\b"
     r"|\b(?:in|into|answer in|reply in|respond in)\s+(?:english|french|spanish|german|italian|"
     r"portuguese|chinese|japanese|korean|russian|arabic|hindi|dutch)\b"
     r"|\b(?:briefly|concisely|in detail|eli5|like i'?m (?:five|5)|"
-    r"one[- ]word|one[- ]line|tl;?dr|formally|informally|casually|uppercase|lowercase|"
+    r"one[- ]word|one[- ]line(?!\s+of\b)|tl;?dr|formally|informally|casually|uppercase|lowercase|"
     r"all caps|numbered|bulleted)\b"
     r"|\bstep[- ]by[- ]step\b(?!\s+(?:instructions?|guides?|tutorials?))",
     re.IGNORECASE | re.MULTILINE,
@@ -259,18 +265,46 @@ def _names(text: str) -> frozenset[str]:
     return frozenset(names)
 
 
+@lru_cache(maxsize=8192)
+def _initials(text: str) -> str:
+    """First letter of every word, "-" for stop words ("Random Access Memory" -> "ram")."""
+    return "".join("-" if w in _STOP else w[0] for w in _words(text))
+
+
+def _expanded(text: str, acronyms: set[str]) -> set[str]:
+    """Words of ``text`` that spell out one of ``acronyms``: "natural language processing"
+    for "nlp"."""
+    words, initials = _words(text), _initials(text)
+    found: set[str] = set()
+    for acronym in acronyms:
+        start = initials.find(acronym)
+        while start >= 0:
+            found.update(words[start : start + len(acronym)])
+            start = initials.find(acronym, start + 1)
+    return found
+
+
+def _is_acronym(name: str) -> bool:
+    return 2 <= len(name) <= 5 and name.isalpha()
+
+
 def _foreign_names(text: str, other: str) -> set[str]:
     """Names in ``text`` that ``other`` does not mention (substring, either way, >= 4 chars:
-    "TextClassification" / "datasets.TextClassification", "TESTING" / "test")."""
+    "TextClassification" / "datasets.TextClassification", "TESTING" / "test"; an acronym and
+    its expansion: "NLP" / "Natural Language Processing")."""
     lowered = _clean(other).lower()
     words = set(_words(other))
     long_words = [w for w in words if len(w) >= 4]
-    return {
+    names = {
         n
         for n in _names(text)
         if n not in words
         and (len(n) < 4 or (n not in lowered and not any(w in n for w in long_words)))
+        and not (_is_acronym(n) and n in _initials(other))
     }
+    if names:
+        names -= _expanded(text, {n for n in _names(other) if _is_acronym(n)})
+    return names
 
 
 def entities(asked: str, cached: str) -> bool:

@@ -12,7 +12,10 @@ docs/semantic-cache.md.
 top-k search results whose score reaches the threshold and that no guard refuses, the best
 cosine wins, except that candidates within ``TIE_MARGIN`` cosine of it are ranked by cosine +
 ``LEXICAL_WEIGHT`` x word overlap with ``asked``, so of two near-identical cached prompts the
-one worded like the question is returned.
+one worded (and code-quoted) like the question is returned. A candidate that a guard refuses
+hides every candidate less similar than itself: when the nearest cached prompt differs from
+the question in a concrete way, the question is about that prompt's topic, and a farther
+entry is no safer an answer.
 """
 
 from __future__ import annotations
@@ -53,13 +56,18 @@ def min_cosine(threshold: float) -> float:
     return 1.0
 
 
+# Words with their code quotes (`Table` != Table) and double quotes: how a prompt is written
+# is part of its wording. Case is kept: `AudioFolder` != `audiofolder`.
+_TOKEN = re.compile(r"`?\w+`?|\"")
+
+
 @lru_cache(maxsize=8192)
 def _tokens(text: str) -> frozenset[str]:
-    return frozenset(re.findall(r"\w+", text))  # case kept: `AudioFolder` != `audiofolder`
+    return frozenset(_TOKEN.findall(text))
 
 
 def overlap(a: str, b: str) -> float:
-    """Jaccard overlap of the two texts' word sets (case-sensitive)."""
+    """Jaccard overlap of the two texts' word sets (case-sensitive, code quotes kept)."""
     ta, tb = _tokens(a), _tokens(b)
     return len(ta & tb) / len(ta | tb) if ta or tb else 1.0
 
@@ -74,11 +82,15 @@ def choose(
     """Index in ``candidates`` ((cached prompt, cosine) pairs, any order) of the entry to
     serve for ``asked``, or None for a miss."""
     floor = min_cosine(threshold)
-    passing = [
-        i
-        for i, (cached, cosine) in enumerate(candidates)
-        if cosine >= floor and refusal_reason(asked, cached, guards) is None
-    ]
+    passing, nearest_refused = [], floor
+    for i, (cached, cosine) in enumerate(candidates):
+        if cosine < floor:
+            continue
+        if refusal_reason(asked, cached, guards) is None:
+            passing.append(i)
+        else:
+            nearest_refused = max(nearest_refused, cosine)
+    passing = [i for i in passing if candidates[i][1] >= nearest_refused]
     if not passing:
         return None
     best = max(candidates[i][1] for i in passing)

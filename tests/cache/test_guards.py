@@ -1,4 +1,5 @@
-"""The must-not-hit set: pairs an embedding blurs but whose answers differ. Zero hits."""
+"""Semantic matching refuses near-misses: the must-not-hit set (zero hits), the guards, and
+how a lookup chooses among its candidates."""
 
 import json
 from pathlib import Path
@@ -7,6 +8,7 @@ import pytest
 
 from cache import similarity
 from cache.embedder import get_embedder
+from cache.guards import refusal_reason
 
 PAIRS = json.loads((Path(__file__).parents[2] / "bench" / "must_not_hit.json").read_text())
 
@@ -54,3 +56,47 @@ def test_only_texts_the_model_reads_whole_are_embedded_for_matching() -> None:
     whole = get_embedder().embed_whole([short, long])
     assert whole[1] is None  # 300+ tokens: what follows the cut would not count
     assert whole[0] is not None and float(whole[0] @ get_embedder().embed([short])[0]) > 0.9999
+
+
+def test_a_refused_nearest_candidate_hides_the_farther_ones() -> None:
+    """The nearest cached prompt differs from the question in a number, so the question is
+    about that prompt's topic: a farther entry is no safer to serve."""
+    asked = "What is 25% of 240?"
+    refused, farther = ("What is 15% of 240?", 0.97), ("What is 25% of 240 rounded down?", 0.92)
+    assert similarity.choose(asked, [farther], threshold=0.9) == 0
+    assert similarity.choose(asked, [refused, farther], threshold=0.9) is None
+    nearer = ("What's 25% of 240?", 0.98)
+    assert similarity.choose(asked, [refused, farther, nearer], threshold=0.9) == 2
+
+
+def test_of_near_identical_prompts_the_one_written_like_the_question_is_served() -> None:
+    asked = "What does the `to_batches` method of `Table` return?"
+    candidates = [
+        ("What does the to_batches method of Table return?", 0.951),
+        ("What does the `to_batches` method of `Table` give back?", 0.950),
+    ]
+    assert similarity.choose(asked, candidates) == 1
+
+
+@pytest.mark.parametrize(
+    ("asked", "cached", "reason"),
+    [
+        ("Which animals lack fins?", "Which animals have fins?", "negation"),
+        ("It loads not only text but also audio.", "It loads text and audio.", None),
+        ("Decide whether to cache it or not.", "Decide whether to cache it.", None),
+        ("Extract it in non-streaming mode.", "Extract it without streaming.", None),
+        ("In the absence of metadata, use folders.", "If there's no metadata, use folders.", None),
+        ("Datasets for NLP tasks", "Datasets for Natural Language Processing tasks", None),
+        ("A table loaded into RAM", "A table loaded into Random Access Memory", None),
+        ("What is the capital of Austria?", "What is the capital of Australia?", "entities"),
+        ("Is AWS cheaper?", "Is GCP cheaper?", "entities"),
+        ("Load it in one line of code.", "Load it in a single line of code.", None),
+        ("Explain recursion in one line.", "Explain recursion.", "constraints"),
+        ("Formats such as CSV are read.", "Formats including CSV are read.", None),
+    ],
+)
+def test_guards_refuse_conflicts_and_pass_rewordings(
+    asked: str, cached: str, reason: str | None
+) -> None:
+    assert refusal_reason(asked, cached) == reason
+    assert refusal_reason(cached, asked) == reason  # every guard is symmetric
