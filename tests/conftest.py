@@ -164,7 +164,8 @@ def no_sessions_left_at_teardown(django_db_setup: None, django_db_blocker: Any) 
     """The test database is dropped at the end, which fails while any session uses it:
     this process's connection pool (Django's psycopg pool keeps idle connections, also
     those the writer threads used) or a gateway process that has just exited. Flush the
-    writers, close the pool, then wait (up to 10 s) until no session is left."""
+    writers, close the pool, then wait (up to 10 s) until no session is left, and end the
+    sessions still there."""
     yield
     if connection.vendor != "postgresql":
         return
@@ -192,6 +193,14 @@ def no_sessions_left_at_teardown(django_db_setup: None, django_db_blocker: Any) 
                 if row is None or row[0] == 0:
                     break
                 time.sleep(0.1)
+            else:
+                # Still in use: a background thread of this process (registry refresh,
+                # semantic sync) has reopened a pool since. End those sessions so the drop
+                # succeeds; the process exits next.
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    [database["NAME"]],
+                )
 
 
 def start_gateway(name: str, env: dict[str, str] | None = None) -> Process:
