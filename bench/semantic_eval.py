@@ -7,8 +7,9 @@ Rerun (about 2 minutes on 2 busy cores, most of it embedding ~12k texts once):
 Protocol: fill a FAISS IndexFlatIP with one side of every pair, ask with the other side, take
 the top-4 entries and let cache.similarity.choose pick the one to serve (score(cosine) >=
 threshold, no guard in cache.guards refuses, none less similar than a refused one, near-ties
-ranked by word overlap), as the product does. A hit is right only when it returns the partner's entry. Thresholds are on the
-similarity scale of cache.similarity (default 0.95 = cosine 0.9075).
+ranked by word overlap), as the product does. A hit is right only when it returns the
+partner's entry. Thresholds are on the similarity scale of cache.similarity (default 0.95 =
+cosine 0.9075).
 
 - GPTCache pairs (gptcache_mock_data.json): cache = the distinct origins, ask = similar; right
   when the returned origin text is the pair's origin. recall = right / 999.

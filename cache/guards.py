@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from functools import lru_cache
+from itertools import pairwise
 
 Guard = Callable[[str, str], bool]
 
@@ -52,6 +53,10 @@ _NUMBER_WORDS = {
     "thousand": "1000", "million": "1e6", "billion": "1e9", "half": "0.5", "double": "x2",
     "twice": "x2", "triple": "x3", "third": "#3", "dozen": "12", "thrice": "x3",
 }  # fmt: skip
+_ORDINALS = {
+    "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7,
+    "eighth": 8, "ninth": 9, "tenth": 10,
+}  # fmt: skip
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 
 
@@ -65,12 +70,20 @@ def _numbers(text: str) -> tuple[frozenset[str], frozenset[str]]:
 
 def numbers(asked: str, cached: str) -> bool:
     """Different numbers: both texts state numbers and they differ, or a number written in
-    digits is on one side only ("two methods" vs "a method" alone is rewording)."""
+    digits is on one side only ("two methods" vs "a method" alone is rewording), or both
+    texts use ordinals and they differ ("first season" / "second season")."""
     (a_digits, a_words), (c_digits, c_words) = _numbers(asked), _numbers(cached)
+    a_ordinals, c_ordinals = _ordinals(asked), _ordinals(cached)
+    if a_ordinals and c_ordinals and a_ordinals != c_ordinals:
+        return True
     a, c = a_digits | a_words, c_digits | c_words
     if a == c:
         return False
     return bool(a and c) or bool(a_digits ^ c_digits)
+
+
+def _ordinals(text: str) -> frozenset[int]:
+    return frozenset(_ORDINALS[w] for w in _words(text) if w in _ORDINALS)
 
 
 # --- negation -----------------------------------------------------------------------------
@@ -80,7 +93,9 @@ _NEGATIONS = {
     "nowhere", "cant", "dont", "doesnt", "didnt", "isnt", "arent", "wasnt", "werent", "wont",
     "shouldnt", "wouldnt", "couldnt", "hasnt", "havent", "hadnt", "mustnt", "except",
     "non", "absence", "absent", "lack", "lacks", "lacking", "avoid", "avoids", "avoiding",
+    "unable",
 }  # fmt: skip
+_NON_WORDS = {"nonetheless", "nonsense", "nonstop"}  # "non..." words that negate nothing
 # Idioms that contain a negation word but negate nothing: "not only X but also Y",
 # "whether X or not".
 _NOT_NEGATING = re.compile(r"\bnot only\b|\bor not\b", re.IGNORECASE)
@@ -91,13 +106,47 @@ _NT_STEMS = {"do", "does", "did", "is", "are", "was", "were", "ca", "wo", "shoul
 @lru_cache(maxsize=8192)
 def _negated(text: str) -> bool:
     words = _words(_NOT_NEGATING.sub(" ", text))
-    return any(w in _NEGATIONS or (w.endswith("nt") and w[:-2] in _NT_STEMS) for w in words)
+    return any(
+        w in _NEGATIONS
+        or (w.endswith("nt") and w[:-2] in _NT_STEMS)
+        or (w.startswith("non") and len(w) >= 7 and w not in _NON_WORDS)  # "nonzero"
+        for w in words
+    )
 
 
 def negation(asked: str, cached: str) -> bool:
     """A negation ("not", "n't", "never", "without", ...) on one side only. A leading answer
     particle ("No, it doesn't exist") is not counted."""
     return _negated(asked) != _negated(cached)
+
+
+_NEGATING_PREFIXES = ("un", "in", "im", "ir", "il", "dis", "non")
+
+
+def _prefix_negated(words: tuple[str, ...], other: frozenset[str]) -> bool:
+    """A word of ``words`` is a word of ``other`` (4+ letters) with a negating prefix that
+    ``other`` does not also use ("non-zero" is "nonzero"; "like and dislike" covers
+    "dislike"), and ``words`` does not use the bare word itself."""
+    own = set(words)
+    for w in own - other:
+        for prefix in _NEGATING_PREFIXES:
+            bare = w[len(prefix) :]
+            if (
+                w.startswith(prefix)
+                and len(bare) >= 4
+                and bare in other
+                and bare not in own
+                and prefix not in other
+            ):
+                return True
+    return False
+
+
+def negated_word(asked: str, cached: str) -> bool:
+    """A word negated by a prefix on one side only: healthy / unhealthy, mutable /
+    immutable, hide / unhide, correct / incorrect."""
+    a, c = _words(asked), _words(cached)
+    return _prefix_negated(a, frozenset(c)) or _prefix_negated(c, frozenset(a))
 
 
 # --- word groups: directions / roles, units, languages --------------------------------------
@@ -109,10 +158,17 @@ _OPPOSITES = [
     "over|under", "increase raise|decrease reduce", "ascending|descending",
     "min minimum|max maximum", "best|worst", "more|less fewer", "larger bigger|smaller",
     "higher|lower", "faster|slower", "longer|shorter", "older|younger newer", "first|last",
-    "start begin|end finish", "open|close", "inner|outer", "import|export", "upload|download",
-    "encode|decode", "encrypt|decrypt", "compress|decompress", "buy|sell", "push|pull",
-    "input|output", "win|lose", "pros|cons", "advantages|disadvantages",
-    "benefits|drawbacks risks", "similar|different differ", "similarities|differences",
+    "start begin|end finish stop", "open|close", "inner|outer", "import|export",
+    "upload|download", "upgrade|downgrade", "encode|decode", "encrypt|decrypt",
+    "compress|decompress", "buy|sell", "push|pull", "input|output", "win gain|lose",
+    "pros|cons", "advantages|disadvantages downsides", "benefits|drawbacks risks dangers",
+    "strength strengths|weakness weaknesses", "similar|different differ",
+    "similarities|differences", "accept|reject", "allow permit|block deny forbid",
+    "row rows|column columns", "horizontal horizontally|vertical vertically",
+    "cheap cheaper cheapest|expensive costly", "correct|incorrect wrong", "soft|hard",
+    "dark|light", "average|median", "earliest|latest", "early|late",
+    "public|private", "static|dynamic", "synchronous sync|asynchronous async", "rise|fall",
+    "success successful succeed|failure failed fail", "boiling|freezing",
     "true|false", "good|bad", "positive|negative", "add|remove delete", "enable|disable",
     "install|uninstall", "lock|unlock", "legal|illegal", "safe|unsafe", "hot|cold",
     "male|female", "men|women", "boy|girl", "husband|wife", "past|future",
@@ -166,10 +222,26 @@ def _conflict(asked: str, cached: str, table: Poles) -> bool:
     return bool({g for g, _ in a - c} & {g for g, _ in c - a})
 
 
+_PARTICLES = {"in": "out", "out": "in", "on": "off", "off": "on", "up": "down", "down": "up"}
+
+
+@lru_cache(maxsize=8192)
+def _phrasal_verbs(text: str) -> frozenset[tuple[str, str]]:
+    """(verb stem, particle) of every word followed by in/out/on/off/up/down."""
+    words = _words(text)
+    return frozenset((w[:3], p) for w, p in pairwise(words) if p in _PARTICLES)
+
+
+def _opposite_particles(asked: str, cached: str) -> bool:
+    a, c = _phrasal_verbs(asked), _phrasal_verbs(cached)
+    return any((verb, _PARTICLES[p]) in c and (verb, p) not in c for verb, p in a - c)
+
+
 def opposites(asked: str, cached: str) -> bool:
     """Opposite directions / comparisons / roles on the two sides (left vs right, best vs
-    worst, buy vs sell). "best" on one side only, or "enable or disable" vs "disable", pass."""
-    return _conflict(asked, cached, _OPPOSITE_POLES)
+    worst, buy vs sell, zoom in vs zoom out, turn on vs turn off). "best" on one side only,
+    or "enable or disable" vs "disable", pass."""
+    return _conflict(asked, cached, _OPPOSITE_POLES) or _opposite_particles(asked, cached)
 
 
 def units(asked: str, cached: str) -> bool:
@@ -383,6 +455,7 @@ VERIFIERS: tuple[Guard, ...] = (lexical,)
 GUARDS: tuple[Guard, ...] = (
     numbers,
     negation,
+    negated_word,
     opposites,
     units,
     languages,

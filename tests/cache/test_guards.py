@@ -93,6 +93,15 @@ def test_of_near_identical_prompts_the_one_written_like_the_question_is_served()
         ("Load it in one line of code.", "Load it in a single line of code.", None),
         ("Explain recursion in one line.", "Explain recursion.", "constraints"),
         ("Formats such as CSV are read.", "Formats including CSV are read.", None),
+        ("Who won the first season?", "Who won the second season?", "numbers"),
+        ("How do I train for my first half marathon?", "How do I train for a half marathon?", None),
+        ("Is coffee healthy?", "Is coffee unhealthy?", "negated_word"),
+        ("What do you like and dislike in Agile?", "What do you dislike in Agile?", None),
+        ("Set the size to a non-zero value.", "Set the size to nonzero.", None),
+        ("How do I zoom in on a Mac?", "How do I zoom out on a Mac?", "opposites"),
+        ("Why won't my iPod turn off?", "Why won't my iPod turn on?", "opposites"),
+        ("How do I find out the size?", "How do I get the size in bytes?", None),
+        ("What is the cheapest flight?", "What is the most expensive flight?", "opposites"),
     ],
 )
 def test_guards_refuse_conflicts_and_pass_rewordings(
