@@ -157,7 +157,8 @@ _OPPOSITES = [
     "up|down", "left|right", "north|south|east|west", "before|after", "above|below",
     "over|under", "increase raise|decrease reduce", "ascending|descending",
     "min minimum|max maximum", "best|worst", "more|less fewer", "larger bigger|smaller",
-    "higher|lower", "faster|slower", "longer|shorter", "older|younger newer", "first|last",
+    "higher|lower", "fast faster quickly|slow slower slowly", "longer|shorter",
+    "older|younger newer", "first|last",
     "start begin|end finish stop", "open|close", "inner|outer", "import|export",
     "upload|download", "upgrade|downgrade", "encode|decode", "encrypt|decrypt",
     "compress|decompress", "buy|sell", "push|pull", "input|output", "win gain|lose",
@@ -166,7 +167,7 @@ _OPPOSITES = [
     "similarities|differences", "accept|reject", "allow permit|block deny forbid",
     "row rows|column columns", "horizontal horizontally|vertical vertically",
     "cheap cheaper cheapest|expensive costly", "correct|incorrect wrong", "soft|hard",
-    "dark|light", "average|median", "earliest|latest", "early|late",
+    "dark|light", "average|median", "even|odd", "earliest|latest", "early|late",
     "public|private", "static|dynamic", "synchronous sync|asynchronous async", "rise|fall",
     "success successful succeed|failure failed fail", "boiling|freezing",
     "true|false", "good|bad", "positive|negative", "add|remove delete", "enable|disable",
@@ -181,7 +182,8 @@ _UNITS = [
     "cm centimeter centimeters|mm millimeter millimeters|inch inches|foot feet ft|yard yards",
     "kg kilogram kilograms|gram grams|lb lbs pound pounds|oz ounce ounces|ton tons tonne",
     "celsius|fahrenheit|kelvin", "liter liters litre litres|gallon gallons|quart quarts",
-    "second seconds|minute minutes|hour hours|day days|week weeks|month months|year years",
+    "second seconds|minute minutes|hour hours hourly|day days daily|week weeks weekly|"
+    "month months monthly|year years yearly annual annually",
     "usd dollar dollars|eur euro euros|gbp|rupee rupees inr|yen jpy|cny yuan",
     "bit bits|byte bytes|kb|mb|gb|tb|kib|mib|gib", "mph|kph", "watt watts|kw|kwh|volt volts",
 ]  # fmt: skip

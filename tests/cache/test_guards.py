@@ -102,6 +102,8 @@ def test_of_near_identical_prompts_the_one_written_like_the_question_is_served()
         ("Why won't my iPod turn off?", "Why won't my iPod turn on?", "opposites"),
         ("How do I find out the size?", "How do I get the size in bytes?", None),
         ("What is the cheapest flight?", "What is the most expensive flight?", "opposites"),
+        ("What is the weekly salary?", "What is the yearly salary?", "units"),
+        ("How do I learn Python quickly?", "What is the fastest way to learn Python?", None),
     ],
 )
 def test_guards_refuse_conflicts_and_pass_rewordings(
