@@ -105,7 +105,7 @@ _NT_STEMS = {"do", "does", "did", "is", "are", "was", "were", "ca", "wo", "shoul
 
 @lru_cache(maxsize=8192)
 def _negated(text: str) -> bool:
-    words = _words(_NOT_NEGATING.sub(" ", text))
+    words = _words(_NOT_NEGATING.sub(" ", text) if _NOT_NEGATING.search(text) else text)
     return any(
         w in _NEGATIONS
         or (w.endswith("nt") and w[:-2] in _NT_STEMS)
@@ -129,6 +129,8 @@ def _prefix_negated(words: tuple[str, ...], other: frozenset[str]) -> bool:
     "dislike"), and ``words`` does not use the bare word itself."""
     own = set(words)
     for w in own - other:
+        if len(w) < 6 or not w.startswith(_NEGATING_PREFIXES):
+            continue
         for prefix in _NEGATING_PREFIXES:
             bare = w[len(prefix) :]
             if (
