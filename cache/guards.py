@@ -169,7 +169,8 @@ _OPPOSITES = [
     "similarities|differences", "accept|reject", "allow permit|block deny forbid",
     "row rows|column columns", "horizontal horizontally|vertical vertically",
     "cheap cheaper cheapest|expensive costly", "correct|incorrect wrong", "soft|hard",
-    "dark|light", "average|median", "even|odd", "earliest|latest", "early|late",
+    "dark|light", "average|median", "even|odd",
+    "iterative iteratively|recursive recursively", "earliest|latest", "early|late",
     "public|private", "static|dynamic", "synchronous sync|asynchronous async", "rise|fall",
     "success successful succeed|failure failed fail", "boiling|freezing",
     "true|false", "good|bad", "positive|negative", "add|remove delete", "enable|disable",
@@ -257,6 +258,35 @@ def languages(asked: str, cached: str) -> bool:
     """A programming language, data format, database, OS or framework that the other side
     does not name ("reverse a string" vs "reverse a string in TypeScript")."""
     return _used(asked, _LANGUAGE_POLES) != _used(cached, _LANGUAGE_POLES)
+
+
+# --- quoted text and operators -------------------------------------------------------------
+
+_QUOTED = re.compile(r'"([^"\n]+)"|`([^`\n]+)`|(?<!\w)\'([^\'\n]+)\'(?!\w)')
+_OPERATOR = re.compile(r"(?<![A-Za-z])[-+*/%=<>&|^~]+(?![A-Za-z])")
+
+
+_CURLY_QUOTES = str.maketrans({"“": '"', "”": '"', "‘": "'", "’": "'"})
+
+
+def _unmatched_quote(text: str, other: str) -> bool:
+    """``text`` quotes something that ``other`` does not contain (case and spacing aside)."""
+    flat = " ".join(other.translate(_CURLY_QUOTES).lower().split())
+    quotes = _QUOTED.findall(text.translate(_CURLY_QUOTES))
+    return any(" ".join("".join(groups).lower().split()) not in flat for groups in quotes)
+
+
+def quoted(asked: str, cached: str) -> bool:
+    """Each side quotes text the other does not contain: 'Is "He don't know" correct?' /
+    'Is "He doesn't know" correct?'. Quoting a word the other side uses bare passes."""
+    return _unmatched_quote(asked, cached) and _unmatched_quote(cached, asked)
+
+
+def operators(asked: str, cached: str) -> bool:
+    """Each side uses an operator the other lacks: "2 ** 3" / "2 * 3", "for +" / "for -"
+    (hyphens inside words do not count)."""
+    a, c = set(_OPERATOR.findall(asked)), set(_OPERATOR.findall(cached))
+    return bool(a - c) and bool(c - a)
 
 
 # --- output constraints -------------------------------------------------------------------
@@ -463,6 +493,8 @@ GUARDS: tuple[Guard, ...] = (
     opposites,
     units,
     languages,
+    quoted,
+    operators,
     constraints,
     order,
     entities,

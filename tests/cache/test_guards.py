@@ -104,6 +104,10 @@ def test_of_near_identical_prompts_the_one_written_like_the_question_is_served()
         ("What is the cheapest flight?", "What is the most expensive flight?", "opposites"),
         ("What is the weekly salary?", "What is the yearly salary?", "units"),
         ("How do I learn Python quickly?", "What is the fastest way to learn Python?", None),
+        ('Is "He don\'t know." correct?', 'Is "He doesn\'t know." correct?', "quoted"),
+        ("What does the `Table` class do?", "What does the Table class do?", None),
+        ("What is print(2 ** 3)?", "What is print(2 * 3)?", "operators"),
+        ("How do I enable two-factor login?", "How do I turn on two factor login?", None),
     ],
 )
 def test_guards_refuse_conflicts_and_pass_rewordings(
