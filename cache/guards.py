@@ -5,11 +5,13 @@ cached)`` is None. Each guard is a small function ``(asked, cached) -> bool`` (T
 named in ``GUARDS``, so the eval (bench/semantic_eval.py) can switch them off one at a time.
 
 Every guard refuses only on concrete conflicting evidence, never because wording differs: two
-different numbers, a negation on one side only, opposite members of a direction/role group
-on the two sides, different units, a programming language or format the other side lacks,
-different output constraints, the same key words in another order, a different name in each
-text, or a different question type (why vs yes/no vs how...). All guards are symmetric, pure
-Python and cost a few microseconds per pair. The texts are the prompts as embedded, possibly
+different numbers or ordinals, a negation on one side only, a word negated by a prefix on one
+side only (healthy / unhealthy), opposite members of a direction/role group or opposite
+particles (zoom in / out) on the two sides, different units, a programming language or format
+the other side lacks, quoted text or operators on each side that the other lacks, different
+output constraints, the same key words in another order, a different name in each text, or a
+different question type (why vs yes/no vs how...). All guards are symmetric and pure Python;
+together they cost about 0.1 ms per pair. The texts are the prompts as embedded, possibly
 whole conversations with one "role: content" turn per line. Measured effect per guard:
 docs/semantic-cache.md.
 """
