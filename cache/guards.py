@@ -11,8 +11,8 @@ particles (zoom in / out) on the two sides, different units, a programming langu
 the other side lacks, quoted text or operators on each side that the other lacks, different
 output constraints, the same key words in another order, a different name in each text, or a
 different question type (why vs yes/no vs how...). All guards are symmetric and pure Python;
-together they cost about 0.1 ms per pair. The texts are the prompts as embedded, possibly
-whole conversations with one "role: content" turn per line. Measured effect per guard:
+together they cost about 0.1 ms per pair. The texts are the turns as embedded ("role:
+content"; cache/keys.py). Measured effect per guard:
 docs/semantic-cache.md.
 """
 

@@ -1,10 +1,11 @@
 """What makes two requests the same: the exact key and the semantic partition.
 
 The exact key covers the namespace, the model name, every message and every parameter
-that can change the output. The semantic partition covers the same except the
-conversation turns, which are compared by similarity; system prompts are part of the
-partition. Only fields known not to change the output are left out; an unknown field is
-part of the key, so a new OpenAI parameter can never make two different requests collide.
+that can change the output. The semantic partition covers the same except the last turn,
+which is compared by similarity: system prompts and earlier turns are part of the partition
+(matched exactly). Only fields known not to change the output are left out; an unknown
+field is part of the key, so a new OpenAI parameter can never make two different requests
+collide.
 """
 
 import hashlib
@@ -22,6 +23,9 @@ _TOOL_ROLES = frozenset({"tool", "function"})
 # they are often long, and the embedder reads only the first MAX_TOKENS tokens, so with a
 # long system prompt every question would embed the same.
 _INSTRUCTION_ROLES = frozenset({"system", "developer"})
+# Earlier turns are matched exactly too. Embedded with the last turn, a shared history
+# outweighs it: after the same first exchange, "What is its population?" and "What is its
+# area?" embedded at similarity 0.97, and one was served the other's answer.
 
 
 @dataclass(frozen=True)
@@ -29,8 +33,8 @@ class CacheKey:
     namespace: str
     model: str
     exact: str  # sha256 over everything that changes the output
-    partition: str  # sha256 over namespace, model, parameters and system prompts
-    conversation_text: str  # what the semantic index compares: the other turns
+    partition: str  # sha256 over namespace, model, parameters, system prompts, earlier turns
+    conversation_text: str  # what the semantic index compares: the last turn
     semantic_eligible: bool  # False with tool calls or results, images, audio or files
 
 
@@ -43,24 +47,26 @@ def derive(namespace: str, model: str, body: dict[str, Any]) -> CacheKey:
     messages = body.get("messages") or []
     params = {k: v for k, v in body.items() if k not in NON_OUTPUT_FIELDS}
     instructions = [m for m in messages if m.get("role") in _INSTRUCTION_ROLES]
-    partition = _digest(
-        {"namespace": namespace, "model": model, "params": params, "instructions": instructions}
-    )
+    turns = [m for m in messages if m.get("role") not in _INSTRUCTION_ROLES]
+    shared: dict[str, Any] = {
+        "namespace": namespace, "model": model, "params": params, "instructions": instructions,
+    }  # fmt: skip
+    if len(turns) > 1:  # (single-turn keys stay what they were before earlier turns counted)
+        shared["earlier_turns"] = turns[:-1]
+    partition = _digest(shared)
     exact = _digest({"partition": partition, "messages": messages})
     return CacheKey(
         namespace=namespace,
         model=model,
         exact=exact,
         partition=partition,
-        conversation_text=conversation_text(
-            [m for m in messages if m.get("role") not in _INSTRUCTION_ROLES]
-        ),
+        conversation_text=conversation_text(turns[-1:]),
         semantic_eligible=not _has_tool_turns(messages) and not _has_non_text_parts(messages),
     )
 
 
 def conversation_text(messages: list[dict[str, Any]]) -> str:
-    """The turns, earlier ones too, one per line."""
+    """The turns as "role: content", one per line."""
     lines = []
     for message in messages:
         content = message.get("content")

@@ -67,7 +67,29 @@ def test_the_conversation_text_covers_every_turn_and_tool_turns_skip_semantic_ma
         "messages": [*BASE["messages"], {"role": "tool", "content": "4", "tool_call_id": "c"}],
     }
     assert not derive("key:1", "demo", tool_turn).semantic_eligible
-    assert derive("key:1", "demo", BASE).partition == derive("key:1", "demo", tool_turn).partition
+
+
+def test_earlier_turns_are_matched_exactly_and_only_the_last_turn_by_similarity() -> None:
+    """After the same first exchange, "What is its population?" and "What is its area?"
+    embedded together with it at similarity 0.97: the shared history outweighed the
+    question."""
+
+    def conversation(*contents: str) -> dict:
+        roles = ("user", "assistant") * len(contents)
+        turns = [{"role": r, "content": c} for r, c in zip(roles, contents, strict=False)]
+        return {**BASE, "messages": [BASE["messages"][0], *turns]}
+
+    first = ("Tell me about Paris.", "Paris is the capital of France.")
+    population = derive("key:1", "demo", conversation(*first, "What is its population?"))
+    area = derive("key:1", "demo", conversation(*first, "What is its area?"))
+    other_history = derive("key:1", "demo", conversation("Tell me about Rome.", first[1],
+                                                         "What is its population?"))  # fmt: skip
+    assert population.conversation_text == "user: What is its population?"
+    assert population.partition == area.partition != other_history.partition
+    assert (
+        derive("key:1", "demo", conversation("Hi")).partition
+        == derive("key:1", "demo", BASE).partition
+    )  # a single turn's partition has no history in it
 
 
 def test_values_beyond_64_bits_and_any_unicode_still_make_a_stable_key() -> None:

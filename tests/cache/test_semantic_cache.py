@@ -125,6 +125,37 @@ def test_a_long_system_prompt_is_matched_exactly_and_the_questions_by_similarity
     assert reply.headers["x-beastmode-cache"] == "miss"
 
 
+def test_follow_ups_after_the_same_history_are_compared_on_their_own(
+    gateway: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    """Embedded with a shared first exchange, "What is its population?" and "What is its
+    area?" scored 0.97 and one was served the other's answer. Earlier turns are now matched
+    exactly and the last turn by similarity."""
+    model = model_with("", semantic="on")
+    paris = "Paris is the capital and largest city of France, on the Seine. " * 3
+
+    def after(history_question: str, follow_up: str) -> list[dict]:
+        return [
+            {"role": "user", "content": history_question},
+            {"role": "assistant", "content": paris},
+            {"role": "user", "content": follow_up},
+        ]
+
+    ask(gateway, alice, model, messages=after("Tell me about Paris.", "What is its population?"))
+    wait_until(lambda: stored(model) == 1)
+    area = ask(gateway, alice, model, messages=after("Tell me about Paris.", "What is its area?"))
+    assert area.headers["x-beastmode-cache"] == "miss"
+    wait_until(lambda: stored(model) == 2)
+    reworded = after("Tell me about Paris.", "What's its population?")
+    assert ask(gateway, alice, model, messages=reworded).headers["x-beastmode-cache"] == (
+        "semantic"
+    )
+    other_history = after("Tell me about Lyon.", "What's its population?")
+    assert ask(gateway, alice, model, messages=other_history).headers["x-beastmode-cache"] == (
+        "miss"
+    )
+
+
 def test_conversations_longer_than_the_embedder_reads_are_matched_exactly_only(
     gateway: Process, alice: Client, model_with: ModelFactory
 ) -> None:
