@@ -8,11 +8,11 @@ Every guard refuses only on concrete conflicting evidence, never because wording
 different numbers or ordinals, a negation on one side only, a word negated by a prefix on one
 side only (healthy / unhealthy), opposite members of a direction/role group or opposite
 particles (zoom in / out) on the two sides, different units, a programming language or format
-the other side lacks, quoted text or operators on each side that the other lacks, different
-output constraints, the same key words in another order, a different name in each text, or a
-different question type (why vs yes/no vs how...). All guards are symmetric and pure Python;
-together they cost about 0.1 ms per pair. The texts are the turns as embedded ("role:
-content"; cache/keys.py). Measured effect per guard:
+the other side lacks, quoted text, code identifiers or operators on each side that the other
+lacks, different output constraints, the same key words in another order, a different name
+in each text, or a different question type (why vs yes/no vs how...). All guards are
+symmetric and pure Python; together they cost about 0.1 ms per pair. The texts are the turns
+as embedded ("role: content"; cache/keys.py). Measured effect per guard:
 docs/semantic-cache.md.
 """
 
@@ -284,6 +284,34 @@ def quoted(asked: str, cached: str) -> bool:
     return _unmatched_quote(asked, cached) and _unmatched_quote(cached, asked)
 
 
+# snake_case, camelCase or dotted names, and names called with "()"
+_IDENTIFIER = re.compile(r"\b[A-Za-z_]\w*(?:\.\w+)+\b|\b\w*_\w*\b|\b[a-z]+[A-Z]\w*\b|\b\w+(?=\()")
+
+
+def _contains(lowered: str, name: str) -> bool:
+    """``lowered`` contains ``name`` (lower case) not followed by more of a word: "get_user"
+    is not in "get_users()"."""
+    return re.search(re.escape(name) + r"(?!\w)", lowered) is not None
+
+
+def _foreign_identifiers(text: str, other: str) -> bool:
+    """``text`` names an identifier that ``other`` does not contain, case aside; a dotted
+    name also counts as contained when its last part (4+ characters) is:
+    "datasets.list_datasets" / "list_datasets", but "informer.com" / "markets.com" differ."""
+    lowered = other.lower()
+    for name in _IDENTIFIER.findall(text):
+        name, last = name.lower(), name.rsplit(".", 1)[-1].lower()
+        if not _contains(lowered, name) and not (len(last) >= 4 and _contains(lowered, last)):
+            return True
+    return False
+
+
+def identifiers(asked: str, cached: str) -> bool:
+    """Each side names a code identifier the other does not contain: `get_user()` /
+    `get_users()`, `user_name` / `user_email`."""
+    return _foreign_identifiers(asked, cached) and _foreign_identifiers(cached, asked)
+
+
 def operators(asked: str, cached: str) -> bool:
     """Each side uses an operator the other lacks: "2 ** 3" / "2 * 3", "for +" / "for -"
     (hyphens inside words do not count)."""
@@ -496,6 +524,7 @@ GUARDS: tuple[Guard, ...] = (
     units,
     languages,
     quoted,
+    identifiers,
     operators,
     constraints,
     order,

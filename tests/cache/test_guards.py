@@ -107,6 +107,9 @@ def test_of_near_identical_prompts_the_one_written_like_the_question_is_served()
         ('Is "He don\'t know." correct?', 'Is "He doesn\'t know." correct?', "quoted"),
         ("What does the `Table` class do?", "What does the Table class do?", None),
         ("What is print(2 ** 3)?", "What is print(2 * 3)?", "operators"),
+        ("What does get_user() return?", "What does get_users() return?", "identifiers"),
+        ("Is informer.com legit?", "Is markets.com legit?", "identifiers"),
+        ("How does datasets.list_datasets work?", "How does list_datasets() work?", None),
         ("How do I enable two-factor login?", "How do I turn on two factor login?", None),
     ],
 )
