@@ -264,12 +264,9 @@ def languages(asked: str, cached: str) -> bool:
     return _used(asked, _LANGUAGE_POLES) != _used(cached, _LANGUAGE_POLES)
 
 
-# --- quoted text and operators -------------------------------------------------------------
+# --- quoted text, code identifiers, operators ------------------------------------------------
 
 _QUOTED = re.compile(r'"([^"\n]+)"|`([^`\n]+)`|(?<!\w)\'([^\'\n]+)\'(?!\w)')
-_OPERATOR = re.compile(r"(?<![A-Za-z])[-+*/%=<>&|^~]+(?![A-Za-z])")
-
-
 _CURLY_QUOTES = str.maketrans({"“": '"', "”": '"', "‘": "'", "’": "'"})
 
 
@@ -312,6 +309,9 @@ def identifiers(asked: str, cached: str) -> bool:
     """Each side names a code identifier the other does not contain: `get_user()` /
     `get_users()`, `user_name` / `user_email`."""
     return _foreign_identifiers(asked, cached) and _foreign_identifiers(cached, asked)
+
+
+_OPERATOR = re.compile(r"(?<![A-Za-z])[-+*/%=<>&|^~]+(?![A-Za-z])")
 
 
 def operators(asked: str, cached: str) -> bool:
