@@ -161,7 +161,7 @@ _OPPOSITES = [
     "up|down", "left|right", "north|south|east|west", "before|after", "above|below",
     "over|under", "increase raise|decrease reduce", "ascending|descending",
     "min minimum|max maximum", "best|worst", "more|less fewer", "larger bigger|smaller",
-    "higher|lower", "fast faster quickly|slow slower slowly", "longer|shorter",
+    "higher upper|lower", "fast faster quickly|slow slower slowly", "longer|shorter",
     "older|younger newer", "first|last",
     "start begin|end finish stop", "open|close", "inner|outer", "import|export",
     "upload|download", "upgrade|downgrade", "encode|decode", "encrypt|decrypt",
@@ -172,7 +172,8 @@ _OPPOSITES = [
     "row rows|column columns", "horizontal horizontally|vertical vertically",
     "cheap cheaper cheapest|expensive costly", "correct|incorrect wrong", "soft|hard",
     "dark|light", "average|median", "even|odd",
-    "iterative iteratively|recursive recursively", "top|bottom",
+    "iterative iteratively|recursive recursively", "top|bottom", "all every|some",
+    "always|sometimes|often|usually|rarely|seldom", "must|may",
     "red orange yellow green blue purple pink brown black white grey gray",
     "earliest|latest", "early|late",
     "public|private", "static|dynamic", "synchronous sync|asynchronous async", "rise|fall",
@@ -246,11 +247,31 @@ def _opposite_particles(asked: str, cached: str) -> bool:
     return any((verb, _PARTICLES[p]) in c and (verb, p) not in c for verb, p in a - c)
 
 
+_RELATIVE = re.compile(
+    r"\b(this|last|next|previous|coming)\s+(year|month|week|weekend|day|night|season|quarter)\b",
+    re.IGNORECASE,
+)
+
+
+def _periods(text: str) -> set[tuple[str, str]]:
+    return {(unit.lower(), when.lower()) for when, unit in _RELATIVE.findall(text)}
+
+
+def _other_period(asked: str, cached: str) -> bool:
+    """The same period, relative to now in another way: "this year" / "last year"."""
+    a, c = _periods(asked), _periods(cached)
+    return bool({unit for unit, _ in a - c} & {unit for unit, _ in c - a})
+
+
 def opposites(asked: str, cached: str) -> bool:
     """Opposite directions / comparisons / roles on the two sides (left vs right, best vs
-    worst, buy vs sell, zoom in vs zoom out, turn on vs turn off). "best" on one side only,
+    worst, buy vs sell, zoom in vs zoom out, this year vs last year). "best" on one side only,
     or "enable or disable" vs "disable", pass."""
-    return _conflict(asked, cached, _OPPOSITE_POLES) or _opposite_particles(asked, cached)
+    return (
+        _conflict(asked, cached, _OPPOSITE_POLES)
+        or _opposite_particles(asked, cached)
+        or _other_period(asked, cached)
+    )
 
 
 def units(asked: str, cached: str) -> bool:

@@ -108,6 +108,8 @@ def test_of_near_identical_prompts_the_one_written_like_the_question_is_served()
         ("What does the `Table` class do?", "What does the Table class do?", None),
         ("What is print(2 ** 3)?", "What is print(2 * 3)?", "operators"),
         ("What does get_user() return?", "What does get_users() return?", "identifiers"),
+        ("Best movies of this year?", "Best movies of last year?", "opposites"),
+        ("Do all birds fly?", "Do some birds fly?", "opposites"),
         ("Is informer.com legit?", "Is markets.com legit?", "identifiers"),
         ("How does datasets.list_datasets work?", "How does list_datasets() work?", None),
         ("How do I enable two-factor login?", "How do I turn on two factor login?", None),
