@@ -58,7 +58,7 @@ def test_parameter_order_does_not_matter() -> None:
     assert key({"temperature": 1, **BASE, "seed": 3}) == key({"seed": 3, **BASE, "temperature": 1})
 
 
-def test_the_conversation_text_covers_every_turn_and_tool_turns_skip_semantic_matching() -> None:
+def test_the_compared_text_is_the_last_turn_and_tool_turns_skip_semantic_matching() -> None:
     plain = derive("key:1", "demo", BASE)
     assert plain.conversation_text == "user: What is 2+2?"  # the system prompt: below
     assert plain.semantic_eligible
