@@ -294,8 +294,10 @@ _CURLY_QUOTES = str.maketrans({"“": '"', "”": '"', "‘": "'", "’": "'"})
 
 def _unmatched_quote(text: str, other: str) -> bool:
     """``text`` quotes something that ``other`` does not contain (case and spacing aside)."""
-    flat = " ".join(other.translate(_CURLY_QUOTES).lower().split())
     quotes = _QUOTED.findall(text.translate(_CURLY_QUOTES))
+    if not quotes:  # most prompts: nothing more to do
+        return False
+    flat = " ".join(other.translate(_CURLY_QUOTES).lower().split())
     return any(" ".join("".join(groups).lower().split()) not in flat for groups in quotes)
 
 
