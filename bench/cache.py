@@ -23,7 +23,9 @@ semantic
     In process: a cache.semantic.SemanticIndex with 100k entries in one partition (real
     QQP question1 embeddings plus random unit vectors; HNSW, as the index switches past
     20k), then real QQP question2 texts asked one at a time on one thread: embed
-    (cache.embedder) and search (top-4). Target: embed + search P50 <= 3 ms.
+    (cache.embedder) and search (top-4, scouting first as a lookup does at the default
+    threshold; outside the timing, each answer is checked against the full search).
+    Target: embed + search P50 <= 3 ms.
 million
     In process: 1M synthetic clustered unit vectors (low intrinsic dimension, so recall
     means something) added one by one to a cache.semantic.PartitionIndex (HNSW M=32,
@@ -621,28 +623,32 @@ def part_semantic(args: argparse.Namespace, report: Report) -> None:
     ]
     while len(texts) < args.queries:  # the built-in list is short: ask it again
         texts += texts[: args.queries - len(texts)]
+    floor = similarity.min_cosine(similarity.DEFAULT_THRESHOLD)
     for text in texts[:20]:  # warm-up: first calls allocate
-        index.search(partition, embedder.embed([text])[0], k=similarity.TOP_K)
+        index.search(partition, embedder.embed([text])[0], k=similarity.TOP_K, floor=floor)
     embed_ms: list[float] = []
     search_ms: list[float] = []
     total_ms: list[float] = []
-    above = 0
-    floor = similarity.min_cosine(similarity.DEFAULT_THRESHOLD)
+    above = changed = 0
     for text in texts:
         t0 = time.perf_counter_ns()
         vector = embedder.embed([text])[0]
         t1 = time.perf_counter_ns()
-        found = index.search(partition, vector, k=similarity.TOP_K)
+        found = index.search(partition, vector, k=similarity.TOP_K, floor=floor)
         t2 = time.perf_counter_ns()
         embed_ms.append((t1 - t0) / 1e6)
         search_ms.append((t2 - t1) / 1e6)
         total_ms.append((t2 - t0) / 1e6)
-        above += bool(found) and found[0].cosine >= floor
+        full = index.search(partition, vector, k=similarity.TOP_K)
+        servable = [(c.key, c.cosine) for c in full if c.cosine >= floor]
+        above += bool(servable)
+        changed += servable != [(c.key, c.cosine) for c in found if c.cosine >= floor]
     print(f"  {len(texts)} real questions, one at a time, one thread:")
     print(f"    embed          {p50_p99(embed_ms)}")
     print(f"    search top-{similarity.TOP_K}   {p50_p99(search_ms)}")
     print(f"    embed + search {p50_p99(total_ms)}")
-    print(f"    (top-1 at or above the default threshold: {above}/{len(texts)})")
+    print(f"    (top-1 at or above the default threshold: {above}/{len(texts)}; servable")
+    print(f"    candidates other than the full search's: {changed}/{len(texts)})")
     measured = (
         f"total {p50_p99(total_ms)} (embed P50 {pct(embed_ms, 50):.2f} / P99 "
         f"{pct(embed_ms, 99):.2f}; search P50 {pct(search_ms, 50):.3f} / P99 "

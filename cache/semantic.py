@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 HNSW_MIN_ENTRIES = 20_000
 HNSW_M = 32
 HNSW_EF_SEARCH = 96
+# A lookup first scouts with a smaller beam (3x cheaper): when nothing it finds comes within
+# SCOUT_MARGIN of the lowest cosine that can be served, the lookup is a miss, and the full
+# search would not change that. Otherwise the full search picks the candidates.
+HNSW_EF_SCOUT = 32
+SCOUT_MARGIN = 0.05
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,8 @@ class PartitionIndex:
         self._tombstones: set[int] = set()
         self._index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self.is_hnsw = False
+        self._scout = faiss.SearchParametersHNSW()
+        self._scout.efSearch = HNSW_EF_SCOUT
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -97,13 +104,25 @@ class PartitionIndex:
         else:
             self._index.remove_ids(np.array(ids, dtype=np.int64))
 
-    def search(self, vector: np.ndarray, k: int, now: float) -> list[Candidate]:
+    def search(
+        self, vector: np.ndarray, k: int, now: float, floor: float | None = None
+    ) -> list[Candidate]:
+        """The k nearest live entries; with a ``floor`` (the lowest cosine the caller can
+        use), nearer entries may be missed when none reaches floor - SCOUT_MARGIN."""
         if not self._by_id:
             return []
-        want = min(len(self._by_id), k + len(self._tombstones))
-        cosines, ids = self._index.search(vector.reshape(1, -1), max(want, 1))
+        want = max(1, min(len(self._by_id), k + len(self._tombstones)))
+        query = vector.reshape(1, -1)
+        if self.is_hnsw and floor is not None:
+            cosines, ids = self._index.search(query, want, params=self._scout)
+            if cosines[0][0] < floor - SCOUT_MARGIN:
+                return self._live(cosines[0], ids[0], k, now)
+        cosines, ids = self._index.search(query, want)
+        return self._live(cosines[0], ids[0], k, now)
+
+    def _live(self, cosines: np.ndarray, ids: np.ndarray, k: int, now: float) -> list[Candidate]:
         found = []
-        for cosine, vector_id in zip(cosines[0], ids[0], strict=True):
+        for cosine, vector_id in zip(cosines, ids, strict=True):
             stored = self._by_id.get(int(vector_id))
             if stored is not None and stored[2] > now:
                 found.append(Candidate(*stored, float(cosine)))
@@ -161,10 +180,12 @@ class SemanticIndex:
             index = self._partitions.get(partition)
             return index is not None and index.touch(key, expires_at)
 
-    def search(self, partition: str, vector: np.ndarray, k: int = 4) -> list[Candidate]:
+    def search(
+        self, partition: str, vector: np.ndarray, k: int = 4, floor: float | None = None
+    ) -> list[Candidate]:
         with self._lock:
             index = self._partitions.get(partition)
-            return index.search(vector, k, time.time()) if index else []
+            return index.search(vector, k, time.time(), floor) if index else []
 
     def remove(self, keys: list[str]) -> None:
         with self._lock:

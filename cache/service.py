@@ -259,7 +259,12 @@ def _semantic_hit(plan: CachePlan, now: float) -> Hit | None:
     if plan.vector is None:
         plan.too_long = True
         return None
-    candidates = semantic.index().search(plan.key.partition, plan.vector, k=similarity.TOP_K)
+    candidates = semantic.index().search(
+        plan.key.partition,
+        plan.vector,
+        k=similarity.TOP_K,
+        floor=similarity.min_cosine(plan.threshold),
+    )
     while candidates:
         chosen = similarity.choose(
             asked, [(c.text, c.cosine) for c in candidates], threshold=plan.threshold

@@ -48,6 +48,37 @@ def test_moving_to_hnsw_and_rebuilding_after_removals_keeps_every_live_vector(
     assert all(best_key(index, v[i]) == f"k{i}" for i in range(50, 100) if i % 3)
 
 
+def test_a_lookup_scouts_with_a_small_beam_and_searches_fully_only_near_the_floor(
+    small_hnsw: None,
+) -> None:
+    index = semantic.PartitionIndex(DIM)
+    v = vectors(2000)
+    for i in range(2000):
+        index.add(f"k{i}", f"text {i}", time.time() + 3600, v[i])
+    searches: list[object] = []
+    faiss_index = index._index
+
+    class Counting:
+        def search(self, *args: object, **kwargs: object) -> object:
+            searches.append(kwargs.get("params"))
+            return faiss_index.search(*args, **kwargs)
+
+    index._index = Counting()
+    floor = 0.9
+    near = vectors(40, seed=1) * 0.3 + v[:40]  # cosine ~0.96 with its stored vector
+    near /= np.linalg.norm(near, axis=1, keepdims=True)
+    for i, q in enumerate(near):
+        searches.clear()
+        found = index.search(q, 4, time.time(), floor)
+        assert found == index.search(q, 4, time.time())
+        assert found[0].key == f"k{i}" and len(searches) == 3  # scout, full, and ours
+    for q in vectors(40, seed=2):  # nothing near: the scout's answer stands
+        searches.clear()
+        found = index.search(q, 4, time.time(), floor)
+        assert found[0].cosine < floor - semantic.SCOUT_MARGIN
+        assert len(searches) == 1 and searches[0] is not None
+
+
 def test_replacing_a_key_keeps_one_vector_for_it() -> None:
     index = semantic.PartitionIndex(DIM)
     v = vectors(2)
