@@ -45,7 +45,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cache import guards, similarity
+from cache import english, guards, similarity
 from cache.embedder import get_embedder
 
 faiss.omp_set_num_threads(1)
@@ -57,10 +57,19 @@ VERIFIED = guards.GUARDS + guards.VERIFIERS
 
 
 class Config:
-    """How a lookup chooses: guards, top-k, weight of the word-overlap tie-break."""
+    """How a lookup chooses: guards, top-k, weight of the word-overlap tie-break, and whether
+    only English questions are matched (as cache.service does)."""
 
-    def __init__(self, name: str, guard_set: tuple[guards.Guard, ...], k: int, weight: float):
+    def __init__(
+        self,
+        name: str,
+        guard_set: tuple[guards.Guard, ...],
+        k: int,
+        weight: float,
+        english_only: bool = True,
+    ):
         self.name, self.guards, self.k, self.weight = name, guard_set, k, weight
+        self.english_only = english_only
 
 
 DEFAULT = Config("default (all guards, top-4)", ALL, similarity.TOP_K, similarity.LEXICAL_WEIGHT)
@@ -74,9 +83,10 @@ def configurations() -> list[Config]:
     configs += [
         Config("  without overlap tie-break", ALL, k, 0.0),
         Config("  top-1 only", ALL, 1, 0.0),
+        Config("  other languages matched too", ALL, k, w, english_only=False),
         Config("guards + lexical verifier", VERIFIED, k, w),
-        Config("no guards", (), k, w),
-        Config("no guards, top-1 (cosine)", (), 1, 0.0),
+        Config("no guards", (), k, w, english_only=False),
+        Config("no guards, top-1 (cosine)", (), 1, 0.0, english_only=False),
     ]
     return configs
 
@@ -110,6 +120,8 @@ class Case:
         """(question index, cached prompt served) for every hit."""
         hits = []
         for i, candidates in enumerate(self.top):
+            if config.english_only and not english.is_english(self.asked[i]):
+                continue  # the product matches it exactly only (CachePlan.semantic)
             choice = similarity.choose(
                 self.asked[i], candidates[: config.k], threshold, config.guards, config.weight
             )
@@ -201,7 +213,8 @@ def qqp_pairwise(data: Path, vectors: dict[str, np.ndarray], thresholds: list[fl
         served = [
             (cosine, label)
             for (q1, q2, label), cosine in zip(rows, cosines, strict=True)
-            if similarity.choose(q2, [(q1, cosine)], threshold, config.guards, config.weight) == 0
+            if (not config.english_only or english.is_english(q2))
+            and similarity.choose(q2, [(q1, cosine)], threshold, config.guards, config.weight) == 0
         ]
         return sorted(served, reverse=True)
 

@@ -23,7 +23,7 @@ import numpy as np
 from django.conf import settings
 from django.db import close_old_connections
 
-from cache import controls, keys, semantic, semantic_sync, similarity
+from cache import controls, english, keys, semantic, semantic_sync, similarity
 from cache.embedder import get_embedder
 from cache.models import SemanticPair
 from cache.tiers import DatabaseTier, Entry, L3Row, MemoryTier, RedisTier
@@ -55,7 +55,17 @@ class CachePlan:
 
     @property
     def semantic(self) -> bool:
-        return self.semantic_mode != "off" and self.key.semantic_eligible and not self.too_long
+        return (
+            self.semantic_mode != "off"
+            and self.key.semantic_eligible
+            and not self.too_long
+            and self._in_english
+        )
+
+    @functools.cached_property
+    def _in_english(self) -> bool:
+        # The embedder reads English only: other languages are matched exactly (english.py).
+        return english.is_english(self.key.conversation_text)
 
 
 @dataclass(frozen=True)

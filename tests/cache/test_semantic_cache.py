@@ -62,6 +62,21 @@ def test_near_misses_are_refused(
     assert ask(gateway, alice, model, near_miss).headers["x-beastmode-cache"] == "miss"
 
 
+def test_prompts_in_other_languages_are_matched_exactly_only(
+    gateway: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    """The embedder reads English: it scores these two different questions (open / close a
+    bank account) 0.97, and the guards cannot read Portuguese."""
+    model = model_with("", semantic="on")
+    prime(gateway, alice, model, "Como faço para abrir uma conta no banco?")
+
+    other = ask(gateway, alice, model, "Como faço para fechar uma conta no banco?")
+    same = ask(gateway, alice, model, "Como faço para abrir uma conta no banco?")
+
+    assert other.headers["x-beastmode-cache"] == "miss"
+    assert same.headers["x-beastmode-cache"] == "exact"
+
+
 def test_semantic_hits_never_cross_tenants_or_parameters(
     gateway: Process, alice: Client, bob: Client, model_with: ModelFactory
 ) -> None:
