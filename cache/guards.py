@@ -182,7 +182,7 @@ _OPPOSITES = [
     "true|false", "good|bad", "positive|negative", "add|remove delete", "enable|disable",
     "install|uninstall", "lock|unlock", "legal|illegal", "safe|unsafe", "hot|cold",
     "male|female", "men|women", "boy|girl", "husband|wife", "past|future",
-    "yesterday|today|tomorrow", "morning|evening|night", "read|write", "client|server",
+    "yesterday|today|tomorrow", "morning|afternoon|evening|night", "read|write", "client|server",
     "sender|receiver", "send|receive", "borrow|lend", "teacher|student",
     "employer|employee", "landlord|tenant", "buyer|seller", "parent|child",
 ]  # fmt: skip
@@ -336,13 +336,23 @@ def identifiers(asked: str, cached: str) -> bool:
 
 
 _OPERATOR = re.compile(r"(?<![A-Za-z])[-+*/%=<>&|^~]+(?![A-Za-z])")
+# An arithmetic expression: operand, operator, operand ("i * i", "a+b", "x % 2", "3 - 1");
+# not "C++", "and/or", "real-time" or "TCP/IP".
+_EXPRESSION = re.compile(
+    r"[\w)\]]\s*(?:\*\*|//|[*+%])\s*[\w(\[]|[\w)\]]\s+[-/]\s+[\w(\[]|\d\s*[-/]\s*\d"
+)
 
 
 def operators(asked: str, cached: str) -> bool:
     """Each side uses an operator the other lacks: "2 ** 3" / "2 * 3", "for +" / "for -"
-    (hyphens inside words do not count)."""
+    (hyphens inside words do not count); or one side computes an expression and the other
+    uses no operator: "print(i * i)" / "print(i)"."""
     a, c = set(_OPERATOR.findall(asked)), set(_OPERATOR.findall(cached))
-    return bool(a - c) and bool(c - a)
+    if a - c and c - a:
+        return True
+    return (not c and _EXPRESSION.search(asked) is not None) or (
+        not a and _EXPRESSION.search(cached) is not None
+    )
 
 
 # --- output constraints -------------------------------------------------------------------

@@ -110,6 +110,13 @@ def test_of_near_identical_prompts_the_one_written_like_the_question_is_served()
         ('Is "He don\'t know." correct?', 'Is "He doesn\'t know." correct?', "quoted"),
         ("What does the `Table` class do?", "What does the Table class do?", None),
         ("What is print(2 ** 3)?", "What is print(2 * 3)?", "operators"),
+        (
+            "Explain: for i in range(9): print(i * i)",
+            "Explain: for i in range(9): print(i)",
+            "operators",
+        ),
+        ("Should I use C++ and/or Rust?", "Should I use C++ or Rust?", None),
+        ("Translate: we meet in the afternoon.", "Translate: we meet in the morning.", "opposites"),
         ("What does get_user() return?", "What does get_users() return?", "identifiers"),
         ("Best movies of this year?", "Best movies of last year?", "opposites"),
         ("Do all birds fly?", "Do some birds fly?", "opposites"),
