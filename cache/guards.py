@@ -168,23 +168,27 @@ _OPPOSITES = [
     "compress|decompress", "buy|sell", "push|pull", "input|output", "win gain|lose",
     "pros|cons", "advantages|disadvantages downsides", "benefits|drawbacks risks dangers",
     "strength strengths|weakness weaknesses", "similar|different differ",
-    "similarities|differences", "accept|reject", "allow permit|block deny forbid",
+    "similarities|differences", "allow permit|block deny forbid",
     "row rows|column columns", "horizontal horizontally|vertical vertically",
     "cheap cheaper cheapest|expensive costly", "correct|incorrect wrong", "soft|hard",
     "dark|light", "average|median", "even|odd",
     "iterative iteratively|recursive recursively", "top|bottom", "all every|some",
     "always|sometimes|often|usually|rarely|seldom", "must|may", "part|full",
-    "approve approves approved approving approval|decline declines declined declining",
+    "approve approves approved approving approval accept accepts accepted accepting|"
+    "decline declines declined declining reject rejects rejected rejecting",
     "red orange yellow green blue purple pink brown black white grey gray",
     "earliest|latest", "early|late",
     "public|private", "static|dynamic", "synchronous sync|asynchronous async", "rise|fall",
     "success successful succeed|failure failed fail", "boiling|freezing",
     "true|false", "good|bad", "positive|negative", "add|remove delete", "enable|disable",
     "install|uninstall", "lock|unlock", "legal|illegal", "safe|unsafe", "hot|cold",
-    "male|female", "men|women", "boy|girl", "husband|wife", "past|future",
+    "spring|summer|autumn|winter", "male|female", "men|women", "boy|girl", "husband|wife",
+    "past|future",
     "yesterday|today|tomorrow", "morning|afternoon|evening|night", "read|write", "client|server",
     "sender|receiver", "send|receive", "borrow|lend", "teacher|student",
     "employer|employee", "landlord|tenant", "buyer|seller", "parent|child",
+    "string strings str|number numbers integer integers int float floats|list lists array arrays|"
+    "dict dicts dictionary dictionaries hashmap|tuple tuples|boolean booleans bool",
 ]  # fmt: skip
 _UNITS = [
     "km kilometer kilometers kilometre kilometres|mile miles|meter meters metre metres|"
@@ -408,15 +412,37 @@ def _content(text: str) -> list[str]:
     return [w[:6] for w in _words(text) if w not in _STOP and (len(w) > 1 or w.isdigit())]
 
 
+_TOWARDS = frozenset({"to", "into"})
+
+
+def _arrows(text: str) -> set[tuple[str, str]]:
+    """(x, y) for each key word x among the 3 before a "to" / "into" and y among the 2 after."""
+    tokens = [w if w in _TOWARDS else w[:6] for w in _words(text)
+              if w in _TOWARDS or (w not in _STOP and (len(w) > 1 or w.isdigit()))]  # fmt: skip
+    arrows = set()
+    for i, token in enumerate(tokens):
+        if token in _TOWARDS:
+            before = [t for t in tokens[max(0, i - 3) : i] if t not in _TOWARDS]
+            after = [t for t in tokens[i + 1 : i + 3] if t not in _TOWARDS]
+            arrows.update((x, y) for x in before for y in after if x != y)
+    return arrows
+
+
 def order(asked: str, cached: str) -> bool:
     """The same key words in a different order: "Did Germany invade Poland?" / "Did Poland
-    invade Germany?", "km to miles" / "miles to km". Short prompts only (2-5 key words), and
-    only when both sides have exactly the same key words: rewordings change some of them.
-    In a conversation, only the last turn is compared."""
-    a, c = _content(_last_turn(asked)), _content(_last_turn(cached))
-    if set(a) != set(c) or not 2 <= len(set(a)) <= 5:
+    invade Germany?", "km to miles" / "miles to km" (2-5 key words), or, in longer prompts,
+    two of them swapped across a "to": "Python 2 code to Python 3" / "Python 3 code to
+    Python 2", ".txt files to .md" / ".md files to .txt". Only when both sides have exactly
+    the same key words: rewordings change some of them. In a conversation, only the last turn
+    is compared."""
+    last_asked, last_cached = _last_turn(asked), _last_turn(cached)
+    a, c = _content(last_asked), _content(last_cached)
+    if set(a) != set(c) or len(set(a)) < 2:
         return False
-    return list(dict.fromkeys(a)) != list(dict.fromkeys(c))
+    if len(set(a)) <= 5:
+        return list(dict.fromkeys(a)) != list(dict.fromkeys(c))
+    arrows = _arrows(last_cached)
+    return any((y, x) in arrows for x, y in _arrows(last_asked) - arrows)
 
 
 # --- names --------------------------------------------------------------------------------

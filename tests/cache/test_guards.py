@@ -117,6 +117,23 @@ def test_of_near_identical_prompts_the_one_written_like_the_question_is_served()
         ),
         ("Should I use C++ and/or Rust?", "Should I use C++ or Rust?", None),
         ("Translate: we meet in the afternoon.", "Translate: we meet in the morning.", "opposites"),
+        (
+            "Rename all .txt files in a folder to .md using Python.",
+            "Rename all .md files in a folder to .txt using Python.",
+            "order",
+        ),
+        (
+            "Port this Python 2 code to Python 3, keeping the comments and docstrings.",
+            "Keeping the comments and docstrings, port this Python 2 code to Python 3.",
+            None,
+        ),
+        (
+            "Write an email accepting the invitation.",
+            "Write an email declining the invitation.",
+            "opposites",
+        ),
+        ("Reverse a string in place.", "Reverse a list in place.", "opposites"),
+        ("Reverse an array in place.", "Reverse a list in place.", None),
         ("What does get_user() return?", "What does get_users() return?", "identifiers"),
         ("Best movies of this year?", "Best movies of last year?", "opposites"),
         ("Do all birds fly?", "Do some birds fly?", "opposites"),
