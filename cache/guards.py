@@ -416,10 +416,20 @@ def _content(text: str) -> list[str]:
 _TOWARDS = frozenset({"to", "into"})
 
 
-def _arrows(text: str) -> set[tuple[str, str]]:
+def _key(word: str) -> str:
+    """A key word as compared across a "to": singular, first 5 letters ("Indians" = "India",
+    "Japanese" = "Japan")."""
+    return (word[:-1] if word.endswith("s") and len(word) > 3 else word)[:5]
+
+
+def _keys(text: str) -> list[str]:
+    """The key words and the "to" / "into" between them, in order."""
+    return [w if w in _TOWARDS else _key(w) for w in _words(text)
+            if w in _TOWARDS or (w not in _STOP and (len(w) > 1 or w.isdigit()))]  # fmt: skip
+
+
+def _arrows(tokens: list[str]) -> set[tuple[str, str]]:
     """(x, y) for each key word x among the 3 before a "to" / "into" and y among the 2 after."""
-    tokens = [w if w in _TOWARDS else w[:6] for w in _words(text)
-              if w in _TOWARDS or (w not in _STOP and (len(w) > 1 or w.isdigit()))]  # fmt: skip
     arrows = set()
     for i, token in enumerate(tokens):
         if token in _TOWARDS:
@@ -431,19 +441,20 @@ def _arrows(text: str) -> set[tuple[str, str]]:
 
 def order(asked: str, cached: str) -> bool:
     """The same key words in a different order: "Did Germany invade Poland?" / "Did Poland
-    invade Germany?", "km to miles" / "miles to km" (2-5 key words), or, in longer prompts,
-    two of them swapped across a "to": "Python 2 code to Python 3" / "Python 3 code to
-    Python 2", ".txt files to .md" / ".md files to .txt". Only when both sides have exactly
-    the same key words: rewordings change some of them. In a conversation, only the last turn
-    is compared."""
+    invade Germany?", "km to miles" / "miles to km" (2-5 key words), or two of them swapped
+    across a "to" (any length; plurals and word endings aside): "Python 2 code to Python 3"
+    / "Python 3 code to Python 2", "Indians travelling to Japan" / "Japanese travelling to
+    India". Only when both sides have the same key words: rewordings change some of them.
+    In a conversation, only the last turn is compared."""
     last_asked, last_cached = _last_turn(asked), _last_turn(cached)
     a, c = _content(last_asked), _content(last_cached)
-    if set(a) != set(c) or len(set(a)) < 2:
-        return False
-    if len(set(a)) <= 5:
+    if set(a) == set(c) and 2 <= len(set(a)) <= 5:
         return list(dict.fromkeys(a)) != list(dict.fromkeys(c))
-    arrows = _arrows(last_cached)
-    return any((y, x) in arrows for x, y in _arrows(last_asked) - arrows)
+    keys_a, keys_c = _keys(last_asked), _keys(last_cached)
+    if set(keys_a) != set(keys_c):
+        return False
+    arrows = _arrows(keys_c)
+    return any((y, x) in arrows for x, y in _arrows(keys_a) - arrows)
 
 
 # --- names --------------------------------------------------------------------------------

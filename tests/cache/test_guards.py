@@ -134,6 +134,11 @@ def test_of_near_identical_prompts_the_one_written_like_the_question_is_served()
         ),
         ("Reverse a string in place.", "Reverse a list in place.", "opposites"),
         ("Reverse an array in place.", "Reverse a list in place.", None),
+        (
+            "Visa rules for Indians travelling to Japan?",
+            "Visa rules for Japanese travelling to India?",
+            "order",
+        ),
         ("Write a short poem about rain.", "Write a long poem about rain.", "opposites"),
         ("Explain DNS in simple terms.", "Explain DNS in plain terms.", None),
         ("What does get_user() return?", "What does get_users() return?", "identifiers"),
