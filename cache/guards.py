@@ -381,13 +381,14 @@ _CONSTRAINT = re.compile(
 )
 
 
+@lru_cache(maxsize=8192)
+def _constraints(text: str) -> frozenset[str]:
+    return frozenset(" ".join(m.lower().split()) for m in _CONSTRAINT.findall(_clean(text)))
+
+
 def constraints(asked: str, cached: str) -> bool:
     """Different output constraints ("in 3 words", "as JSON", "briefly", "step by step")."""
-
-    def found(text: str) -> set[str]:
-        return {" ".join(m.lower().split()) for m in _CONSTRAINT.findall(_clean(text))}
-
-    return found(asked) != found(cached)
+    return _constraints(asked) != _constraints(cached)
 
 
 # --- word order ---------------------------------------------------------------------------
@@ -446,15 +447,18 @@ def order(asked: str, cached: str) -> bool:
     / "Python 3 code to Python 2", "Indians travelling to Japan" / "Japanese travelling to
     India". Only when both sides have the same key words: rewordings change some of them.
     In a conversation, only the last turn is compared."""
-    last_asked, last_cached = _last_turn(asked), _last_turn(cached)
-    a, c = _content(last_asked), _content(last_cached)
+    (a, keys_a, arrows_a), (c, keys_c, arrows_c) = _order_view(asked), _order_view(cached)
     if set(a) == set(c) and 2 <= len(set(a)) <= 5:
         return list(dict.fromkeys(a)) != list(dict.fromkeys(c))
-    keys_a, keys_c = _keys(last_asked), _keys(last_cached)
-    if set(keys_a) != set(keys_c):
-        return False
-    arrows = _arrows(keys_c)
-    return any((y, x) in arrows for x, y in _arrows(keys_a) - arrows)
+    return keys_a == keys_c and any((y, x) in arrows_c for x, y in arrows_a - arrows_c)
+
+
+@lru_cache(maxsize=8192)
+def _order_view(text: str) -> tuple[tuple[str, ...], frozenset[str], frozenset[tuple[str, str]]]:
+    """The last turn's key words, in order; its keys across a "to" and their arrows."""
+    last = _last_turn(text)
+    keys = _keys(last)
+    return tuple(_content(last)), frozenset(keys), frozenset(_arrows(keys))
 
 
 # --- names --------------------------------------------------------------------------------
