@@ -19,6 +19,7 @@ docs/semantic-cache.md.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable
 from functools import lru_cache
 from itertools import pairwise
@@ -73,10 +74,13 @@ def _numbers(text: str) -> tuple[frozenset[str], frozenset[str]]:
 def numbers(asked: str, cached: str) -> bool:
     """Different numbers: both texts state numbers and they differ, or a number written in
     digits is on one side only ("two methods" vs "a method" alone is rewording), or both
-    texts use ordinals and they differ ("first season" / "second season")."""
+    texts use ordinals and they differ ("first season" / "second season"), or an ordinal
+    ranks a superlative on one side only ("second highest salary" / "highest salary")."""
     (a_digits, a_words), (c_digits, c_words) = _numbers(asked), _numbers(cached)
     a_ordinals, c_ordinals = _ordinals(asked), _ordinals(cached)
     if a_ordinals and c_ordinals and a_ordinals != c_ordinals:
+        return True
+    if _ranks(asked) != _ranks(cached):  # "second highest" / "highest"
         return True
     a, c = a_digits | a_words, c_digits | c_words
     if a == c:
@@ -86,6 +90,19 @@ def numbers(asked: str, cached: str) -> bool:
 
 def _ordinals(text: str) -> frozenset[int]:
     return frozenset(_ORDINALS[w] for w in _words(text) if w in _ORDINALS)
+
+
+_SUPERLATIVES = frozenset({"most", "least", "best", "worst"})
+
+
+def _ranks(text: str) -> frozenset[int]:
+    """Ordinals that rank a superlative: "second highest", "third most popular"."""
+    words = _words(text)
+    return frozenset(
+        _ORDINALS[w]
+        for w, following in pairwise(words)
+        if w in _ORDINALS and (following in _SUPERLATIVES or following.endswith("est"))
+    )
 
 
 # --- negation -----------------------------------------------------------------------------
@@ -170,7 +187,7 @@ _OPPOSITES = [
     "strength strengths|weakness weaknesses", "similar|different differ",
     "similarities|differences", "allow permit|block deny forbid",
     "row rows|column columns", "horizontal horizontally|vertical vertically",
-    "cheap cheaper cheapest|expensive costly", "correct|incorrect wrong", "soft|hard",
+    "cheap cheaper cheapest|expensive costly", "correct|incorrect wrong", "soft runny|hard firm",
     "dark|light", "average|median", "even|odd",
     "iterative iteratively|recursive recursively", "top|bottom", "all every|some",
     "always|sometimes|often|usually|rarely|seldom", "must|may", "part|full",
@@ -228,12 +245,13 @@ def _poles(groups: list[str]) -> Poles:
 _OPPOSITE_POLES, _UNIT_POLES, _LANGUAGE_POLES = map(_poles, (_OPPOSITES, _UNITS, _LANGUAGES))
 
 
-def _used(text: str, table: Poles) -> set[tuple[int, int]]:
-    return {table[w] for w in _words(text) if w in table}
+def _used(text: str, table: Poles) -> Counter[tuple[int, int]]:
+    return Counter(table[w] for w in _words(text) if w in table)
 
 
 def _conflict(asked: str, cached: str, table: Poles) -> bool:
-    """Both sides use a pole of one group that the other side does not use."""
+    """Both sides use a pole of one group more often than the other side does: "read" /
+    "write", but also "Write code to read" / "Write code to write"."""
     a, c = _used(asked, table), _used(cached, table)
     return bool({g for g, _ in a - c} & {g for g, _ in c - a})
 
@@ -288,7 +306,7 @@ def units(asked: str, cached: str) -> bool:
 def languages(asked: str, cached: str) -> bool:
     """A programming language, data format, database, OS or framework that the other side
     does not name ("reverse a string" vs "reverse a string in TypeScript")."""
-    return _used(asked, _LANGUAGE_POLES) != _used(cached, _LANGUAGE_POLES)
+    return set(_used(asked, _LANGUAGE_POLES)) != set(_used(cached, _LANGUAGE_POLES))
 
 
 # --- quoted text, code identifiers, operators ------------------------------------------------
@@ -313,7 +331,10 @@ def quoted(asked: str, cached: str) -> bool:
 
 
 # snake_case, camelCase or dotted names, and names called with "()"
-_IDENTIFIER = re.compile(r"\b[A-Za-z_]\w*(?:\.\w+)+\b|\b\w*_\w*\b|\b[a-z]+[A-Z]\w*\b|\b\w+(?=\()")
+_IDENTIFIER = re.compile(
+    r"\b[A-Za-z_]\w*(?:\.\w+)+\b|\b\w*_\w*\b|\b[a-z]+[A-Z]\w*\b|\b\w+(?=\()"
+    r"|\b[A-Z]{1,4}(?:[-/:.][A-Z]{1,4})+\b"  # format patterns: YYYY-MM-DD, HH:MM
+)
 
 
 def _contains(lowered: str, name: str) -> bool:

@@ -134,6 +134,11 @@ def test_of_near_identical_prompts_the_one_written_like_the_question_is_served()
         ),
         ("Reverse a string in place.", "Reverse a list in place.", "opposites"),
         ("Reverse an array in place.", "Reverse a list in place.", None),
+        ("Find the second highest salary.", "Find the highest salary.", "numbers"),
+        ("Who won the second season?", "Who won the second season, the most watched?", None),
+        ("Write code to read a file.", "Write code to write a file.", "opposites"),
+        ("Write code to read a file.", "Write code that reads a file.", None),
+        ("Parse dates like YYYY-MM-DD.", "Parse dates like DD/MM/YYYY.", "identifiers"),
         (
             "Visa rules for Indians travelling to Japan?",
             "Visa rules for Japanese travelling to India?",
