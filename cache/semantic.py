@@ -33,6 +33,8 @@ HNSW_EF_SEARCH = 96
 # search would not change that. Otherwise the full search picks the candidates.
 HNSW_EF_SCOUT = 32
 SCOUT_MARGIN = 0.05
+_SCOUT = faiss.SearchParametersHNSW()
+_SCOUT.efSearch = HNSW_EF_SCOUT
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,6 @@ class PartitionIndex:
         self._tombstones: set[int] = set()
         self._index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self.is_hnsw = False
-        self._scout = faiss.SearchParametersHNSW()
-        self._scout.efSearch = HNSW_EF_SCOUT
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -114,7 +114,7 @@ class PartitionIndex:
         want = max(1, min(len(self._by_id), k + len(self._tombstones)))
         query = vector.reshape(1, -1)
         if self.is_hnsw and floor is not None:
-            cosines, ids = self._index.search(query, want, params=self._scout)
+            cosines, ids = self._index.search(query, want, params=_SCOUT)
             if cosines[0][0] < floor - SCOUT_MARGIN:
                 return self._live(cosines[0], ids[0], k, now)
         cosines, ids = self._index.search(query, want)
