@@ -9,7 +9,8 @@ different numbers or ordinals, a negation on one side only, a word negated by a 
 side only (healthy / unhealthy), opposite members of a direction/role group or opposite
 particles (zoom in / out) on the two sides, different units, a programming language or format
 the other side lacks, quoted text, code identifiers or operators on each side that the other
-lacks, different output constraints, the same key words in another order, a different name
+lacks, different output constraints, the same instruction on other input ("...Animal: octopus"
+/ "...Animal: penguin"), the same key words in another order, a different name
 in each text, or a different question type (why vs yes/no vs how...). All guards are
 symmetric and pure Python; together they cost 0.1-0.2 ms per pair of texts not seen before
 (each text's features are cached). The texts are the turns as embedded ("role: content";
@@ -176,7 +177,9 @@ def negated_word(asked: str, cached: str) -> bool:
 # per word. Words of one pole are synonyms.
 _OPPOSITES = [
     "up|down", "left|right", "north|south|east|west", "before|after", "above|below",
-    "over|under", "increase raise|decrease reduce", "ascending|descending",
+    "over|under", "ascending|descending",
+    "increase increases increased raise raises raised|"
+    "decrease decreases decreased reduce reduces reduced cut cuts",
     "min minimum|max maximum", "best|worst", "more|less fewer", "larger bigger|smaller",
     "higher upper|lower", "fast faster quickly|slow slower slowly", "long longer|short shorter",
     "older|younger newer", "first|last",
@@ -487,6 +490,33 @@ def _order_view(text: str) -> tuple[tuple[str, ...], frozenset[str], frozenset[t
     return tuple(_content(last)), frozenset(keys), frozenset(_arrows(keys))
 
 
+# --- the same instruction on other input -------------------------------------------------
+
+# "<instruction>: <input>": the last colon followed by space or a line break.
+_INPUT_SEPARATOR = re.compile(r":\s+(?=\S)")
+
+
+@lru_cache(maxsize=8192)
+def _instruction_and_input(text: str) -> tuple[tuple[str, ...], frozenset[str]] | None:
+    """The words of the instruction before the last ": " (3 or more) and the key words of
+    the input after it; None when the text is not written that way."""
+    parts = _INPUT_SEPARATOR.split(_clean(text).strip())
+    if len(parts) < 2:
+        return None
+    instruction = _words(": ".join(parts[:-1]))
+    return (instruction, frozenset(_content(parts[-1]))) if len(instruction) >= 3 else None
+
+
+def template_input(asked: str, cached: str) -> bool:
+    """The same instruction on different input, each side with key words the other lacks:
+    "Fun facts for children about this animal. Animal: octopus" / "... Animal: penguin".
+    A long shared instruction makes such prompts embed alike whatever the input."""
+    a, c = _instruction_and_input(asked), _instruction_and_input(cached)
+    return (
+        a is not None and c is not None and a[0] == c[0] and bool(a[1] - c[1]) and bool(c[1] - a[1])
+    )
+
+
 # --- names --------------------------------------------------------------------------------
 
 
@@ -631,6 +661,7 @@ GUARDS: tuple[Guard, ...] = (
     identifiers,
     operators,
     constraints,
+    template_input,
     order,
     entities,
     question_type,

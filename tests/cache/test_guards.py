@@ -152,6 +152,27 @@ def test_of_near_identical_prompts_the_one_written_like_the_question_is_served()
         ("Is informer.com legit?", "Is markets.com legit?", "identifiers"),
         ("How does datasets.list_datasets work?", "How does list_datasets() work?", None),
         ("How do I enable two-factor login?", "How do I turn on two factor login?", None),
+        (
+            "Give kids three facts about this animal. Animal: octopus",
+            "Give kids three facts about this animal. Animal: penguin",
+            "template_input",
+        ),
+        (
+            "Summarize for a newsletter: Central bank raises rates",
+            "Summarize for a newsletter: Central bank cuts rates",
+            "opposites",
+        ),
+        (
+            "You are a support bot. Customer question: How do I reset my password?",
+            "You are a support bot. Customer question: How do I reset my password please?",
+            None,
+        ),
+        (
+            "Answer the following question: What is the capital of France?",
+            "Answer the following question: What's the capital city of France?",
+            None,
+        ),
+        ("Note: how do I bake bread?", "Note: how do I bake cookies?", None),
     ],
 )
 def test_guards_refuse_conflicts_and_pass_rewordings(
