@@ -8,6 +8,7 @@ hands the GIL over for every row, and with the event loop busy each hand-back wa
 the switch interval, so the writers fell behind under load (docs/PERFORMANCE.md).
 """
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -20,6 +21,11 @@ from routing import fastjson
 
 # Parameters per statement: SQLite allows 32,766, Postgres 65,535.
 _MAX_PARAMETERS = 10_000
+# Postgres text and jsonb cannot hold NUL (U+0000), which clients can put in any string; a
+# row holding one would fail its whole batch. It is stored as U+FFFD instead. In JSON text
+# it is the escape \u0000 (after an even number of backslashes).
+_REPLACEMENT = "\ufffd"
+_JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 
 
 def write_rows(
@@ -63,7 +69,7 @@ def insert_json_rows(model: type[Model], fields: Sequence[str], rows: Sequence[b
         return
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            payload = (b"[" + b",".join(rows) + b"]").decode()
+            payload = _json_without_nul((b"[" + b",".join(rows) + b"]").decode())
             cursor.execute(_json_insert_sql(model, tuple(fields)), [payload])
             return
         # SQLite: one parameter per row (json_each over one array costs 3x the CPU).
@@ -101,13 +107,19 @@ def _converters(
     """(position, converter) of the fields whose values the database driver cannot take
     as they are; the others pass untouched."""
 
+    postgres = connection.vendor == "postgresql"
+
     def converter(kind: str) -> Callable[[Any], Any] | None:
-        if kind == "JSONField" and not encoded_json:
+        if kind == "JSONField":
+            if encoded_json:
+                return _json_without_nul if postgres else None
+            if postgres:
+                return lambda value: _json_without_nul(fastjson.dumps(value).decode())
             return lambda value: fastjson.dumps(value).decode()
+        if kind in {"CharField", "TextField"} and postgres:
+            return _text_without_nul
         if kind == "DateTimeField":
-            if connection.vendor == "sqlite":
-                return sqlite_datetime
-            return connection.ops.adapt_datetimefield_value
+            return connection.ops.adapt_datetimefield_value if postgres else sqlite_datetime
         return None
 
     kinds = [model._meta.get_field(name).get_internal_type() for name in fields]
@@ -142,3 +154,11 @@ def _sql(
         updates = ", ".join(f"{column(name)} = EXCLUDED.{column(name)}" for name in update)
         sql += f" ON CONFLICT ({', '.join(map(column, conflict))}) DO UPDATE SET {updates}"
     return sql
+
+
+def _text_without_nul(value: str | None) -> str | None:
+    return value.replace("\x00", _REPLACEMENT) if value and "\x00" in value else value
+
+
+def _json_without_nul(text: str) -> str:
+    return _JSON_NUL.sub(r"\1\\ufffd", text) if "\\u0000" in text else text

@@ -4,14 +4,16 @@
     Cache-Control: no-cache | no-store | max-age=N
 
 no-cache: do not answer from the cache (the answer is still stored); no-store: do not
-store the answer; ttl: store it for that many seconds; max-age=N: accept only a cached
-answer younger than N seconds (max-age=0 is no-cache).
+store the answer; ttl: store it for that many seconds (0 is no-store, at most a year);
+max-age=N: accept only a cached answer younger than N seconds (max-age=0 is no-cache).
 """
 
 from dataclasses import dataclass
 from typing import Any
 
 from routing.errors import GatewayError
+
+MAX_TTL_S = 365 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,9 @@ def parse(body_field: Any, cache_control: str | None) -> Controls:
         no_store = _flag(body_field, "no-store")
         if "ttl" in body_field:
             ttl_s = _seconds(body_field["ttl"], "cache.ttl")
+            if ttl_s > MAX_TTL_S:
+                raise _invalid(f"'cache.ttl' must be at most {MAX_TTL_S} seconds (a year).")
+            no_store = no_store or ttl_s == 0
     for directive in (cache_control or "").lower().split(","):
         name, _, value = directive.strip().partition("=")
         if name == "no-cache":
@@ -55,13 +60,15 @@ def _flag(field: dict[str, Any], name: str) -> bool:
 
 
 def _seconds(value: Any, where: str) -> int:
-    try:
-        seconds = int(value)
-    except (TypeError, ValueError):
-        raise _invalid(f"'{where}' must be a whole number of seconds.") from None
-    if seconds < 0 or isinstance(value, bool):
+    """A whole, non-negative number of seconds: an integer (or 600.0) in the body, digits in
+    the header."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise _invalid(f"'{where}' must be a whole number of seconds.")
-    return seconds
+    return value
 
 
 def _invalid(message: str) -> GatewayError:

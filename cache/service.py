@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import DataError, close_old_connections
 
 from cache import controls, english, keys, semantic, semantic_sync, similarity
 from cache.embedder import get_embedder
@@ -169,8 +169,26 @@ class _LowerTierWriter:
                 self._l3_due = time.monotonic() + settings.CACHE_L3_WRITE_INTERVAL_S
             self._for_l3 += _write_l2_and_index(batch, time.time())
         if self._for_l3 and (l3_now or time.monotonic() >= self._l3_due):
-            _db(functools.partial(tiers().l3.put_rows, self._for_l3))
-            self._for_l3 = []
+            rows, self._for_l3 = self._for_l3, []
+            _db(functools.partial(_put_rows, rows))
+
+
+_UNSTORABLE = (DataError, OverflowError)  # OverflowError: SQLite's driver, before the query
+
+
+def _put_rows(rows: list[L3Row]) -> None:
+    """Write rows to L3 together; if the database refuses a value it cannot store, one by
+    one, so that the bad row costs only its own entry."""
+    try:
+        tiers().l3.put_rows(rows)
+    except _UNSTORABLE:
+        if len(rows) == 1:
+            raise
+        for row in rows:
+            try:
+                tiers().l3.put_rows([row])
+            except _UNSTORABLE as error:  # a lost cache write is a later miss
+                log.warning("cache writer: an answer not written to L3 (%s)", type(error).__name__)
 
 
 lower_writer = _LowerTierWriter()
@@ -208,7 +226,7 @@ def plan(
         request_id=request_id,
         read=not wanted.no_cache,
         store=not wanted.no_store,
-        ttl_s=wanted.ttl_s or route.cache_ttl_s or settings.CACHE_L3_TTL_S,
+        ttl_s=wanted.ttl_s or route.cache_ttl_s or settings.CACHE_L3_TTL_S,  # ttl 0 is no-store
         max_age_s=wanted.max_age_s,
         semantic_mode=route.semantic_mode,
         threshold=route.semantic_threshold,

@@ -49,7 +49,7 @@ class Entry:
         return self.expires_at - now
 
 
-# An L1 entry: (JSON bytes, until, model, namespace, size_bytes). A plain tuple of atomic
+# An L1 entry: (JSON bytes, until, model, namespace, their length). A plain tuple of atomic
 # values, which the cyclic garbage collector stops tracking (it does not untrack tuple
 # subclasses such as a NamedTuple); a live Entry's nested dicts cost it ~10 objects each.
 # Tracked L1 entries made its full collections take tens of milliseconds (latency tail).
@@ -82,15 +82,17 @@ class MemoryTier:
 
     def put(self, entry: Entry, now: float) -> None:
         until = min(now + self.ttl_s, entry.expires_at)
-        if until <= now or entry.size_bytes > self.max_bytes:
+        if until <= now:
             return
-        data = fastjson.dumps(vars(entry))
-        packed: _Packed = (data, until, entry.model, entry.namespace, entry.size_bytes)
+        data = fastjson.dumps(vars(entry))  # the whole entry, request included, is held
+        if len(data) > self.max_bytes:
+            return
+        packed: _Packed = (data, until, entry.model, entry.namespace, len(data))
         with self._lock:
             if entry.key in self._entries:
                 self._drop(entry.key)
             self._entries[entry.key] = packed
-            self._bytes += entry.size_bytes
+            self._bytes += len(data)
             while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
                 self._drop(next(iter(self._entries)))
 

@@ -147,6 +147,43 @@ def test_request_controls_no_cache_no_store_and_max_age(
     assert bad.status == 400 and bad.json()["error"]["param"] == "cache"
 
 
+def test_a_ttl_of_zero_stores_nothing(
+    gateway: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with("")
+    assert ask(gateway, alice, model, cache={"ttl": 0}).headers["x-beastmode-cache"] == "miss"
+    assert ask(gateway, alice, model).headers["x-beastmode-cache"] == "miss"
+
+
+@pytest.mark.parametrize(
+    ("cache", "cache_control"),
+    [
+        ({"ttl": float("inf")}, None),  # sent as Infinity, which Python's JSON parser reads
+        ({"ttl": 1e400}, None),
+        ({"ttl": float("nan")}, None),
+        ({"ttl": 10**12}, None),  # beyond a year: its expiry would not fit a timestamp
+        ({"ttl": 1.5}, None),
+        ({"ttl": -1}, None),
+        (None, "max-age=+5"),
+        (None, "max-age=1.5"),
+    ],
+)
+def test_bad_cache_controls_get_400_and_a_record(
+    gateway: Process,
+    alice: Client,
+    model_with: ModelFactory,
+    cache: dict[str, object] | None,
+    cache_control: str | None,
+) -> None:
+    model = model_with("")
+    extra = {"cache": cache} if cache is not None else {}
+    headers = {"Cache-Control": cache_control} if cache_control else None
+    reply = ask(gateway, alice, model, headers=headers, **extra)
+    assert reply.status == 400 and reply.json()["error"]["param"] == "cache"
+    record = record_for(reply.headers["x-request-id"])
+    assert (record.status_code, record.error_class) == (400, "invalid_request")
+
+
 def test_identical_concurrent_misses_make_one_upstream_call(
     gateway: Process, fake_upstream: Process, alice: Client, model_with: ModelFactory
 ) -> None:

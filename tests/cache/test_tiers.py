@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from django.db import connection
 
 from cache import keys, semantic, service
 from cache.models import CacheEntry
@@ -31,11 +32,18 @@ def test_l1_evicts_the_least_recently_used_entry_when_full() -> None:
     assert l1.get("b", now=1) is None and l1.get("a", now=1) and l1.get("c", now=1)
 
 
-def test_l1_is_bounded_by_bytes_too() -> None:
-    l1 = MemoryTier(max_entries=100, max_bytes=250, ttl_s=60)
+def test_l1_is_bounded_by_the_bytes_it_holds_request_included() -> None:
+    """A long system prompt with a short answer: the bound counts what L1 keeps in memory."""
+    l1 = MemoryTier(max_entries=100, max_bytes=3_000, ttl_s=60)
     for name in "abc":
-        l1.put(entry(name, size=100), now=0)
+        big = entry(name)
+        big.request = {"messages": [{"role": "system", "content": "x" * 1_000}]}
+        l1.put(big, now=0)
     assert len(l1) == 2 and l1.get("a", now=0) is None
+    huge = entry("d")
+    huge.request = {"messages": [{"role": "system", "content": "x" * 5_000}]}
+    l1.put(huge, now=0)
+    assert l1.get("d", now=0) is None and len(l1) == 2  # larger than L1: not held
 
 
 def test_l1_entries_expire_at_the_earlier_of_its_ttl_and_the_entrys_own() -> None:
@@ -135,6 +143,23 @@ def test_l3_upserts_big_batches_and_keeps_the_last_answer_per_key(transactional_
     assert all(rows[f"k{i}"].response.get("again") for i in range(7, 1200, 7))
     assert rows["k0"].response == {"choices": []} and bytes(rows["k0"].embedding) == b"\0" * 4
     assert l3.get("k7", now=0) is not None and l3.get("k7", now=0).response["again"] is True
+
+
+@pytest.mark.embedded
+def test_a_row_the_database_refuses_costs_only_its_own_entry(transactional_db: None) -> None:
+    """NUL characters (Postgres cannot store them) are kept as U+FFFD; a value out of the
+    column's range (an upstream reporting 10^12 tokens) fails alone, not its batch."""
+    later = 2e9  # 2033
+    odd, absurd = entry("nul", expires_at=later), entry("absurd", expires_at=later)
+    odd.prompt_text, odd.response = "a\u0000b", {"choices": [{"text": "c\u0000d"}]}
+    absurd.tokens_in = 10**12 if connection.vendor == "postgresql" else 2**70
+    batch = [entry("before", expires_at=later), odd, absurd, entry("after", expires_at=later)]
+    service._put_rows([DatabaseTier.row(e, None) for e in batch])
+    rows = {row.key: row for row in CacheEntry.objects.all()}
+    assert set(rows) == {"before", "nul", "after"}
+    if connection.vendor == "postgresql":
+        assert rows["nul"].prompt_text == "a\ufffdb"
+        assert rows["nul"].response == {"choices": [{"text": "c\ufffdd"}]}
 
 
 def test_cached_answers_add_nothing_for_the_garbage_collector_to_walk() -> None:

@@ -280,3 +280,17 @@ def test_wrong_method_and_unknown_path_are_clear_errors(gateway: Process, alice:
     reply = http(f"{gateway.url}/v1/embeddingz", key=alice.key)
     assert reply.status == 404 and reply.json()["error"]["code"] == "path_not_found"
     assert "x-request-id" in reply.headers
+
+
+def test_a_nul_character_in_the_request_still_gets_an_answer_and_a_record(
+    gateway: Process, alice: Client
+) -> None:
+    """Postgres text cannot hold NUL: the record must still be written (and the other
+    records of its batch with it)."""
+    body = json.dumps({"model": "no\u0000such", "messages": CHAT["messages"]}).encode()
+    reply = http(f"{gateway.url}/v1/chat/completions", method="POST", key=alice.key, body=body)
+
+    assert reply.status == 404
+    record = record_for(reply.headers["x-request-id"])
+    assert (record.status_code, record.error_class) == (404, "model_not_found")
+    assert "\u0000" not in record.model
