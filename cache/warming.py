@@ -22,6 +22,8 @@ from routing.errors import GatewayError
 from routing.exchange import CacheOutcome, Exchange, new_request_id
 from routing.validation import ChatRequest
 
+_STREAMING_FIELDS = frozenset({"stream", "stream_options"})
+
 
 def warm_prompt(prompt_id: int) -> str:
     """Answer one warm-up prompt and store it; returns what happened."""
@@ -57,21 +59,36 @@ def refresh_expiring() -> dict[str, str]:
     snapshot = registry.reload()
     results = {}
     for entry in expiring:
-        key = snapshot.key_for_namespace(entry.namespace)
+        key = snapshot.key_for_namespace(entry.namespace, entry.model)
+        lifetime_s = round((entry.expires_at - entry.created_at).total_seconds())
         results[entry.key] = (
-            _answer_and_store(snapshot, key, entry.request) if key else "no key for namespace"
+            _answer_and_store(snapshot, key, entry.request, lifetime_s)
+            if key
+            else "no usable key for the namespace and model"
         )
     return results
 
 
 def _answer_and_store(
-    snapshot: registry.Snapshot, key: registry.KeyConfig, body: dict[str, Any]
+    snapshot: registry.Snapshot,
+    key: registry.KeyConfig,
+    body: dict[str, Any],
+    ttl_s: int | None = None,
 ) -> str:
+    """Answer ``body`` upstream, without streaming (the answer serves streaming requests
+    too; the cache key ignores ``stream``), and store it for ``ttl_s`` (else the model's)."""
     exchange = Exchange(
         request_id=new_request_id(None), method="WARM", path="/warming", is_warming=True
     )
     exchange.key, exchange.model = key, str(body.get("model", ""))
-    chat = ChatRequest(model=exchange.model, stream=False, include_usage=False, body=body)
+    body = {k: v for k, v in body.items() if k not in _STREAMING_FIELDS}
+    chat = ChatRequest(
+        model=exchange.model,
+        stream=False,
+        include_usage=False,
+        body=body,
+        cache_field={"ttl": ttl_s} if ttl_s else None,
+    )
     try:
         route = snapshot.resolve(key, chat.model)
         plan = cache_service.plan(key, route, chat, "no-cache")  # always a fresh answer

@@ -56,6 +56,7 @@ class Histogram:
 
 
 _requests: defaultdict[tuple[str, str], int] = defaultdict(int)
+_warming: defaultdict[tuple[str, str], int] = defaultdict(int)
 _server_duration = Histogram(DURATION_BUCKETS_S)
 _client_duration = Histogram(DURATION_BUCKETS_S)  # per upstream attempt, by endpoint name
 _token_usage = Histogram(TOKEN_BUCKETS)
@@ -68,6 +69,9 @@ _written = [0]
 
 def observe_request(record: dict[str, Any]) -> None:
     model = record.get("model") or ""
+    if record.get("is_warming"):  # the cache warming itself, not client traffic
+        _warming[(model, record["outcome"])] += 1
+        return
     _requests[(model, record["outcome"])] += 1
     if record.get("path") not in _CHAT_PATHS:
         return
@@ -94,8 +98,9 @@ def observe_written(count: int) -> None:
     _written[0] += count
 
 
-def requests_received() -> int:
-    return sum(_requests.values())
+def records_submitted() -> int:
+    """Every record this process queued: client requests and warming calls."""
+    return sum(_requests.values()) + sum(_warming.values())
 
 
 def records_written() -> int:
@@ -111,6 +116,10 @@ def exposition(pending_records: int) -> str:
     )
     for (model, outcome), count in sorted(_requests.items()):
         lines.append(f"beastmode_requests_total{_labels(model=model, outcome=outcome)} {count}")
+    name = "beastmode_warming_requests_total"
+    _family(lines, name, "counter", "Cache warming calls (not in the other figures).")
+    for (model, outcome), count in sorted(_warming.items()):
+        lines.append(f"{name}{_labels(model=model, outcome=outcome)} {count}")
 
     name = "gen_ai_server_request_duration_seconds"
     _family(lines, name, "histogram", "Chat completions as callers saw them, hits included.")

@@ -159,7 +159,7 @@ def _kpis(totals: list[dict[str, Any]]) -> Kpis:
     requests, errors = window["requests"], window["errors"]
     exact, semantic = window["exact_hits"], window["semantic_hits"]
     p50, p95, p99 = rollups.dense_percentiles(window["histogram"], (0.5, 0.95, 0.99))
-    received = metrics.requests_received()
+    received = metrics.records_submitted()
     return Kpis(
         requests=requests,
         errors=errors,
@@ -258,8 +258,8 @@ def _endpoints(
 def _recent_errors(since: Any, limit: int = 20) -> list[ErrorRow]:
     # Sorted: the same SQL every time, which the partial index monitoring_recent_errors matches.
     records = RequestRecord.objects.filter(
-        created_at__gte=since, outcome__in=sorted(ERROR_OUTCOMES)
-    ).order_by("-created_at")[:limit]
+        created_at__gte=since, outcome__in=sorted(ERROR_OUTCOMES), is_warming=False
+    ).order_by("-created_at")[:limit]  # warming is not client traffic (as in the rollups)
     return [
         ErrorRow(
             at=record.created_at.isoformat(),

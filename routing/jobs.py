@@ -72,7 +72,8 @@ def run(job_id: str) -> str:
             exc
             if isinstance(exc, GatewayError)
             else GatewayError(
-                "revoked_api_key", "The service key that submitted this job no longer exists."
+                "revoked_api_key",
+                "The service key that submitted this job was revoked, expired or deleted.",
             )
         )
         _finish(job, AsyncJob.Status.FAILED, error.status, error.to_body())

@@ -75,6 +75,10 @@ class KeyConfig:
     def may_use(self, model_name: str) -> bool:
         return not self.allowed_models or model_name in self.allowed_models
 
+    def usable(self) -> bool:
+        """Neither revoked nor expired: what warming may call with (it spends the key)."""
+        return not self.revoked and (self.expires_at is None or self.expires_at > timezone.now())
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -128,13 +132,15 @@ class Snapshot:
         return route
 
     def key_by_id(self, key_id: int) -> KeyConfig | None:
-        return next((k for k in self.keys_by_hash.values() if k.id == key_id), None)
+        """The key with this id, if it is usable."""
+        return next((k for k in self.keys_by_hash.values() if k.id == key_id and k.usable()), None)
 
-    def key_for_namespace(self, namespace: str) -> KeyConfig | None:
-        """A usable key whose cache namespace this is ('key:<hash>' or 'shared:<name>')."""
+    def key_for_namespace(self, namespace: str, model: str) -> KeyConfig | None:
+        """A usable key allowed ``model`` whose cache namespace this is ('key:<hash>' or
+        'shared:<name>')."""
         kind, _, name = namespace.partition(":")
         for key in self.keys_by_hash.values():
-            if key.revoked:
+            if not key.usable() or not key.may_use(model):
                 continue
             if (kind == "key" and key.key_hash_prefix == name) or (
                 kind == "shared" and key.cache_namespace == name

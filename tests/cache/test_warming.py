@@ -11,6 +11,7 @@ from django.utils import timezone
 from cache import tasks
 from cache.models import CacheEntry, WarmupPrompt
 from monitoring.models import RequestRecord
+from routing.models import ServiceKey
 from tests.cache.test_exact_cache import ask
 from tests.conftest import Client, ModelFactory, Process, upstream_hits, wait_until
 
@@ -40,6 +41,21 @@ def test_a_warmed_prompt_is_a_hit_on_its_first_request(
     assert prompt.last_result == "stored" and prompt.last_warmed_at is not None
 
 
+def test_a_revoked_keys_warm_up_prompts_spend_nothing(
+    gateway: Process, fake_upstream: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with("")
+    prompt = WarmupPrompt.objects.create(
+        service_key_id=alice.key_id, model=model, messages=[{"role": "user", "content": "hi"}]
+    )
+    ServiceKey.objects.get(pk=alice.key_id).revoke()
+    hits_before = upstream_hits(fake_upstream, "/v1/chat/completions")
+
+    assert "key" in tasks.warm_prompt.apply(args=[prompt.id]).get()
+    assert upstream_hits(fake_upstream, "/v1/chat/completions") == hits_before
+    assert not CacheEntry.objects.filter(model=model).exists()
+
+
 def test_warmcache_command_warms_every_enabled_prompt(
     gateway: Process, alice: Client, model_with: ModelFactory, settings: object
 ) -> None:
@@ -55,19 +71,26 @@ def test_warmcache_command_warms_every_enabled_prompt(
     assert CacheEntry.objects.filter(model=model).count() == 2
 
 
-def test_popular_answers_about_to_expire_are_refreshed(
-    gateway: Process, alice: Client, model_with: ModelFactory
+@pytest.mark.parametrize("stream", [False, True])
+def test_popular_answers_about_to_expire_are_refreshed_for_the_same_lifetime(
+    gateway: Process, alice: Client, model_with: ModelFactory, stream: bool
 ) -> None:
+    """Also answers first stored from a stream (refreshed without streaming), and a
+    client's short ttl stays short."""
     model = model_with("")
     for _ in range(3):
-        ask(gateway, alice, model, "popular question", cache={"ttl": 60})
+        ask(gateway, alice, model, "popular question", cache={"ttl": 60}, stream=stream)
     entry = wait_until(lambda: CacheEntry.objects.filter(model=model).first())
     wait_until(lambda: RequestRecord.objects.filter(cache_entry_key=entry.key).count() == 3)
     old_expiry = entry.expires_at
     assert old_expiry < timezone.now() + timedelta(seconds=120)
+    time.sleep(1)
 
     results = tasks.refresh_expiring.apply().get()
 
     assert results == {entry.key: "stored"}
     entry.refresh_from_db()
-    assert entry.expires_at > old_expiry + timedelta(hours=1)
+    assert entry.expires_at > old_expiry
+    assert entry.expires_at - entry.created_at == timedelta(seconds=60)
+    refreshed = RequestRecord.objects.get(is_warming=True, model=model)
+    assert refreshed.outcome == "success" and not refreshed.stream

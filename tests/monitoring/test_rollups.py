@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from monitoring import histogram, recorder, rollups, snapshot
+from monitoring import histogram, metrics, recorder, rollups, snapshot
 from monitoring.models import DashboardRollup, RequestRecord
 
 NOW = datetime.now(UTC)
@@ -75,6 +75,23 @@ def test_rollups_written_with_records_match_the_raw_records(transactional_db: No
     assert sum(result["series"]["requests"]) == kpis["requests"]
     assert len(result["recent_errors"]) == 20
     assert result["recent_errors"][0]["error_class"] == "upstream_server_error"
+
+
+def test_warming_calls_are_not_client_traffic_in_errors_or_metrics(
+    transactional_db: None,
+) -> None:
+    failed = {"outcome": "upstream_error", "status_code": 502}
+    recorder.submit(record(1, 5.0, request_id="client", error_class="upstream_timeout", **failed))
+    recorder.submit(record(2, 5.0, request_id="warm", error_class="upstream_server_error",
+                           path="/warming", is_warming=True, **failed))  # fmt: skip
+    recorder.flush()
+
+    errors = snapshot.compute("1h")["recent_errors"]
+    assert [e["request_id"] for e in errors if e["request_id"] in ("client", "warm")] == ["client"]
+    exposition = metrics.exposition(0)
+    client = 'beastmode_requests_total{model="demo",outcome="upstream_error"} '
+    warming = 'beastmode_warming_requests_total{model="demo",outcome="upstream_error"} '
+    assert client in exposition and warming in exposition
 
 
 def test_a_snapshot_costs_the_same_queries_however_many_records(transactional_db: None) -> None:
