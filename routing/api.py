@@ -195,7 +195,7 @@ async def _stream_completion(
     finally:
         stream.close()
     entry = None
-    if plan is not None and exchange.trace.endpoint is not None:
+    if plan is not None and exchange.trace.endpoint is not None and assembled.lossless:
         entry = cache_service.store(plan, assembled.completion(), exchange.trace.endpoint.name)
         _note_stored(exchange, entry)
     await _send_body(send, events + b"data: [DONE]\n\n", more=False)

@@ -17,7 +17,12 @@ a failure mode, so one process serves every endpoint the tests need:
     /errorevent/<ms>/v1/...       stream: two chunks, <ms> later an error event (0: same write)
     /length/v1/...                ok, but finish_reason "length"
     /usage/<n>/v1/...             ok, but usage.prompt_tokens is <n> as sent (1e30, lots...)
+    /refuse/v1/...                ok, but the model refuses (message.refusal, no content)
     GET /_stats                   requests seen per path (JSON); POST /_reset clears
+
+The body steers the answer as at OpenAI: with `functions` the model calls the first one
+(legacy function_call), with `logprobs: true` every token comes with its logprobs. Every
+answer carries a system_fingerprint.
 """
 
 import argparse
@@ -30,6 +35,10 @@ from typing import Any
 from aiohttp import web
 
 _seen: Counter[str] = Counter()
+
+
+FINGERPRINT = "fp_fake_upstream"
+REFUSAL = "I'm sorry, I can't help with that."
 
 
 def _answer_text(body: dict[str, Any]) -> str:
@@ -50,33 +59,91 @@ def _usage(body: dict[str, Any], text: str) -> dict[str, int]:
     }
 
 
-def _completion(body: dict[str, Any], finish_reason: str) -> dict[str, Any]:
+def _message(body: dict[str, Any], *, refuse: bool) -> dict[str, Any]:
     text = _answer_text(body)
+    if body.get("functions"):
+        call = {
+            "name": body["functions"][0].get("name", ""),
+            "arguments": json.dumps({"text": text}),
+        }
+        return {"role": "assistant", "content": None, "function_call": call}
+    if refuse:
+        return {"role": "assistant", "content": None, "refusal": REFUSAL}
+    return {"role": "assistant", "content": text}
+
+
+def _pieces(text: str) -> list[str]:
+    """The text as a stream sends it: word by word, each after the first with its space."""
+    return [word if index == 0 else " " + word for index, word in enumerate(text.split(" "))]
+
+
+def _logprobs(field: str, pieces: list[str], first: int = 0) -> dict[str, Any]:
+    """Logprobs of `pieces` (one token each) of the message's content or refusal."""
+    tokens = [
+        {"token": piece, "logprob": -0.25 * (first + i + 1), "bytes": list(piece.encode()),
+         "top_logprobs": []}
+        for i, piece in enumerate(pieces)
+    ]  # fmt: skip
+    return {"content": None, "refusal": None, field: tokens}
+
+
+def _completion(body: dict[str, Any], finish_reason: str, *, refuse: bool) -> dict[str, Any]:
+    message = _message(body, refuse=refuse)
+    text_field = "refusal" if refuse else "content"
+    logprobs = None
+    if body.get("logprobs") and message.get(text_field):
+        logprobs = _logprobs(text_field, _pieces(message[text_field]))
     return {
         "id": f"chatcmpl-{time.time_ns()}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": body.get("model", "fake"),
+        "system_fingerprint": FINGERPRINT,
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text},
+                "message": message,
+                "logprobs": logprobs,
                 "finish_reason": finish_reason,
             }
         ],
-        "usage": _usage(body, text),
+        "usage": _usage(body, _answer_text(body)),
     }
 
 
-def _chunk(body: dict[str, Any], delta: dict[str, Any], finish: str | None) -> bytes:
+def _chunk(
+    body: dict[str, Any],
+    delta: dict[str, Any],
+    finish: str | None,
+    logprobs: dict[str, Any] | None = None,
+) -> bytes:
     chunk = {
         "id": "chatcmpl-stream",
         "object": "chat.completion.chunk",
         "created": int(time.time()),
         "model": body.get("model", "fake"),
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        "system_fingerprint": FINGERPRINT,
+        "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
     }
     return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+def _deltas(
+    body: dict[str, Any], *, refuse: bool
+) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+    """The streamed answer, (delta, logprobs) per chunk: the role, then piece by piece."""
+    message = _message(body, refuse=refuse)
+    if call := message.get("function_call"):
+        first = {**message, "function_call": {"name": call["name"], "arguments": ""}}
+        pieces = [{"function_call": {"arguments": piece}} for piece in _pieces(call["arguments"])]
+        return [(first, None)] + [(piece, None) for piece in pieces]
+    field = "refusal" if refuse else "content"
+    chunks: list[tuple[dict[str, Any], dict[str, Any] | None]] = [({**message, field: ""}, None)]
+    for i, piece in enumerate(_pieces(message[field])):
+        chunks.append(
+            ({field: piece}, _logprobs(field, [piece], i) if body.get("logprobs") else None)
+        )
+    return chunks
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -85,20 +152,24 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 
 async def _stream(
-    request: web.Request, body: dict[str, Any], *, delay_s: float, cut: bool, finish: str
+    request: web.Request,
+    body: dict[str, Any],
+    *,
+    delay_s: float,
+    cut: bool,
+    finish: str,
+    refuse: bool,
 ) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await response.prepare(request)
-    words = _answer_text(body).split(" ")
-    await response.write(_chunk(body, {"role": "assistant", "content": ""}, None))
-    for index, word in enumerate(words):
-        if delay_s:
+    for index, (delta, logprobs) in enumerate(_deltas(body, refuse=refuse)):
+        if delay_s and index:
             await asyncio.sleep(delay_s)
-        if cut and index == 2:
+        if cut and index == 3:
             assert request.transport is not None
             request.transport.close()  # drop the connection mid-stream
             return response
-        await response.write(_chunk(body, {"content": word if index == 0 else " " + word}, None))
+        await response.write(_chunk(body, delta, None, logprobs))
     await response.write(_chunk(body, {}, finish))
     if (body.get("stream_options") or {}).get("include_usage"):
         usage_chunk = {
@@ -106,6 +177,7 @@ async def _stream(
             "object": "chat.completion.chunk",
             "created": int(time.time()),
             "model": body.get("model", "fake"),
+            "system_fingerprint": FINGERPRINT,
             "choices": [],
             "usage": _usage(body, _answer_text(body)),
         }
@@ -159,17 +231,20 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
     body = await request.json()
     finish = "length" if parts[:1] == ["length"] else "stop"
+    if body.get("functions") and finish == "stop":
+        finish = "function_call"
+    refuse = parts[:1] == ["refuse"]
     if parts[:1] == ["errorevent"]:
         return await _stream_failing(request, body, later_s=int(parts[1]) / 1000)
     if body.get("stream"):
         if delay_s:
             await asyncio.sleep(delay_s)
         return await _stream(
-            request, body, delay_s=delay_s, cut=parts[:1] == ["cut"], finish=finish
+            request, body, delay_s=delay_s, cut=parts[:1] == ["cut"], finish=finish, refuse=refuse
         )
     if delay_s:
         await asyncio.sleep(delay_s)
-    completion = _completion(body, finish)
+    completion = _completion(body, finish, refuse=refuse)
     if parts[:1] == ["usage"]:
         completion["usage"]["prompt_tokens"] = _number_or_text(parts[1])
     return web.json_response(completion)
