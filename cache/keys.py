@@ -45,7 +45,7 @@ def namespace_for(*, key_hash_prefix: str, shared_namespace: str | None) -> str:
 
 def derive(namespace: str, model: str, body: dict[str, Any]) -> CacheKey:
     messages = body.get("messages") or []
-    params = {k: v for k, v in body.items() if k not in NON_OUTPUT_FIELDS}
+    params = {k: _number(v) for k, v in body.items() if k not in NON_OUTPUT_FIELDS}
     instructions = [m for m in messages if m.get("role") in _INSTRUCTION_ROLES]
     turns = [m for m in messages if m.get("role") not in _INSTRUCTION_ROLES]
     shared: dict[str, Any] = {
@@ -94,6 +94,11 @@ def _has_tool_turns(messages: list[dict[str, Any]]) -> bool:
         m.get("role") in _TOOL_ROLES or m.get("tool_calls") or m.get("function_call")
         for m in messages
     )
+
+
+def _number(value: Any) -> Any:
+    """A top-level parameter as the upstream reads it: `temperature: 0` = `0.0`."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _digest(value: object) -> str:

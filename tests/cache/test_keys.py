@@ -58,6 +58,12 @@ def test_parameter_order_does_not_matter() -> None:
     assert key({"temperature": 1, **BASE, "seed": 3}) == key({"seed": 3, **BASE, "temperature": 1})
 
 
+def test_a_whole_number_written_as_a_float_is_the_same_parameter() -> None:
+    assert key({**BASE, "temperature": 0}) == key({**BASE, "temperature": 0.0})
+    assert key({**BASE, "max_tokens": 10}) == key({**BASE, "max_tokens": 10.0})
+    assert key({**BASE, "temperature": 0.5}) != key({**BASE, "temperature": 0})
+
+
 def test_the_compared_text_is_the_last_turn_and_tool_turns_skip_semantic_matching() -> None:
     plain = derive("key:1", "demo", BASE)
     assert plain.conversation_text == "user: What is 2+2?"  # the system prompt: below
