@@ -115,6 +115,42 @@ def test_expired_vectors_are_never_returned_and_are_dropped() -> None:
     assert index.drop_expired() == 1 and len(index) == 1
 
 
+def test_the_bound_counts_live_vectors_only_and_evicts_the_stalest() -> None:
+    """Slots of replaced, expired or purged vectors stayed in the eviction order: they
+    counted against the bound, and a stale slot of a key stored again evicted its fresh
+    vector."""
+    index = semantic.SemanticIndex(DIM, max_entries=3)
+    v = vectors(6)
+    index.add("p", "k0", "first text", time.time() + 60, v[0])
+    index.add("p", "k1", "text 1", time.time() + 60, v[1])
+    index.add("p", "k0", "second text", time.time() + 60, v[2])  # replaced
+    index.add("p", "k2", "text 2", time.time() + 60, v[3])
+    assert len(index) == 3
+    assert [index.search("p", v[i], k=1)[0].key for i in (2, 1, 3)] == ["k0", "k1", "k2"]
+
+    index.add("p", "k1", "text 1", time.time() + 600, v[1])  # stored again: now the freshest
+    index.add("p", "k3", "text 3", time.time() + 60, v[4])
+    assert {c.key for i in (1, 2, 3, 4) for c in index.search("p", v[i], k=1)} == {
+        "k1", "k2", "k3"}  # fmt: skip
+
+
+def test_a_purge_drops_the_vectors_it_covers_at_once() -> None:
+    index = semantic.SemanticIndex(DIM, max_entries=3)
+    v = vectors(5)
+    index.add("p", "k0", "text 0", time.time() + 60, v[0], owner=("ns", "purged-model"))
+    index.add("p", "k1", "text 1", time.time() + 60, v[1], owner=("ns", "purged-model"))
+    index.add("q", "k2", "text 2", time.time() + 60, v[2], owner=("ns", "kept-model"))
+
+    index.purge(model="purged-model")
+
+    assert len(index) == 1 and index.search("p", v[0], k=4) == []
+    index.add("q", "k3", "text 3", time.time() + 60, v[3], owner=("ns", "kept-model"))
+    index.add("q", "k4", "text 4", time.time() + 60, v[4], owner=("ns", "kept-model"))
+    assert len(index) == 3, "purged vectors do not count against the bound"
+    index.purge(key="k3")
+    assert len(index) == 2 and "k3" not in {c.key for c in index.search("q", v[3], k=4)}
+
+
 def test_the_whole_index_is_bounded_oldest_out_first() -> None:
     index = semantic.SemanticIndex(DIM, max_entries=10)
     v = vectors(15)
