@@ -1,4 +1,5 @@
 from django.db import models
+from django.utils import timezone
 
 
 class CacheNamespace(models.Model):
@@ -30,10 +31,14 @@ class CacheEntry(models.Model):
     hits = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField()
     expires_at = models.DateTimeField(db_index=True)
+    # When the row was last written: every upsert moves it (the id stays), so the semantic
+    # sync of every process follows re-stored and refreshed entries (cache/semantic_sync.py).
+    updated_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
         verbose_name_plural = "cache entries"
         ordering = ["-created_at"]
+        indexes = [models.Index(fields=["updated_at", "id"], name="cache_entry_updated")]
 
     def __str__(self) -> str:
         return f"{self.model} [{self.namespace}] {self.key[:12]}"

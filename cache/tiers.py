@@ -210,12 +210,14 @@ class DatabaseTier:
         )  # fmt: skip
 
     def put_rows(self, rows: list["L3Row"]) -> None:
-        """Upsert rows made by `row` in one transaction."""
+        """Upsert rows made by `row` in one transaction, stamped with the time of the write
+        (`updated_at`, which the semantic sync of every process follows)."""
         unique = {row[0]: row for row in rows}  # the last per key: unique within a statement
+        written_at = _dt(time.time())
         with transaction.atomic():
             write_rows(
-                CacheEntry, _INSERTED, unique.values(), conflict=["key"], update=_UPDATED,
-                encoded_json=True,
+                CacheEntry, _INSERTED, [(*row, written_at) for row in unique.values()],
+                conflict=["key"], update=_UPDATED, encoded_json=True,
             )  # fmt: skip
 
     def count_hits(self, hits: dict[str, int]) -> None:
@@ -228,15 +230,15 @@ class DatabaseTier:
         CacheEntry.objects.filter(key=key).delete()
 
 
-L3Row = tuple[Any, ...]  # DatabaseTier.row: the _INSERTED values
+L3Row = tuple[Any, ...]  # DatabaseTier.row: the _INSERTED values but updated_at
 _INSERTED = (
     "key", "namespace", "model", "partition", "prompt_text", "semantic_eligible", "request",
     "response", "embedding", "size_bytes", "tokens_in", "tokens_out", "endpoint", "hits",
-    "created_at", "expires_at",
+    "created_at", "expires_at", "updated_at",
 )  # fmt: skip
 _UPDATED = (
     "response", "request", "embedding", "size_bytes", "tokens_in", "tokens_out", "endpoint",
-    "created_at", "expires_at",
+    "created_at", "expires_at", "updated_at",
 )  # fmt: skip
 
 

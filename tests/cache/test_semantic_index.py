@@ -189,8 +189,52 @@ def test_following_l3_indexes_other_processes_rows_and_refreshes_known_ones(
     known = semantic_sync.KnownKeys()
     known.loaded = True
     monkeypatch.setattr(semantic_sync, "known_keys", known)
-    assert semantic_sync.load_new(0) > 0
+    assert semantic_sync.load_changed(None) is not None
     assert known.might_contain(theirs) and not known.might_contain("c" * 64)
     assert len(index) == 3  # theirs, and the odd row's vector too
     assert index.search("p", v[1], k=1)[0].key == theirs
     assert index.search("p", v[0], k=1)[0].expires_at == pytest.approx(later, abs=1)
+
+
+@pytest.mark.embedded
+def test_following_l3_sees_rows_stored_again_and_rows_committed_late(
+    transactional_db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upsert keeps the row's id, and ids of concurrent writers commit out of order:
+    following ids only missed both. The sync follows `updated_at`, with an overlap."""
+    from datetime import timedelta
+
+    from cache import semantic_sync
+    from cache.models import CacheEntry
+    from cache.tiers import DatabaseTier, Entry
+
+    index = semantic.SemanticIndex(DIM, max_entries=100)
+    monkeypatch.setattr(semantic, "index", lambda: index)
+    v = vectors(2)
+
+    def put(key: str, text: str, vector: np.ndarray, expires_at: float) -> None:
+        entry = Entry(key=key, namespace="n", model="m", partition="p", prompt_text=text,
+                      semantic_eligible=True, request={}, response={"choices": []},
+                      tokens_in=1, tokens_out=1, endpoint="e", created_at=time.time(),
+                      expires_at=expires_at, size_bytes=10)  # fmt: skip
+        DatabaseTier(ttl_s=3600).put_rows([DatabaseTier.row(entry, semantic.to_bytes(vector))])
+
+    soon, later = time.time() + 60, time.time() + 3600
+    put("a" * 64, "first", v[0], soon)
+    cursor = semantic_sync.load_changed(None)
+    assert index.search("p", v[0], k=1)[0].expires_at == pytest.approx(soon, abs=1)
+
+    put("a" * 64, "first", v[0], later)  # stored again by another process: same id
+    cursor = semantic_sync.load_changed(semantic_sync._rewound(cursor))
+    assert index.search("p", v[0], k=1)[0].expires_at == pytest.approx(later, abs=1)
+    index.remove(["a" * 64])  # as when its first life ended
+    put("a" * 64, "first", v[0], later + 60)
+    cursor = semantic_sync.load_changed(semantic_sync._rewound(cursor))
+    assert index.search("p", v[0], k=1)[0].key == "a" * 64
+
+    put("b" * 64, "second", v[1], later)
+    late = CacheEntry.objects.get(key="b" * 64)  # committed after the next row, stamped before
+    late.updated_at = cursor[0] - timedelta(seconds=1)
+    late.save(update_fields=["updated_at"])
+    semantic_sync.load_changed(semantic_sync._rewound(cursor))
+    assert index.search("p", v[1], k=1)[0].key == "b" * 64
