@@ -23,9 +23,17 @@ class CacheEntryAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    # Deleting a row would leave its answer served from L1, L2 and the semantic index of
+    # every process: in admin, deleting an entry is purging it.
+    def delete_model(self, request: HttpRequest, obj: CacheEntry) -> None:
+        purge.purge(key=obj.key)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[CacheEntry]) -> None:
+        purge.purge_keys(queryset.values_list("key", flat=True))
+
     @admin.action(description="Purge the selected entries")
     def purge_entries(self, request: HttpRequest, queryset: QuerySet[CacheEntry]) -> None:
-        count = sum(purge.purge(key=key) for key in queryset.values_list("key", flat=True))
+        count = purge.purge_keys(queryset.values_list("key", flat=True))
         self.message_user(request, f"Purged {count} entries from every tier.", messages.SUCCESS)
 
     @admin.action(description="Purge every entry of the selected entries' models")

@@ -69,7 +69,7 @@ class CachePurge(models.Model):
     model = models.CharField(max_length=200, blank=True, default="")
     namespace = models.CharField(max_length=120, blank=True, default="")
     key = models.CharField(max_length=64, blank=True, default="")
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
 
 class SemanticPair(models.Model):

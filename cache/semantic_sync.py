@@ -19,7 +19,7 @@ from django.db import close_old_connections
 from django.db.models import Q
 from django.utils import timezone
 
-from cache import semantic
+from cache import purge_log, semantic
 from cache.models import CacheEntry
 from routing import registry
 
@@ -90,11 +90,14 @@ def load_changed(after: Cursor | None) -> Cursor | None:
             id__in=[row_id for row_id, _, _ in rows],
             semantic_eligible=True,
             embedding__isnull=False,
-        ).values_list("id", "partition", "key", "expires_at")
+        ).values_list("id", "partition", "key", "expires_at", "created_at", "namespace", "model")
         unindexed = [
             row_id
-            for row_id, partition, key, expires_at in with_vectors
-            if not index.touch(partition, key, expires_at.timestamp())
+            for row_id, partition, key, expires_at, created_at, namespace, model in with_vectors
+            if not purge_log.log.covers(
+                model=model, namespace=namespace, key=key, created_at=created_at.timestamp()
+            )
+            and not index.touch(partition, key, expires_at.timestamp())
         ]
         if unindexed:
             for partition, key, text, expires_at, embedding, owner in _vectors(unindexed):

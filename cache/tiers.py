@@ -167,6 +167,10 @@ class RedisTier:
     def delete(self, key: str) -> None:
         self._call(lambda: caches["default"].delete(self._PREFIX + key))
 
+    def delete_many(self, keys: list[str]) -> None:
+        if keys:
+            self._call(lambda: caches["default"].delete_many([self._PREFIX + k for k in keys]))
+
     def _call(self, operation: Any) -> Any:
         if not self.available:
             return None
@@ -220,6 +224,11 @@ class DatabaseTier:
                 conflict=["key"], update=_UPDATED, encoded_json=True,
             )  # fmt: skip
 
+    def delete_covered(self, rows: list["L3Row"]) -> None:
+        """Delete these rows unless they were written again since with a newer answer."""
+        for row in rows:
+            CacheEntry.objects.filter(key=row[0], created_at__lte=row[_CREATED_AT]).delete()
+
     def count_hits(self, hits: dict[str, int]) -> None:
         table = connection.ops.quote_name(CacheEntry._meta.db_table)
         sql = f"UPDATE {table} SET hits = hits + %s WHERE {connection.ops.quote_name('key')} = %s"
@@ -240,6 +249,12 @@ _UPDATED = (
     "response", "request", "embedding", "size_bytes", "tokens_in", "tokens_out", "endpoint",
     "created_at", "expires_at", "updated_at",
 )  # fmt: skip
+_CREATED_AT = _INSERTED.index("created_at")
+
+
+def row_scope(row: L3Row) -> tuple[str, str, str, float]:
+    """(model, namespace, key, created_at) of a row made by `DatabaseTier.row`."""
+    return row[2], row[1], row[0], row[_CREATED_AT].timestamp()
 
 
 def _dt(epoch_s: float) -> datetime:
