@@ -78,6 +78,7 @@ class SemanticPair(models.Model):
     request_id = models.CharField(max_length=64, db_index=True)
     model = models.CharField(max_length=200, db_index=True)
     namespace = models.CharField(max_length=120)
+    partition = models.CharField(max_length=64, blank=True, default="")
     asked_text = models.TextField()
     cached_key = models.CharField(max_length=64)
     cached_text = models.TextField()

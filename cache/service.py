@@ -26,6 +26,7 @@ from django.db import DataError, close_old_connections
 from cache import (
     controls,
     english,
+    false_pairs,
     keys,
     purge_log,
     semantic,
@@ -356,12 +357,16 @@ def _semantic_hit(plan: CachePlan, now: float) -> Hit | None:
     if plan.vector is None:
         plan.too_long = True
         return None
-    candidates = semantic.index().search(
-        plan.key.partition,
-        plan.vector,
-        k=similarity.TOP_K,
-        floor=similarity.min_cosine(plan.threshold),
-    )
+    candidates = [
+        candidate
+        for candidate in semantic.index().search(
+            plan.key.partition,
+            plan.vector,
+            k=similarity.TOP_K,
+            floor=similarity.min_cosine(plan.threshold),
+        )
+        if not false_pairs.is_marked(plan.key.partition, asked, candidate.text)
+    ]
     while candidates:
         chosen = similarity.choose(
             asked, [(c.text, c.cosine) for c in candidates], threshold=plan.threshold
@@ -384,6 +389,7 @@ def _log_pair(plan: CachePlan, hit: Hit, cached_text: str) -> None:
             request_id=plan.request_id,
             model=plan.key.model,
             namespace=plan.key.namespace,
+            partition=plan.key.partition,
             asked_text=plan.key.conversation_text,
             cached_key=hit.entry.key,
             cached_text=cached_text,

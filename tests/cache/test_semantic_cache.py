@@ -263,6 +263,30 @@ def test_marking_a_semantic_hit_false_evicts_the_answer_and_keeps_the_pair(
     assert SemanticPair.objects.filter(pk=pair.pk, marked_false=True).exists(), "kept"
 
 
+def test_a_pair_marked_false_is_never_matched_again_until_unmarked(
+    gateway: Process, alice: Client, model_with: ModelFactory, admin_browser: BrowserClient
+) -> None:
+    """Marking only evicted the answer: once the question was cached again, the same
+    paraphrase got the same false hit."""
+    model = model_with("", semantic="on")
+    prime(gateway, alice, model)
+    hit = ask(gateway, alice, model, PARAPHRASE)
+    assert hit.headers["x-beastmode-cache"] == "semantic"
+    pair = wait_until(
+        lambda: SemanticPair.objects.filter(request_id=hit.headers["x-request-id"]).first()
+    )
+    admin_browser.post("/admin/cache/semanticpair/",
+                       {"action": "mark_false", "_selected_action": [pair.id]})  # fmt: skip
+    wait_until(lambda: paraphrase_is(gateway, alice, model, "miss"))
+
+    prime(gateway, alice, model)  # the question is cached again
+
+    assert paraphrase_is(gateway, alice, model, "miss")
+    admin_browser.post("/admin/cache/semanticpair/",
+                       {"action": "unmark_false", "_selected_action": [pair.id]})  # fmt: skip
+    wait_until(lambda: paraphrase_is(gateway, alice, model, "semantic"))
+
+
 def test_an_answer_refreshed_by_another_process_keeps_matching(
     gateway: Process, alice: Client, model_with: ModelFactory
 ) -> None:
