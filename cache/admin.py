@@ -4,7 +4,7 @@ from django.http import HttpRequest
 
 from cache import purge, tasks
 from cache.models import CacheEntry, CacheNamespace, SemanticPair, WarmupPrompt
-from routing import dispatch
+from routing import dispatch, registry
 
 
 @admin.register(CacheNamespace)
@@ -23,9 +23,17 @@ class CacheEntryAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    # Deleting a row would leave its answer served from L1, L2 and the semantic index of
+    # every process: in admin, deleting an entry is purging it.
+    def delete_model(self, request: HttpRequest, obj: CacheEntry) -> None:
+        purge.purge(key=obj.key)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[CacheEntry]) -> None:
+        purge.purge_keys(queryset.values_list("key", flat=True))
+
     @admin.action(description="Purge the selected entries")
     def purge_entries(self, request: HttpRequest, queryset: QuerySet[CacheEntry]) -> None:
-        count = sum(purge.purge(key=key) for key in queryset.values_list("key", flat=True))
+        count = purge.purge_keys(queryset.values_list("key", flat=True))
         self.message_user(request, f"Purged {count} entries from every tier.", messages.SUCCESS)
 
     @admin.action(description="Purge every entry of the selected entries' models")
@@ -47,17 +55,25 @@ class SemanticPairAdmin(admin.ModelAdmin):
     list_filter = ["model", "served", "marked_false"]
     search_fields = ["request_id", "asked_text", "cached_text"]
     readonly_fields = [f.name for f in SemanticPair._meta.fields]
-    actions = ["mark_false"]
+    actions = ["mark_false", "unmark_false"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    @admin.action(description="Mark as a false hit (evicts the cached answer)")
+    @admin.action(description="Mark as a false hit (evicts the cached answer, never matched again)")
     def mark_false(self, request: HttpRequest, queryset: QuerySet[SemanticPair]) -> None:
-        for pair in queryset:
-            purge.purge(key=pair.cached_key)
-        queryset.update(marked_false=True)
-        self.message_user(request, "Marked; the cached answers were evicted, the pairs kept.")
+        keys = list(queryset.values_list("cached_key", flat=True))
+        queryset.update(marked_false=True)  # before the purge: its registry bump spreads both
+        purge.purge_keys(keys)
+        self.message_user(
+            request, "Marked; the cached answers were evicted and these pairs never match again."
+        )
+
+    @admin.action(description="Unmark: the asked text may match the cached text again")
+    def unmark_false(self, request: HttpRequest, queryset: QuerySet[SemanticPair]) -> None:
+        queryset.update(marked_false=False)
+        registry.bump_version()
+        self.message_user(request, "Unmarked.")
 
 
 @admin.register(WarmupPrompt)

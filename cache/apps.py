@@ -10,10 +10,11 @@ class CacheConfig(AppConfig):
     def ready(self) -> None:
         from routing import registry
 
-        registry.reloaded.connect(_apply_purges, dispatch_uid="cache-purges")
+        registry.reloaded.connect(_follow_admin_changes, dispatch_uid="cache-admin-changes")
 
 
-def _apply_purges(sender: type, **kwargs: Any) -> None:
-    from cache import purge
+def _follow_admin_changes(sender: type, **kwargs: Any) -> None:
+    from cache import false_pairs, purge
 
     purge.apply_new_purges()
+    false_pairs.reload()

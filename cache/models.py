@@ -1,4 +1,5 @@
 from django.db import models
+from django.utils import timezone
 
 
 class CacheNamespace(models.Model):
@@ -30,10 +31,14 @@ class CacheEntry(models.Model):
     hits = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField()
     expires_at = models.DateTimeField(db_index=True)
+    # When the row was last written: every upsert moves it (the id stays), so the semantic
+    # sync of every process follows re-stored and refreshed entries (cache/semantic_sync.py).
+    updated_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
         verbose_name_plural = "cache entries"
         ordering = ["-created_at"]
+        indexes = [models.Index(fields=["updated_at", "id"], name="cache_entry_updated")]
 
     def __str__(self) -> str:
         return f"{self.model} [{self.namespace}] {self.key[:12]}"
@@ -64,7 +69,7 @@ class CachePurge(models.Model):
     model = models.CharField(max_length=200, blank=True, default="")
     namespace = models.CharField(max_length=120, blank=True, default="")
     key = models.CharField(max_length=64, blank=True, default="")
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
 
 class SemanticPair(models.Model):
@@ -73,6 +78,7 @@ class SemanticPair(models.Model):
     request_id = models.CharField(max_length=64, db_index=True)
     model = models.CharField(max_length=200, db_index=True)
     namespace = models.CharField(max_length=120)
+    partition = models.CharField(max_length=64, blank=True, default="")
     asked_text = models.TextField()
     cached_key = models.CharField(max_length=64)
     cached_text = models.TextField()

@@ -1,22 +1,30 @@
-"""Purging cached answers from every tier of every process."""
+"""Purging cached answers from every tier of every process.
 
-import threading
+A purge is recorded first (a `CachePurge` row), then deletes what L3 and L2 hold. The
+record is what makes it hold for answers still on their way to L3 and for copies in any
+process: every process reads it (on its next registry reload, and its cache writer right
+after each L3 write) and from then on never serves, indexes or writes an entry it covers
+(cache/purge_log.py).
+"""
 
-from django.db.models import Max
+from collections.abc import Iterable
 
-from cache import service
+from django.db.models import QuerySet
+
+from cache import purge_log, service
 from cache.models import CacheEntry, CachePurge
 from routing import registry
 
-_seen = {"purge_id": -1}
-_lock = threading.Lock()
+_KEYS_PER_DELETE = 1000
 
 
 def purge(*, model: str = "", namespace: str = "", key: str = "") -> int:
-    """Delete matching entries from L3 and L2 now; every process drops them from L1 within
-    a second. Returns how many stored entries were deleted."""
+    """Purge the entries of a model, a namespace or one key (or where they meet) from
+    every tier; this process at once, the others within a registry refresh. Returns how
+    many L3 rows were deleted."""
     if not (model or namespace or key):
         raise ValueError("say what to purge: a model, a namespace or a key")
+    CachePurge.objects.create(model=model, namespace=namespace, key=key)
     rows = CacheEntry.objects.all()
     if model:
         rows = rows.filter(model=model)
@@ -24,22 +32,32 @@ def purge(*, model: str = "", namespace: str = "", key: str = "") -> int:
         rows = rows.filter(namespace=namespace)
     if key:
         rows = rows.filter(key=key)
-    keys = list(rows.values_list("key", flat=True))
-    deleted, _ = rows.delete()
-    for doomed in keys:
-        service.tiers().l2.delete(doomed)
-    CachePurge.objects.create(model=model, namespace=namespace, key=key)
+    return _delete_and_announce([rows])
+
+
+def purge_keys(keys: Iterable[str]) -> int:
+    """Purge these entries (one purge per key, recorded together)."""
+    keys = sorted(set(keys))
+    if not keys:
+        return 0
+    CachePurge.objects.bulk_create([CachePurge(key=key) for key in keys])
+    chunks = [keys[at : at + _KEYS_PER_DELETE] for at in range(0, len(keys), _KEYS_PER_DELETE)]
+    return _delete_and_announce([CacheEntry.objects.filter(key__in=chunk) for chunk in chunks])
+
+
+def _delete_and_announce(querysets: list[QuerySet[CacheEntry]]) -> int:
+    # After the record: a writer that commits a covered row once the delete has run reads
+    # the record right after its write, and deletes the row itself.
+    deleted = 0
+    for rows in querysets:
+        doomed = list(rows.values_list("key", flat=True))
+        deleted += rows.delete()[0]
+        service.tiers().l2.delete_many(doomed)
     registry.bump_version()
     apply_new_purges()
     return deleted
 
 
 def apply_new_purges() -> None:
-    """Apply purges this process has not applied yet (called on every registry reload)."""
-    with _lock:
-        if _seen["purge_id"] < 0:  # a fresh process has nothing stale in L1
-            _seen["purge_id"] = CachePurge.objects.aggregate(last=Max("id"))["last"] or 0
-            return
-        for row in CachePurge.objects.filter(id__gt=_seen["purge_id"]).order_by("id"):
-            service.tiers().l1.purge(model=row.model, namespace=row.namespace, key=row.key)
-            _seen["purge_id"] = row.id
+    """Apply purges this process has not seen yet (called on every registry reload)."""
+    service.forget(purge_log.log.refresh())

@@ -15,7 +15,7 @@ matchable too.
 import logging
 import threading
 import time
-from collections import deque
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import faiss
@@ -91,10 +91,15 @@ class PartitionIndex:
         self._by_id[vector_id] = (key, self._by_id[vector_id][1], expires_at)
         return True
 
-    def remove(self, keys: list[str]) -> None:
-        ids = [self._id_by_key.pop(key) for key in keys if key in self._id_by_key]
+    def keys(self) -> list[str]:
+        return list(self._id_by_key)
+
+    def remove(self, keys: list[str]) -> list[str]:
+        """Remove these conversations; returns the keys that were indexed."""
+        removed = [key for key in keys if key in self._id_by_key]
+        ids = [self._id_by_key.pop(key) for key in removed]
         if not ids:
-            return
+            return removed
         for vector_id in ids:
             del self._by_id[vector_id]
         if self.is_hnsw:
@@ -103,6 +108,7 @@ class PartitionIndex:
                 self._rebuild(hnsw=len(self._by_id) >= HNSW_MIN_ENTRIES)
         else:
             self._index.remove_ids(np.array(ids, dtype=np.int64))
+        return removed
 
     def search(
         self, vector: np.ndarray, k: int, now: float, floor: float | None = None
@@ -128,10 +134,11 @@ class PartitionIndex:
                 found.append(Candidate(*stored, float(cosine)))
         return found[:k]
 
-    def drop_expired(self, now: float) -> int:
-        expired = [key for key, _, expires_at in self._by_id.values() if expires_at <= now]
-        self.remove(expired)
-        return len(expired)
+    def drop_expired(self, now: float) -> list[str]:
+        """Remove the expired conversations; returns their keys."""
+        return self.remove(
+            [key for key, _, expires_at in self._by_id.values() if expires_at <= now]
+        )
 
     def _rebuild(self, *, hnsw: bool) -> None:
         ids = np.fromiter(self._by_id, dtype=np.int64, count=len(self._by_id))
@@ -149,36 +156,55 @@ class PartitionIndex:
 
 
 class SemanticIndex:
-    """All partitions of this process, bounded in total size. Thread-safe."""
+    """All partitions of this process, bounded in total size. Thread-safe.
+
+    `_order` holds exactly the indexed (partition, key) pairs, least recently stored
+    first: every removal (expiry, purge, replacement, eviction) takes its pair out, so
+    the bound evicts the stalest live vectors and counts each one once."""
 
     def __init__(self, dim: int, max_entries: int) -> None:
         self.dim, self.max_entries = dim, max_entries
         self._partitions: dict[str, PartitionIndex] = {}
-        self._order: deque[tuple[str, str]] = deque()  # (partition, key), oldest first
+        self._owners: dict[str, tuple[str, str]] = {}  # partition → (namespace, model)
+        self._order: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return sum(len(p) for p in self._partitions.values())
 
     def add(
-        self, partition: str, key: str, text: str, expires_at: float, vector: np.ndarray
+        self,
+        partition: str,
+        key: str,
+        text: str,
+        expires_at: float,
+        vector: np.ndarray,
+        owner: tuple[str, str] | None = None,
     ) -> None:
+        """Index a conversation; `owner` is its (namespace, model), which purges of a
+        namespace or a model find it by."""
         with self._lock:
             index = self._partitions.get(partition)
             if index is None:
                 index = self._partitions[partition] = PartitionIndex(self.dim)
-            if index.add(key, text, expires_at, vector.astype(np.float32, copy=False)):
-                self._order.append((partition, key))
+            if owner is not None:
+                self._owners[partition] = owner
+            index.add(key, text, expires_at, vector.astype(np.float32, copy=False))
+            self._order[(partition, key)] = None
+            self._order.move_to_end((partition, key))
             while len(self._order) > self.max_entries:
-                old_partition, old_key = self._order.popleft()
-                if old_index := self._partitions.get(old_partition):
-                    old_index.remove([old_key])
+                (old_partition, old_key), _ = self._order.popitem(last=False)
+                self._partitions[old_partition].remove([old_key])
 
     def touch(self, partition: str, key: str, expires_at: float) -> bool:
-        """Set the expiry of an indexed conversation; False when it is not indexed."""
+        """Set the expiry of an indexed conversation (stored again: it moves to the back
+        of the eviction order); False when it is not indexed."""
         with self._lock:
             index = self._partitions.get(partition)
-            return index is not None and index.touch(key, expires_at)
+            if index is None or not index.touch(key, expires_at):
+                return False
+            self._order.move_to_end((partition, key))
+            return True
 
     def search(
         self, partition: str, vector: np.ndarray, k: int = 4, floor: float | None = None
@@ -189,16 +215,41 @@ class SemanticIndex:
 
     def remove(self, keys: list[str]) -> None:
         with self._lock:
-            for index in self._partitions.values():
-                index.remove(keys)
+            for partition, index in self._partitions.items():
+                self._forget(partition, index.remove(keys))
+
+    def purge(self, *, model: str = "", namespace: str = "", key: str = "") -> None:
+        """Remove what a purge covers: the conversations of a model, a namespace or one key
+        (or where they meet)."""
+        with self._lock:
+            for partition, index in self._partitions.items():
+                if model or namespace:
+                    owner_namespace, owner_model = self._owners.get(partition, ("", ""))
+                    if (model and model != owner_model) or (
+                        namespace and namespace != owner_namespace
+                    ):
+                        continue
+                self._forget(partition, index.remove([key] if key else index.keys()))
+            self._drop_empty()
 
     def drop_expired(self) -> int:
         now = time.time()
+        dropped = 0
         with self._lock:
-            dropped = sum(index.drop_expired(now) for index in self._partitions.values())
-            self._partitions = {p: i for p, i in self._partitions.items() if len(i)}
-            self._order = deque((p, k) for p, k in self._order if p in self._partitions)
+            for partition, index in self._partitions.items():
+                expired = index.drop_expired(now)
+                self._forget(partition, expired)
+                dropped += len(expired)
+            self._drop_empty()
         return dropped
+
+    def _forget(self, partition: str, keys: list[str]) -> None:
+        for key in keys:
+            del self._order[(partition, key)]
+
+    def _drop_empty(self) -> None:
+        self._partitions = {p: i for p, i in self._partitions.items() if len(i)}
+        self._owners = {p: o for p, o in self._owners.items() if p in self._partitions}
 
 
 _index: SemanticIndex | None = None

@@ -1,20 +1,25 @@
 """Keeps this process's semantic index in step with L3.
 
 At start it loads every unexpired vector from L3 (so a restart keeps semantic hits), then
-follows new rows every SEMANTIC_SYNC_S, which brings in what other processes and warming
-workers stored, and drops expired vectors now and then. It runs in a daemon thread.
+follows the rows written since (new ones and ones stored again) every SEMANTIC_SYNC_S,
+which brings in what other processes and warming workers stored, and drops expired
+vectors now and then. It runs in a daemon thread.
 """
 
 import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
 
+import numpy as np
 from django.conf import settings
 from django.db import close_old_connections
+from django.db.models import Q
 from django.utils import timezone
 
-from cache import semantic
+from cache import purge_log, semantic
 from cache.models import CacheEntry
 from routing import registry
 
@@ -50,49 +55,76 @@ class KnownKeys:
 known_keys = KnownKeys()
 
 
-def load_new(after_id: int) -> int:
-    """Add rows with ids above `after_id` to the known keys and, those with a vector, to
-    the index; returns the last id seen. Conversations the index holds already (this
-    process's own writes read back) only get their expiry; the text and vector are read
-    for the others. Rows without a vector cost one (id, key) pair: every answer of a model
-    without semantic matching passes here, this process's own included."""
+# Where the sync goes on: (updated_at, id) of the last row it read.
+Cursor = tuple[datetime, int]
+# Rows commit in another order than their updated_at (writers in several processes, each
+# stamping the time before its transaction commits): every poll reads again the rows
+# written this long before the newest one it has seen.
+OVERLAP_S = 5.0
+
+
+def load_changed(after: Cursor | None) -> Cursor | None:
+    """Add the unexpired rows written after `after` (all of them when None) to the known
+    keys and, those with a vector, to the index; returns the cursor of the last row read.
+    Every upsert moves a row's `updated_at`, so entries stored again (by this process,
+    another one, or a warming worker; also rows expired but not yet pruned) come back with
+    their new expiry. Conversations the index holds already only get their expiry; the
+    text and vector are read for the others. Rows without a vector cost one (id, key,
+    updated_at) triple: every answer of a model without semantic matching passes here."""
     index = semantic.index()
     while True:
         now = timezone.now()
+        changed = CacheEntry.objects.filter(expires_at__gt=now)
+        if after is not None:
+            changed = changed.filter(
+                Q(updated_at__gt=after[0]) | Q(updated_at=after[0], id__gt=after[1])
+            )
         rows = list(
-            CacheEntry.objects.filter(id__gt=after_id, expires_at__gt=now)
-            .order_by("id")
-            .values_list("id", "key")[:_BATCH]
+            changed.order_by("updated_at", "id").values_list("id", "key", "updated_at")[:_BATCH]
         )
         if not rows:
-            return after_id
-        for _, key in rows:
+            return after
+        for _, key, _ in rows:
             known_keys.add(key)
         with_vectors = CacheEntry.objects.filter(
-            id__gt=after_id,
-            id__lte=rows[-1][0],
-            expires_at__gt=now,
+            id__in=[row_id for row_id, _, _ in rows],
             semantic_eligible=True,
             embedding__isnull=False,
-        ).values_list("id", "partition", "key", "expires_at")
+        ).values_list("id", "partition", "key", "expires_at", "created_at", "namespace", "model")
         unindexed = [
             row_id
-            for row_id, partition, key, expires_at in with_vectors
-            if not index.touch(partition, key, expires_at.timestamp())
+            for row_id, partition, key, expires_at, created_at, namespace, model in with_vectors
+            if not purge_log.log.covers(
+                model=model, namespace=namespace, key=key, created_at=created_at.timestamp()
+            )
+            and not index.touch(partition, key, expires_at.timestamp())
         ]
         if unindexed:
-            for partition, key, text, expires_at, embedding in CacheEntry.objects.filter(
-                id__in=unindexed
-            ).values_list("partition", "key", "prompt_text", "expires_at", "embedding"):
-                vector = semantic.from_bytes(embedding)
-                index.add(partition, key, text, expires_at.timestamp(), vector)
-        after_id = rows[-1][0]
+            for partition, key, text, expires_at, embedding, owner in _vectors(unindexed):
+                index.add(partition, key, text, expires_at, embedding, owner=owner)
+        after = (rows[-1][2], rows[-1][0])
         if len(rows) < _BATCH:
-            return after_id
+            return after
+
+
+def _vectors(
+    row_ids: list[int],
+) -> Iterator[tuple[str, str, str, float, np.ndarray, tuple[str, str]]]:
+    for partition, key, text, expires_at, embedding, namespace, model in CacheEntry.objects.filter(
+        id__in=row_ids
+    ).values_list(
+        "partition", "key", "prompt_text", "expires_at", "embedding", "namespace", "model"
+    ):
+        vector = semantic.from_bytes(embedding)
+        yield partition, key, text, expires_at.timestamp(), vector, (namespace, model)
+
+
+def _rewound(cursor: Cursor | None) -> Cursor | None:
+    return None if cursor is None else (cursor[0] - timedelta(seconds=OVERLAP_S), 0)
 
 
 def _follow_forever() -> None:
-    last_id = 0
+    cursor: Cursor | None = None
     last_sweep = time.monotonic()
     if any(route.semantic_mode != "off" for route in registry.current().routes.values()):
         from cache.embedder import get_embedder
@@ -101,7 +133,8 @@ def _follow_forever() -> None:
     while True:
         try:
             close_old_connections()
-            last_id = load_new(last_id)
+            found = load_changed(_rewound(cursor))
+            cursor = found if cursor is None or (found and found > cursor) else cursor
             known_keys.loaded = True
             if time.monotonic() - last_sweep > 60:
                 semantic.index().drop_expired()

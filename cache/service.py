@@ -23,10 +23,19 @@ import numpy as np
 from django.conf import settings
 from django.db import DataError, close_old_connections
 
-from cache import controls, english, keys, semantic, semantic_sync, similarity
+from cache import (
+    controls,
+    english,
+    false_pairs,
+    keys,
+    purge_log,
+    semantic,
+    semantic_sync,
+    similarity,
+)
 from cache.embedder import get_embedder
 from cache.models import SemanticPair
-from cache.tiers import DatabaseTier, Entry, L3Row, MemoryTier, RedisTier
+from cache.tiers import DatabaseTier, Entry, L3Row, MemoryTier, RedisTier, row_scope
 from routing.exchange import token_count
 from routing.registry import KeyConfig, RouteConfig
 from routing.validation import ChatRequest
@@ -163,17 +172,47 @@ class _LowerTierWriter:
         return batch
 
     def _write(self, batch: list[tuple[Entry, CachePlan]], *, l3_now: bool = False) -> None:
-        """L2 and the index now; L3 once the oldest row waiting for it is due (or now)."""
+        """L2 and the index now; L3 once the oldest row waiting for it is due (or now).
+        Nothing a purge covers is written: answers purged while they waited are dropped
+        here, and their copies in L2 and the index with them."""
+        batch = [(entry, plan) for entry, plan in batch if not _is_purged(entry)]
         if batch:
             if not self._for_l3:
                 self._l3_due = time.monotonic() + settings.CACHE_L3_WRITE_INTERVAL_S
             self._for_l3 += _write_l2_and_index(batch, time.time())
         if self._for_l3 and (l3_now or time.monotonic() >= self._l3_due):
-            rows, self._for_l3 = self._for_l3, []
-            _db(functools.partial(_put_rows, rows))
+            rows, self._for_l3 = _without_purged(self._for_l3), []
+            _db(functools.partial(_put_rows_holding_purges, rows))
 
 
 _UNSTORABLE = (DataError, OverflowError)  # OverflowError: SQLite's driver, before the query
+
+
+def _put_rows_holding_purges(rows: list[L3Row]) -> None:
+    """Write rows to L3, then read the purges committed meanwhile and delete the rows
+    they cover. A purge records itself before it deletes L3 rows, so a row committed
+    after that delete is seen here: together, no purged answer outlives a purge in L3."""
+    _put_rows(rows)
+    forget(purge_log.log.refresh())
+    covered = [row for row in rows if _is_row_purged(row)]
+    if covered:
+        tiers().l3.delete_covered(covered)
+        _drop_copies(covered)
+
+
+def _without_purged(rows: list[L3Row]) -> list[L3Row]:
+    covered = [row for row in rows if _is_row_purged(row)]
+    if not covered:
+        return rows
+    _drop_copies(covered)
+    return [row for row in rows if not _is_row_purged(row)]
+
+
+def _drop_copies(rows: list[L3Row]) -> None:
+    """Drop what this process wrote of purged rows besides L3: L2 and the index."""
+    doomed = [row[0] for row in rows]
+    tiers().l2.delete_many(doomed)
+    semantic.index().remove(doomed)
 
 
 def _put_rows(rows: list[L3Row]) -> None:
@@ -267,16 +306,47 @@ def _fetch(key: str, plan: CachePlan, now: float) -> tuple[Entry, str] | None:
         return entry, "L1"
     entry = layers.l2.get(key) if layers.l2.available else None
     tier = "L2"
+    if entry is not None and _is_purged(entry):
+        layers.l2.delete(key)  # a copy written before the purge reached its writer
+        entry = None
     if entry is None or not _fresh(entry, plan, now):
         if not semantic_sync.known_keys.might_contain(key):
             return None  # L3 cannot have it: no database round trip on a plain miss
         entry = _db(lambda: layers.l3.get(key, now))
         tier = "L3"
-        if entry is None or not _fresh(entry, plan, now):
+        if entry is None or not _fresh(entry, plan, now) or _is_purged(entry):
             return None
         layers.l2.put(entry, now)
-    layers.l1.put(entry, now)
+    _put_l1(entry, now)
     return entry, tier
+
+
+def _put_l1(entry: Entry, now: float) -> None:
+    """Put an entry in L1 unless a purge covers it. Checked again after the put: a purge
+    applied in between (logged, then L1 purged) would otherwise miss this entry, and L1
+    hits are never checked (they must not cost more than a dict lookup)."""
+    layers = tiers()
+    layers.l1.put(entry, now)
+    if _is_purged(entry):
+        layers.l1.delete(entry.key)
+
+
+def _is_purged(entry: Entry) -> bool:
+    return purge_log.log.covers(
+        model=entry.model, namespace=entry.namespace, key=entry.key, created_at=entry.created_at
+    )
+
+
+def _is_row_purged(row: L3Row) -> bool:
+    model, namespace, key, created_at = row_scope(row)
+    return purge_log.log.covers(model=model, namespace=namespace, key=key, created_at=created_at)
+
+
+def forget(purges: list[purge_log.Purge]) -> None:
+    """Drop what these purges cover from this process's L1 and semantic index."""
+    for purge in purges:
+        tiers().l1.purge(model=purge.model, namespace=purge.namespace, key=purge.key)
+        semantic.index().purge(model=purge.model, namespace=purge.namespace, key=purge.key)
 
 
 def _semantic_hit(plan: CachePlan, now: float) -> Hit | None:
@@ -287,12 +357,16 @@ def _semantic_hit(plan: CachePlan, now: float) -> Hit | None:
     if plan.vector is None:
         plan.too_long = True
         return None
-    candidates = semantic.index().search(
-        plan.key.partition,
-        plan.vector,
-        k=similarity.TOP_K,
-        floor=similarity.min_cosine(plan.threshold),
-    )
+    candidates = [
+        candidate
+        for candidate in semantic.index().search(
+            plan.key.partition,
+            plan.vector,
+            k=similarity.TOP_K,
+            floor=similarity.min_cosine(plan.threshold),
+        )
+        if not false_pairs.is_marked(plan.key.partition, asked, candidate.text)
+    ]
     while candidates:
         chosen = similarity.choose(
             asked, [(c.text, c.cosine) for c in candidates], threshold=plan.threshold
@@ -315,6 +389,7 @@ def _log_pair(plan: CachePlan, hit: Hit, cached_text: str) -> None:
             request_id=plan.request_id,
             model=plan.key.model,
             namespace=plan.key.namespace,
+            partition=plan.key.partition,
             asked_text=plan.key.conversation_text,
             cached_key=hit.entry.key,
             cached_text=cached_text,
@@ -357,10 +432,11 @@ def store(
         created_at=now,
         expires_at=now + plan.ttl_s,
     )
-    tiers().l1.put(entry, now)
+    _put_l1(entry, now)
     semantic_sync.known_keys.add(entry.key)
     if wait:
-        _db(functools.partial(tiers().l3.put_rows, _write_l2_and_index([(entry, plan)], now)))
+        rows = _write_l2_and_index([(entry, plan)], now)
+        _db(functools.partial(_put_rows_holding_purges, rows))
     else:
         lower_writer.put(entry, plan)
     return entry
@@ -379,8 +455,9 @@ def _write_l2_and_index(batch: list[tuple[Entry, CachePlan]], now: float) -> lis
         vector = plan.vector if plan.semantic else None
         if vector is not None:
             semantic.index().add(
-                entry.partition, entry.key, entry.prompt_text, entry.expires_at, vector
-            )
+                entry.partition, entry.key, entry.prompt_text, entry.expires_at, vector,
+                owner=(entry.namespace, entry.model),
+            )  # fmt: skip
         embedding = semantic.to_bytes(vector) if vector is not None else None
         rows.append(DatabaseTier.row(entry, embedding))
     return rows

@@ -167,6 +167,10 @@ class RedisTier:
     def delete(self, key: str) -> None:
         self._call(lambda: caches["default"].delete(self._PREFIX + key))
 
+    def delete_many(self, keys: list[str]) -> None:
+        if keys:
+            self._call(lambda: caches["default"].delete_many([self._PREFIX + k for k in keys]))
+
     def _call(self, operation: Any) -> Any:
         if not self.available:
             return None
@@ -210,13 +214,20 @@ class DatabaseTier:
         )  # fmt: skip
 
     def put_rows(self, rows: list["L3Row"]) -> None:
-        """Upsert rows made by `row` in one transaction."""
+        """Upsert rows made by `row` in one transaction, stamped with the time of the write
+        (`updated_at`, which the semantic sync of every process follows)."""
         unique = {row[0]: row for row in rows}  # the last per key: unique within a statement
+        written_at = _dt(time.time())
         with transaction.atomic():
             write_rows(
-                CacheEntry, _INSERTED, unique.values(), conflict=["key"], update=_UPDATED,
-                encoded_json=True,
+                CacheEntry, _INSERTED, [(*row, written_at) for row in unique.values()],
+                conflict=["key"], update=_UPDATED, encoded_json=True,
             )  # fmt: skip
+
+    def delete_covered(self, rows: list["L3Row"]) -> None:
+        """Delete these rows unless they were written again since with a newer answer."""
+        for row in rows:
+            CacheEntry.objects.filter(key=row[0], created_at__lte=row[_CREATED_AT]).delete()
 
     def count_hits(self, hits: dict[str, int]) -> None:
         table = connection.ops.quote_name(CacheEntry._meta.db_table)
@@ -228,16 +239,22 @@ class DatabaseTier:
         CacheEntry.objects.filter(key=key).delete()
 
 
-L3Row = tuple[Any, ...]  # DatabaseTier.row: the _INSERTED values
+L3Row = tuple[Any, ...]  # DatabaseTier.row: the _INSERTED values but updated_at
 _INSERTED = (
     "key", "namespace", "model", "partition", "prompt_text", "semantic_eligible", "request",
     "response", "embedding", "size_bytes", "tokens_in", "tokens_out", "endpoint", "hits",
-    "created_at", "expires_at",
+    "created_at", "expires_at", "updated_at",
 )  # fmt: skip
 _UPDATED = (
     "response", "request", "embedding", "size_bytes", "tokens_in", "tokens_out", "endpoint",
-    "created_at", "expires_at",
+    "created_at", "expires_at", "updated_at",
 )  # fmt: skip
+_CREATED_AT = _INSERTED.index("created_at")
+
+
+def row_scope(row: L3Row) -> tuple[str, str, str, float]:
+    """(model, namespace, key, created_at) of a row made by `DatabaseTier.row`."""
+    return row[2], row[1], row[0], row[_CREATED_AT].timestamp()
 
 
 def _dt(epoch_s: float) -> datetime:

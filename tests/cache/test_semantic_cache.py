@@ -1,8 +1,11 @@
 """Semantic matching through the live gateway: paraphrases hit, near-misses never do."""
 
+import time
+
 import pytest
 from django.test import Client as BrowserClient
 
+from cache import warming
 from cache.models import SemanticPair
 from tests.cache.test_exact_cache import ask, stored
 from tests.conftest import (
@@ -258,3 +261,49 @@ def test_marking_a_semantic_hit_false_evicts_the_answer_and_keeps_the_pair(
     wait_until(lambda: ask(gateway, alice, model, PARAPHRASE, cache={"no-store": True})
                .headers["x-beastmode-cache"] == "miss")  # fmt: skip
     assert SemanticPair.objects.filter(pk=pair.pk, marked_false=True).exists(), "kept"
+
+
+def test_a_pair_marked_false_is_never_matched_again_until_unmarked(
+    gateway: Process, alice: Client, model_with: ModelFactory, admin_browser: BrowserClient
+) -> None:
+    """Marking only evicted the answer: once the question was cached again, the same
+    paraphrase got the same false hit."""
+    model = model_with("", semantic="on")
+    prime(gateway, alice, model)
+    hit = ask(gateway, alice, model, PARAPHRASE)
+    assert hit.headers["x-beastmode-cache"] == "semantic"
+    pair = wait_until(
+        lambda: SemanticPair.objects.filter(request_id=hit.headers["x-request-id"]).first()
+    )
+    admin_browser.post("/admin/cache/semanticpair/",
+                       {"action": "mark_false", "_selected_action": [pair.id]})  # fmt: skip
+    wait_until(lambda: paraphrase_is(gateway, alice, model, "miss"))
+
+    prime(gateway, alice, model)  # the question is cached again
+
+    assert paraphrase_is(gateway, alice, model, "miss")
+    admin_browser.post("/admin/cache/semanticpair/",
+                       {"action": "unmark_false", "_selected_action": [pair.id]})  # fmt: skip
+    wait_until(lambda: paraphrase_is(gateway, alice, model, "semantic"))
+
+
+def test_an_answer_refreshed_by_another_process_keeps_matching(
+    gateway: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    """A refresh (a warming worker) upserts the row, which keeps its id: the gateway's
+    sync followed new ids only, kept the old expiry and stopped matching the answer."""
+    model = model_with("", semantic="on")
+    first = ask(gateway, alice, model, QUESTION, cache={"ttl": 3})
+    first_expired_at = time.monotonic() + 3.2
+    entry_key = record_for(first.headers["x-request-id"]).cache_entry_key
+    wait_until(lambda: stored(model) == 1)
+
+    assert warming.refresh_expiring()[entry_key] == "stored"  # here: another process
+
+    time.sleep(max(0.0, first_expired_at - time.monotonic()))
+    wait_until(lambda: paraphrase_is(gateway, alice, model, "semantic"))
+
+
+def paraphrase_is(gateway: Process, client: Client, model: str, outcome: str) -> bool:
+    reply = ask(gateway, client, model, PARAPHRASE, cache={"no-store": True})
+    return reply.headers["x-beastmode-cache"] == outcome

@@ -115,6 +115,42 @@ def test_expired_vectors_are_never_returned_and_are_dropped() -> None:
     assert index.drop_expired() == 1 and len(index) == 1
 
 
+def test_the_bound_counts_live_vectors_only_and_evicts_the_stalest() -> None:
+    """Slots of replaced, expired or purged vectors stayed in the eviction order: they
+    counted against the bound, and a stale slot of a key stored again evicted its fresh
+    vector."""
+    index = semantic.SemanticIndex(DIM, max_entries=3)
+    v = vectors(6)
+    index.add("p", "k0", "first text", time.time() + 60, v[0])
+    index.add("p", "k1", "text 1", time.time() + 60, v[1])
+    index.add("p", "k0", "second text", time.time() + 60, v[2])  # replaced
+    index.add("p", "k2", "text 2", time.time() + 60, v[3])
+    assert len(index) == 3
+    assert [index.search("p", v[i], k=1)[0].key for i in (2, 1, 3)] == ["k0", "k1", "k2"]
+
+    index.add("p", "k1", "text 1", time.time() + 600, v[1])  # stored again: now the freshest
+    index.add("p", "k3", "text 3", time.time() + 60, v[4])
+    assert {c.key for i in (1, 2, 3, 4) for c in index.search("p", v[i], k=1)} == {
+        "k1", "k2", "k3"}  # fmt: skip
+
+
+def test_a_purge_drops_the_vectors_it_covers_at_once() -> None:
+    index = semantic.SemanticIndex(DIM, max_entries=3)
+    v = vectors(5)
+    index.add("p", "k0", "text 0", time.time() + 60, v[0], owner=("ns", "purged-model"))
+    index.add("p", "k1", "text 1", time.time() + 60, v[1], owner=("ns", "purged-model"))
+    index.add("q", "k2", "text 2", time.time() + 60, v[2], owner=("ns", "kept-model"))
+
+    index.purge(model="purged-model")
+
+    assert len(index) == 1 and index.search("p", v[0], k=4) == []
+    index.add("q", "k3", "text 3", time.time() + 60, v[3], owner=("ns", "kept-model"))
+    index.add("q", "k4", "text 4", time.time() + 60, v[4], owner=("ns", "kept-model"))
+    assert len(index) == 3, "purged vectors do not count against the bound"
+    index.purge(key="k3")
+    assert len(index) == 2 and "k3" not in {c.key for c in index.search("q", v[3], k=4)}
+
+
 def test_the_whole_index_is_bounded_oldest_out_first() -> None:
     index = semantic.SemanticIndex(DIM, max_entries=10)
     v = vectors(15)
@@ -153,8 +189,52 @@ def test_following_l3_indexes_other_processes_rows_and_refreshes_known_ones(
     known = semantic_sync.KnownKeys()
     known.loaded = True
     monkeypatch.setattr(semantic_sync, "known_keys", known)
-    assert semantic_sync.load_new(0) > 0
+    assert semantic_sync.load_changed(None) is not None
     assert known.might_contain(theirs) and not known.might_contain("c" * 64)
     assert len(index) == 3  # theirs, and the odd row's vector too
     assert index.search("p", v[1], k=1)[0].key == theirs
     assert index.search("p", v[0], k=1)[0].expires_at == pytest.approx(later, abs=1)
+
+
+@pytest.mark.embedded
+def test_following_l3_sees_rows_stored_again_and_rows_committed_late(
+    transactional_db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upsert keeps the row's id, and ids of concurrent writers commit out of order:
+    following ids only missed both. The sync follows `updated_at`, with an overlap."""
+    from datetime import timedelta
+
+    from cache import semantic_sync
+    from cache.models import CacheEntry
+    from cache.tiers import DatabaseTier, Entry
+
+    index = semantic.SemanticIndex(DIM, max_entries=100)
+    monkeypatch.setattr(semantic, "index", lambda: index)
+    v = vectors(2)
+
+    def put(key: str, text: str, vector: np.ndarray, expires_at: float) -> None:
+        entry = Entry(key=key, namespace="n", model="m", partition="p", prompt_text=text,
+                      semantic_eligible=True, request={}, response={"choices": []},
+                      tokens_in=1, tokens_out=1, endpoint="e", created_at=time.time(),
+                      expires_at=expires_at, size_bytes=10)  # fmt: skip
+        DatabaseTier(ttl_s=3600).put_rows([DatabaseTier.row(entry, semantic.to_bytes(vector))])
+
+    soon, later = time.time() + 60, time.time() + 3600
+    put("a" * 64, "first", v[0], soon)
+    cursor = semantic_sync.load_changed(None)
+    assert index.search("p", v[0], k=1)[0].expires_at == pytest.approx(soon, abs=1)
+
+    put("a" * 64, "first", v[0], later)  # stored again by another process: same id
+    cursor = semantic_sync.load_changed(semantic_sync._rewound(cursor))
+    assert index.search("p", v[0], k=1)[0].expires_at == pytest.approx(later, abs=1)
+    index.remove(["a" * 64])  # as when its first life ended
+    put("a" * 64, "first", v[0], later + 60)
+    cursor = semantic_sync.load_changed(semantic_sync._rewound(cursor))
+    assert index.search("p", v[0], k=1)[0].key == "a" * 64
+
+    put("b" * 64, "second", v[1], later)
+    late = CacheEntry.objects.get(key="b" * 64)  # committed after the next row, stamped before
+    late.updated_at = cursor[0] - timedelta(seconds=1)
+    late.save(update_fields=["updated_at"])
+    semantic_sync.load_changed(semantic_sync._rewound(cursor))
+    assert index.search("p", v[1], k=1)[0].key == "b" * 64
