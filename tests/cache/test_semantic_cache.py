@@ -293,10 +293,11 @@ def test_an_answer_refreshed_by_another_process_keeps_matching(
     """A refresh (a warming worker) upserts the row, which keeps its id: the gateway's
     sync followed new ids only, kept the old expiry and stopped matching the answer."""
     model = model_with("", semantic="on")
-    first = ask(gateway, alice, model, QUESTION, cache={"ttl": 3})
-    first_expired_at = time.monotonic() + 3.2
+    first = ask(gateway, alice, model, QUESTION, cache={"ttl": 4})
+    first_expired_at = time.monotonic() + 4.2
     entry_key = record_for(first.headers["x-request-id"]).cache_entry_key
     wait_until(lambda: stored(model) == 1)
+    time.sleep(2)  # the refresh keeps the 4 s lifetime: it ends 2 s after the first one
 
     assert warming.refresh_expiring()[entry_key] == "stored"  # here: another process
 
