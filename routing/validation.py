@@ -48,6 +48,12 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
         body = fastjson.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise GatewayError("invalid_json", f"The request body is not valid JSON: {exc}.") from None
+    return check_chat_body(body)
+
+
+def check_chat_body(body: Any) -> ChatRequest:
+    """The checks of parse_chat_request on a decoded body (also for bodies BeastMode sends
+    on its own, like warm-up prompts). Raises GatewayError (400) naming the field."""
     if not isinstance(body, dict):
         raise GatewayError("invalid_request", "The request body must be a JSON object.")
     if forbidden := sorted(FORBIDDEN_FIELDS.intersection(body)):
