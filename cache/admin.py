@@ -1,20 +1,28 @@
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import CharField, OuterRef, QuerySet, Subquery, Value
+from django.db.models.functions import Cast, Concat, Substr
 from django.http import HttpRequest
 
-from cache import purge, tasks
+from cache import keys, purge, tasks
 from cache.models import CacheEntry, CacheNamespace, SemanticPair, WarmupPrompt
 from routing import dispatch, registry
+from routing.models import ServiceKey
 
 
 @admin.register(CacheNamespace)
 class CacheNamespaceAdmin(admin.ModelAdmin):
-    list_display = ["name", "description"]
+    list_display = ["name", "description", "entries_namespace"]
+
+    @admin.display(description="cache entries' namespace")
+    def entries_namespace(self, namespace: CacheNamespace) -> str:
+        return keys.namespace_for(key_hash_prefix="", shared_namespace_id=namespace.pk)
 
 
 @admin.register(CacheEntry)
 class CacheEntryAdmin(admin.ModelAdmin):
-    list_display = ["model", "namespace", "hits", "size_bytes", "created_at", "expires_at"]
+    list_display = [
+        "model", "namespace_display", "hits", "size_bytes", "created_at", "expires_at"
+    ]  # fmt: skip
     list_filter = ["model", "namespace"]
     search_fields = ["key", "model", "namespace"]
     readonly_fields = [f.name for f in CacheEntry._meta.fields]
@@ -30,6 +38,29 @@ class CacheEntryAdmin(admin.ModelAdmin):
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[CacheEntry]) -> None:
         purge.purge_keys(queryset.values_list("key", flat=True))
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[CacheEntry]:
+        # Namespaces are stored by what is never reused (the namespace's id, a prefix of the
+        # key's hash: cache.keys.namespace_for); the list shows their names too, in one query.
+        shared = CacheNamespace.objects.annotate(
+            namespace=Concat(Value(keys.SHARED_NAMESPACE_PREFIX), Cast("pk", CharField()))
+        ).filter(namespace=OuterRef("namespace"))
+        own = ServiceKey.objects.annotate(
+            namespace=Concat(Value(keys.OWN_NAMESPACE_PREFIX), Substr("key_hash", 1, 16))
+        ).filter(namespace=OuterRef("namespace"))
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                shared_name=Subquery(shared.values("name")[:1]),
+                key_name=Subquery(own.values("name")[:1]),
+            )
+        )
+
+    @admin.display(description="namespace", ordering="namespace")
+    def namespace_display(self, entry: CacheEntry) -> str:
+        name = getattr(entry, "shared_name", None) or getattr(entry, "key_name", None)
+        return f"{entry.namespace} ({name})" if name else entry.namespace
 
     @admin.action(description="Purge the selected entries")
     def purge_entries(self, request: HttpRequest, queryset: QuerySet[CacheEntry]) -> None:

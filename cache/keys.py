@@ -38,9 +38,17 @@ class CacheKey:
     semantic_eligible: bool  # False with tool calls or results, images, audio or files
 
 
-def namespace_for(*, key_hash_prefix: str, shared_namespace: str | None) -> str:
-    """A key's own namespace, unless an admin put it into a shared one."""
-    return f"shared:{shared_namespace}" if shared_namespace else f"key:{key_hash_prefix}"
+SHARED_NAMESPACE_PREFIX, OWN_NAMESPACE_PREFIX = "ns:", "key:"
+
+
+def namespace_for(*, key_hash_prefix: str, shared_namespace_id: int | None) -> str:
+    """A key's own namespace ('key:<hash prefix>'), unless an admin put it into a shared one
+    ('ns:<primary key>'). Both name what is never reused: a shared namespace's name can be
+    changed, or deleted and created again for other keys, which must not inherit its answers.
+    ('ns:', not the 'shared:<name>' of old entries, which could be a number.)"""
+    if shared_namespace_id is not None:
+        return f"{SHARED_NAMESPACE_PREFIX}{shared_namespace_id}"
+    return f"{OWN_NAMESPACE_PREFIX}{key_hash_prefix}"
 
 
 def derive(namespace: str, model: str, body: dict[str, Any]) -> CacheKey:

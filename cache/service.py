@@ -257,7 +257,7 @@ def plan(
     if not route.cache_enabled:
         return None
     namespace = keys.namespace_for(
-        key_hash_prefix=key.key_hash_prefix, shared_namespace=key.cache_namespace
+        key_hash_prefix=key.key_hash_prefix, shared_namespace_id=key.cache_namespace_id
     )
     return CachePlan(
         key=keys.derive(namespace, chat.model, chat.body),

@@ -28,6 +28,12 @@ from itertools import pairwise
 from cache.guards import GUARDS, Guard, refusal_reason
 
 DEFAULT_THRESHOLD = 0.95
+# The range operators may set. 0.80 is the lowest point measured (docs/semantic-cache.md,
+# "Similarity scale"): same-topic Quora questions are already served a wrong answer about
+# two times in five there (QQP strict precision 0.565). Below it the scale is unmeasured and
+# falls linearly to cosine 0, so a low threshold serves unrelated answers (at 0, anything).
+MIN_THRESHOLD = 0.80
+MAX_THRESHOLD = 1.0
 TOP_K = 4  # candidates to ask FAISS for
 TIE_MARGIN = 0.02  # cosine
 LEXICAL_WEIGHT = 1.0

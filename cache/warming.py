@@ -32,8 +32,12 @@ def warm_prompt(prompt_id: int) -> str:
         return "skipped"
     snapshot = registry.reload()
     key = snapshot.key_by_id(prompt.service_key_id)
-    body = {**prompt.parameters, "model": prompt.model, "messages": prompt.messages}
-    result = _answer_and_store(snapshot, key, body) if key else "the service key is gone"
+    try:  # again here: a prompt saved before the checks, or not through admin
+        body = prompt.chat_request().body
+    except GatewayError as error:
+        result = f"invalid, not sent: {error.message}"
+    else:
+        result = _answer_and_store(snapshot, key, body) if key else "the service key is gone"
     prompt.last_warmed_at = timezone.now()
     prompt.last_result = result[:200]
     prompt.save(update_fields=["last_warmed_at", "last_result"])

@@ -5,6 +5,7 @@ same file twice changes nothing. API keys come from the environment variable the
 file names (`api_key_env`), never from the file itself.
 """
 
+import math
 import os
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -13,6 +14,7 @@ from typing import Any
 import yaml
 from django.db import transaction
 
+from cache import controls, similarity
 from routing.models import ModelEndpoint, Route, RouteEndpoint
 
 _ENDPOINT_FIELDS = {
@@ -52,6 +54,7 @@ def import_models(text: str) -> ImportSummary:
 def _import_model(spec: Any, where: str, summary: ImportSummary) -> None:
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         raise ImportError_(f"{where}: needs a 'name'")
+    where = f"{where} ({spec['name']})"
     _reject_unknown(spec, _MODEL_FIELDS, where)
     endpoints = spec.get("endpoints")
     if not isinstance(endpoints, list) or not endpoints:
@@ -62,7 +65,7 @@ def _import_model(spec: Any, where: str, summary: ImportSummary) -> None:
     route, created = Route.objects.get_or_create(model_name=spec["name"])
     wanted = {
         "description": spec.get("description", ""),
-        "enabled": spec.get("enabled", True),
+        "enabled": _flag(spec, "enabled", where),
         **_cache_fields(spec.get("cache"), f"{where}.cache"),
     }
     changed = _apply(route, wanted)
@@ -90,16 +93,55 @@ def _cache_fields(spec: Any, where: str) -> dict[str, Any]:
     semantic = str(semantic).lower()
     if semantic not in Route.SemanticMode.values:
         raise ImportError_(f"{where}.semantic: one of off, shadow, on")
-    threshold = float(spec.get("threshold", 0.95))
-    if not 0 < threshold <= 1:
-        raise ImportError_(f"{where}.threshold: a similarity in (0, 1]")
-    ttl_s = spec.get("ttl_s")
     return {
-        "cache_enabled": bool(spec.get("enabled", True)),
+        "cache_enabled": _flag(spec, "enabled", where),
         "semantic_mode": semantic,
-        "semantic_threshold": threshold,
-        "cache_ttl_s": int(ttl_s) if ttl_s is not None else None,
+        "semantic_threshold": _threshold(spec.get("threshold"), f"{where}.threshold"),
+        "cache_ttl_s": _ttl_s(spec.get("ttl_s"), f"{where}.ttl_s"),
     }
+
+
+def _flag(spec: dict[str, Any], name: str, where: str) -> bool:
+    # Not bool(): the string "false" is true.
+    value = spec.get(name, True)
+    if not isinstance(value, bool):
+        raise ImportError_(f"{where}.{name}: true or false; got {value!r}")
+    return value
+
+
+def _threshold(value: Any, where: str) -> float:
+    """The same range admin accepts (the Route field's validators)."""
+    if value is None:
+        return similarity.DEFAULT_THRESHOLD
+    low, high = similarity.MIN_THRESHOLD, similarity.MAX_THRESHOLD
+    if (
+        isinstance(value, bool)  # YAML reads yes/true as a boolean, and True == 1.0
+        or not isinstance(value, (int, float))
+        or not low <= value <= high  # (also refuses nan)
+    ):
+        raise ImportError_(
+            f"{where}: a similarity from {low} to {high} "
+            f"(default {similarity.DEFAULT_THRESHOLD}); got {value!r}"
+        )
+    return float(value)
+
+
+def _ttl_s(value: Any, where: str) -> int | None:
+    """Whole seconds, as admin accepts them; empty keeps the defaults."""
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)  # 3600.0, not 1.7
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not 1 <= value <= controls.MAX_TTL_S
+    ):
+        raise ImportError_(
+            f"{where}: a whole number of seconds from 1 to {controls.MAX_TTL_S} (a year), "
+            f"or leave it out for the defaults; got {value!r}"
+        )
+    return value
 
 
 def _import_endpoint(spec: Any, where: str, summary: ImportSummary) -> ModelEndpoint:
@@ -122,7 +164,7 @@ def _import_endpoint(spec: Any, where: str, summary: ImportSummary) -> ModelEndp
         "max_retries": int(spec.get("max_retries", 2)),
         "input_cost_per_1m": Decimal(str(spec.get("input_cost_per_1m", 0))),
         "output_cost_per_1m": Decimal(str(spec.get("output_cost_per_1m", 0))),
-        "enabled": bool(spec.get("enabled", True)),
+        "enabled": _flag(spec, "enabled", where),
     }
     endpoint = ModelEndpoint.objects.filter(name=spec["name"]).first()
     created = endpoint is None

@@ -1,6 +1,8 @@
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
+from cache import controls, similarity
 from routing import crypto
 
 
@@ -56,9 +58,21 @@ class Route(models.Model):
     semantic_mode = models.CharField(
         max_length=8, choices=SemanticMode.choices, default=SemanticMode.OFF
     )
-    semantic_threshold = models.FloatField(default=0.95)
+    semantic_threshold = models.FloatField(
+        default=similarity.DEFAULT_THRESHOLD,
+        validators=[
+            MinValueValidator(similarity.MIN_THRESHOLD),
+            MaxValueValidator(similarity.MAX_THRESHOLD),
+        ],
+        help_text=f"similarity from {similarity.MIN_THRESHOLD} to {similarity.MAX_THRESHOLD} "
+        "a cached answer needs to be served; higher = fewer, safer hits",
+    )
     cache_ttl_s = models.PositiveIntegerField(
-        null=True, blank=True, help_text="lifetime of this model's cached answers; empty = defaults"
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(controls.MAX_TTL_S)],
+        help_text="lifetime of this model's cached answers in seconds (at most a year); "
+        "empty = defaults",
     )
     updated_at = models.DateTimeField(auto_now=True)
 

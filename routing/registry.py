@@ -17,6 +17,7 @@ from django.db import close_old_connections
 from django.dispatch import Signal
 from django.utils import timezone
 
+from cache import keys as cache_keys
 from routing.errors import GatewayError
 from routing.keys import hash_key
 from routing.models import ModelEndpoint, RegistryVersion, Route, ServiceKey
@@ -69,7 +70,7 @@ class KeyConfig:
     allowed_models: frozenset[str]
     expires_at: datetime | None
     revoked: bool
-    cache_namespace: str | None = None  # a shared namespace's name; None = the key's own
+    cache_namespace_id: int | None = None  # a shared namespace's primary key; None = own
     key_hash_prefix: str = ""  # names the key's own cache namespace; unlike ids, never reused
 
     def may_use(self, model_name: str) -> bool:
@@ -136,14 +137,16 @@ class Snapshot:
         return next((k for k in self.keys_by_hash.values() if k.id == key_id and k.usable()), None)
 
     def key_for_namespace(self, namespace: str, model: str) -> KeyConfig | None:
-        """A usable key allowed ``model`` whose cache namespace this is ('key:<hash>' or
-        'shared:<name>')."""
-        kind, _, name = namespace.partition(":")
+        """A usable key allowed ``model`` whose cache namespace this is now (as
+        cache.keys.namespace_for names it), so what it answers is stored where the entry was."""
         for key in self.keys_by_hash.values():
-            if not key.usable() or not key.may_use(model):
-                continue
-            if (kind == "key" and key.key_hash_prefix == name) or (
-                kind == "shared" and key.cache_namespace == name
+            if (
+                key.usable()
+                and key.may_use(model)
+                and namespace
+                == cache_keys.namespace_for(
+                    key_hash_prefix=key.key_hash_prefix, shared_namespace_id=key.cache_namespace_id
+                )
             ):
                 return key
         return None
@@ -205,10 +208,10 @@ def load_snapshot() -> Snapshot:
             allowed_models=frozenset(key.allowed_models or ()),
             expires_at=key.expires_at,
             revoked=key.revoked_at is not None,
-            cache_namespace=key.cache_namespace.name if key.cache_namespace else None,
+            cache_namespace_id=key.cache_namespace_id,
             key_hash_prefix=key.key_hash[:16],
         )
-        for key in ServiceKey.objects.select_related("cache_namespace")
+        for key in ServiceKey.objects.all()
     }
     return Snapshot(version=version, keys_by_hash=keys, routes=routes, endpoints=endpoints)
 

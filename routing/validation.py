@@ -48,6 +48,12 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
         body = fastjson.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise GatewayError("invalid_json", f"The request body is not valid JSON: {exc}.") from None
+    return check_chat_body(body)
+
+
+def check_chat_body(body: Any) -> ChatRequest:
+    """The checks of parse_chat_request on a decoded body (also for bodies BeastMode sends
+    on its own, like warm-up prompts). Raises GatewayError (400) naming the field."""
     if not isinstance(body, dict):
         raise GatewayError("invalid_request", "The request body must be a JSON object.")
     if forbidden := sorted(FORBIDDEN_FIELDS.intersection(body)):
@@ -107,6 +113,57 @@ def _check_messages(messages: object) -> None:
                 f"'{param}.content' must be a string or an array of content parts.",
                 param=f"{param}.content",
             )
+        if isinstance(content, list):
+            _check_content_parts(content, f"{param}.content")
+
+
+# What a content part of each type must carry, as OpenAI checks it: the field named for
+# the type, of this JSON type. Other types pass through: the upstream decides.
+_PART_FIELDS: dict[str, type] = {
+    "text": str,
+    "refusal": str,
+    "image_url": dict,
+    "input_audio": dict,
+    "file": dict,
+}
+# ... and inside that object, these strings.
+_PART_SUBFIELDS = {"image_url": ("url",), "input_audio": ("data", "format")}
+
+
+def _check_content_parts(parts: list[Any], param: str) -> None:
+    # Refused, not skipped: a part without its text embeds as an empty prompt, which the
+    # semantic cache would answer with any other empty prompt's cached answer.
+    if not parts:
+        raise GatewayError(
+            "invalid_request",
+            f"'{param}' must be a string or a non-empty array of content parts.",
+            param=param,
+        )
+    for index, part in enumerate(parts):
+        where = f"{param}[{index}]"
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise GatewayError(
+                "invalid_request",
+                f"'{where}' must be an object with a 'type', like "
+                '{"type": "text", "text": "..."}.',
+                param=where,
+            )
+        kind = part["type"]
+        wanted = _PART_FIELDS.get(kind)
+        if wanted is not None and not isinstance(part.get(kind), wanted):
+            raise GatewayError(
+                "invalid_request",
+                f"'{where}.{kind}' is required in a '{kind}' part "
+                f"({'a string' if wanted is str else 'an object'}).",
+                param=where,
+            )
+        for name in _PART_SUBFIELDS.get(kind, ()):
+            if not isinstance(part[kind].get(name), str):
+                raise GatewayError(
+                    "invalid_request",
+                    f"'{where}.{kind}.{name}' is required (a string).",
+                    param=where,
+                )
 
 
 def _check_numbers(body: dict[str, Any]) -> None:

@@ -7,8 +7,10 @@ import openai
 import pytest
 from django.conf import settings
 
-from cache.models import CacheEntry, CacheNamespace
+from cache import tasks
+from cache.models import CacheEntry, CacheNamespace, WarmupPrompt
 from monitoring.models import RequestRecord
+from routing.keys import assign_new_key
 from routing.models import ServiceKey
 from tests.conftest import (
     Client,
@@ -93,6 +95,69 @@ def test_keys_in_a_shared_namespace_share_answers(
         return ask(gateway, dave, model, "shared question").headers["x-beastmode-cache"] == "exact"
 
     wait_until(shared)
+
+
+def make_member(name: str, namespace: CacheNamespace) -> Client:
+    """A key created in a shared namespace (so no gateway ever sees it outside)."""
+    row = ServiceKey(name=name, cache_namespace=namespace)
+    raw_key = assign_new_key(row)
+    row.save()
+    return Client(name=name, key=raw_key, key_id=row.id)
+
+
+def test_a_namespace_deleted_and_created_again_does_not_inherit_its_answers(
+    gateway: Process, model_with: ModelFactory
+) -> None:
+    model = model_with("")
+    old_team = CacheNamespace.objects.create(name="team")
+    carol = wait_for_key(gateway, make_member("carol-indexer", old_team))
+    ask(gateway, carol, model, "team secret")
+    assert ask(gateway, carol, model, "team secret").headers["x-beastmode-cache"] == "exact"
+
+    old_team.delete()
+    new_team = CacheNamespace.objects.create(name="team")
+    erin = wait_for_key(gateway, make_member("erin-newcomer", new_team))
+
+    assert ask(gateway, erin, model, "team secret").headers["x-beastmode-cache"] == "miss"
+
+
+def test_deleting_a_namespace_reaches_the_running_gateway(
+    gateway: Process, model_with: ModelFactory
+) -> None:
+    model = model_with("")
+    team = CacheNamespace.objects.create(name="team")
+    carol = wait_for_key(gateway, make_member("carol-indexer", team))
+    dave = wait_for_key(gateway, make_member("dave-ranker", team))
+    ask(gateway, carol, model, "shared question")
+    assert ask(gateway, dave, model, "shared question").headers["x-beastmode-cache"] == "exact"
+
+    team.delete()  # the keys go back to their own namespaces
+
+    wait_until(
+        lambda: ask(gateway, dave, model, "shared question", cache={"no-store": True})
+        .headers["x-beastmode-cache"] == "miss"
+    )  # fmt: skip
+
+
+def test_a_renamed_namespace_keeps_sharing_with_processes_that_loaded_it_before(
+    gateway: Process, model_with: ModelFactory
+) -> None:
+    model = model_with("")
+    team = CacheNamespace.objects.create(name="team")
+    carol = wait_for_key(gateway, make_member("carol-indexer", team))
+    team.name = "search-team"
+    team.save()
+    prompt = WarmupPrompt.objects.create(
+        service_key_id=carol.key_id, model=model,
+        messages=[{"role": "user", "content": "renamed question"}],
+    )  # fmt: skip
+
+    assert tasks.warm_prompt.apply(args=[prompt.id]).get() == "stored"  # a fresh registry
+
+    wait_until(
+        lambda: ask(gateway, carol, model, "renamed question", cache={"no-store": True})
+        .headers["x-beastmode-cache"] == "exact"
+    )  # fmt: skip
 
 
 def test_errors_and_truncated_answers_are_never_stored(

@@ -17,6 +17,8 @@ from tests.conftest import Client, ModelFactory, Process, upstream_hits, wait_un
 
 pytestmark = pytest.mark.embedded
 
+HELLO = [{"role": "user", "content": "hello"}]
+
 
 def test_a_warmed_prompt_is_a_hit_on_its_first_request(
     gateway: Process, fake_upstream: Process, alice: Client, model_with: ModelFactory
@@ -94,3 +96,37 @@ def test_popular_answers_about_to_expire_are_refreshed_for_the_same_lifetime(
     assert entry.expires_at - entry.created_at == timedelta(seconds=60)
     refreshed = RequestRecord.objects.get(is_warming=True, model=model)
     assert refreshed.outcome == "success" and not refreshed.stream
+
+
+@pytest.mark.parametrize(
+    ("messages", "parameters", "result"),
+    [
+        ("just a string", {}, "'messages' must be a non-empty array."),
+        ([{"role": "wizard", "content": "hi"}], {}, "'messages[0].role' must be one of"),
+        ([{"role": "user", "content": 5}], {}, "'messages[0].content' must be a string"),
+        (HELLO, {"api_base": "http://evil.example"}, "The field 'api_base' is not accepted"),
+        (HELLO, {"temperature": 7}, "'temperature' must be a number from 0 to 2; got 7."),
+    ],
+)
+def test_an_invalid_warmup_prompt_is_not_sent_and_says_why(
+    fake_upstream: Process,
+    alice: Client,
+    model_with: ModelFactory,
+    messages: object,
+    parameters: dict,
+    result: str,
+) -> None:
+    model = model_with("")
+    # Saved without the form's checks: from before them, or not through admin.
+    prompt = WarmupPrompt.objects.create(
+        service_key_id=alice.key_id, model=model, messages=messages, parameters=parameters
+    )
+    hits_before = upstream_hits(fake_upstream, "/v1/chat/completions")
+
+    outcome = tasks.warm_prompt.apply(args=[prompt.id]).get()
+
+    assert outcome.startswith("invalid, not sent: ") and result in outcome
+    assert upstream_hits(fake_upstream, "/v1/chat/completions") == hits_before
+    assert not CacheEntry.objects.filter(model=model).exists()
+    prompt.refresh_from_db()
+    assert prompt.last_result == outcome[:200]

@@ -1,9 +1,10 @@
 """Admin workflows: test connection with the live diagnosis, service keys shown once, revoke."""
 
+import pytest
 from django.test import Client as BrowserClient
 
 from routing.keys import create_service_key, hash_key
-from routing.models import ModelEndpoint, ServiceKey
+from routing.models import ModelEndpoint, Route, ServiceKey
 from tests.conftest import Process, free_port, make_endpoint
 
 
@@ -59,3 +60,44 @@ def test_revoking_a_key_from_admin_marks_it_revoked(admin_browser: BrowserClient
     run_action(admin_browser, "/admin/routing/servicekey/", "revoke", [key.id])
     key.refresh_from_db()
     assert key.revoked_at is not None
+
+
+def add_route(browser: BrowserClient, **fields: str) -> str:
+    form = {
+        "model_name": "guarded", "description": "", "enabled": "on", "cache_enabled": "on",
+        "semantic_mode": "on", "semantic_threshold": "0.95", "cache_ttl_s": "",
+        "chain-TOTAL_FORMS": "0", "chain-INITIAL_FORMS": "0",
+        "chain-MIN_NUM_FORMS": "0", "chain-MAX_NUM_FORMS": "1000",
+        **fields,
+    }  # fmt: skip
+    response = browser.post("/admin/routing/route/add/", form, follow=True)
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("semantic_threshold", "0", "greater than or equal to 0.8"),
+        ("semantic_threshold", "-1", "greater than or equal to 0.8"),
+        ("semantic_threshold", "0.5", "greater than or equal to 0.8"),
+        ("semantic_threshold", "1.5", "less than or equal to 1.0"),
+        ("semantic_threshold", "2", "less than or equal to 1.0"),
+        ("cache_ttl_s", "0", "greater than or equal to 1"),
+        ("cache_ttl_s", "31536001", "less than or equal to 31536000"),
+    ],
+)
+def test_route_cache_settings_out_of_range_are_refused_on_the_form(
+    admin_browser: BrowserClient, field: str, value: str, error: str
+) -> None:
+    page = add_route(admin_browser, **{field: value})
+
+    assert error in page
+    assert not Route.objects.exists()
+
+
+def test_route_cache_settings_in_range_are_saved(admin_browser: BrowserClient) -> None:
+    add_route(admin_browser, semantic_threshold="0.8", cache_ttl_s="31536000")
+
+    route = Route.objects.get(model_name="guarded")
+    assert (route.semantic_threshold, route.cache_ttl_s) == (0.8, 31536000)

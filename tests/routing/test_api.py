@@ -233,6 +233,26 @@ def test_a_key_cannot_use_a_model_outside_its_allow_list(
         (json.dumps({"model": "demo", "messages": []}).encode(), "invalid_request", "messages"),
         (json.dumps({"model": "demo", "messages": [{"role": "wizard", "content": "x"}]}).encode(),
          "invalid_request", "messages[0].role"),
+        (json.dumps({"model": "demo", "messages": [{"role": "user", "content": []}]}).encode(),
+         "invalid_request", "messages[0].content"),
+        (json.dumps({"model": "demo", "messages": [{"role": "user", "content": ["What is X?"]}]})
+         .encode(), "invalid_request", "messages[0].content[0]"),
+        (json.dumps({"model": "demo", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "Hi"}, {"type": "text", "txt": "What is X?"}]}]}).encode(),
+         "invalid_request", "messages[0].content[1]"),
+        (json.dumps({"model": "demo", "messages": [{"role": "user", "content": [
+            {"text": "What is X?"}]}]}).encode(), "invalid_request", "messages[0].content[0]"),
+        (json.dumps({"model": "demo", "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": "http://x/cat.png"}]}]}).encode(),
+         "invalid_request", "messages[0].content[0]"),
+        (json.dumps({"model": "demo", "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"detail": "low"}}]}]}).encode(),
+         "invalid_request", "messages[0].content[0]"),
+        (json.dumps({"model": "demo", "messages": [{"role": "user", "content": [
+            {"type": "input_audio", "input_audio": {"data": "AAAA"}}]}]}).encode(),
+         "invalid_request", "messages[0].content[0]"),
+        (json.dumps({"model": "demo", "messages": [{"role": "user", "content": [
+            {"type": "file"}]}]}).encode(), "invalid_request", "messages[0].content[0]"),
         (json.dumps({**CHAT, "temperature": 7}).encode(), "invalid_request", "temperature"),
         (json.dumps({**CHAT, "stream": "yes"}).encode(), "invalid_request", "stream"),
         (json.dumps({**CHAT, "api_base": "http://evil.example"}).encode(), "forbidden_field",
@@ -259,6 +279,21 @@ def test_unknown_fields_are_accepted_and_ignored(
 ) -> None:
     model = model_with("")
     body = {**CHAT, "model": model, "metadata": {"team": "x"}, "vendor_extra": 1}
+    reply = http(f"{gateway.url}/v1/chat/completions", method="POST", key=alice.key, body=body)
+    assert reply.status == 200
+
+
+def test_well_formed_content_parts_are_accepted(
+    gateway: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with("")
+    parts = [
+        {"type": "text", "text": "What is in this picture?"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+        {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
+        {"type": "file", "file": {"file_id": "file-abc"}},
+    ]
+    body = {"model": model, "messages": [{"role": "user", "content": parts}]}
     reply = http(f"{gateway.url}/v1/chat/completions", method="POST", key=alice.key, body=body)
     assert reply.status == 200
 

@@ -127,3 +127,40 @@ def test_the_cache_block_sets_the_models_cache_policy(
             tmp_path,
             CONFIG.replace("  - name: demo\n", "  - name: demo\n    cache: {semantic: maybe}\n"),
         )
+
+
+@pytest.mark.parametrize(
+    ("cache", "message"),
+    [
+        ("{ttl_s: -5}", r"models\[0\] \(demo\)\.cache\.ttl_s: a whole number of seconds"),
+        ("{ttl_s: 0}", r"\(demo\)\.cache\.ttl_s: .* from 1 to 31536000"),
+        ("{ttl_s: 31536001}", r"\(demo\)\.cache\.ttl_s: .* from 1 to 31536000"),
+        ("{ttl_s: 1.7}", r"\(demo\)\.cache\.ttl_s: .*got 1\.7"),
+        ("{ttl_s: abc}", r"\(demo\)\.cache\.ttl_s: .*got 'abc'"),
+        ("{threshold: abc}", r"\(demo\)\.cache\.threshold: a similarity from 0\.8 to 1\.0"),
+        ("{threshold: true}", r"\(demo\)\.cache\.threshold: .*got True"),
+        ("{threshold: 0}", r"\(demo\)\.cache\.threshold: .*got 0"),
+        ("{threshold: 0.5}", r"\(demo\)\.cache\.threshold: .*got 0\.5"),
+        ("{threshold: 1.5}", r"\(demo\)\.cache\.threshold: .*got 1\.5"),
+        ("{threshold: .nan}", r"\(demo\)\.cache\.threshold: .*got nan"),
+        ('{enabled: "false"}', r"\(demo\)\.cache\.enabled: true or false; got 'false'"),
+    ],
+)
+def test_bad_cache_values_name_the_model_and_field_and_import_nothing(
+    db: None, tmp_path: Path, demo_key: str, cache: str, message: str
+) -> None:
+    text = CONFIG.replace("  - name: demo\n", f"  - name: demo\n    cache: {cache}\n")
+
+    with pytest.raises(CommandError, match=message):
+        run(tmp_path, text)
+
+    assert not Route.objects.exists() and not ModelEndpoint.objects.exists(), "all or nothing"
+
+
+def test_a_model_or_endpoint_enabled_flag_must_be_a_boolean(
+    db: None, tmp_path: Path, demo_key: str
+) -> None:
+    with pytest.raises(CommandError, match=r"\(demo\)\.enabled: true or false; got 'no'"):
+        run(tmp_path, CONFIG.replace("  - name: demo\n", '  - name: demo\n    enabled: "no"\n'))
+    with pytest.raises(CommandError, match=r"endpoints\[1\]\.enabled: true or false"):
+        run(tmp_path, CONFIG.replace("model: llama-3", "model: llama-3\n        enabled: off!"))
