@@ -61,7 +61,7 @@ def test_a_purge_holds_for_answers_still_on_their_way_to_l3(
                .headers["x-beastmode-cache"] == "semantic")  # fmt: skip
     assert stored(model) == 0, "still on its way to L3"
     key_hash = ServiceKey.objects.get(pk=alice.key_id).key_hash
-    namespace = keys.namespace_for(key_hash_prefix=key_hash[:16], shared_namespace=None)
+    namespace = keys.namespace_for(key_hash_prefix=key_hash[:16], shared_namespace_id=None)
     entry_key = record_for(first.headers["x-request-id"]).cache_entry_key
     purged_at = time.monotonic()
 
