@@ -81,9 +81,14 @@ def test_warming_calls_are_not_client_traffic_in_errors_or_metrics(
     transactional_db: None,
 ) -> None:
     failed = {"outcome": "upstream_error", "status_code": 502}
-    recorder.submit(record(1, 5.0, request_id="client", error_class="upstream_timeout", **failed))
-    recorder.submit(record(2, 5.0, request_id="warm", error_class="upstream_server_error",
-                           path="/warming", is_warming=True, **failed))  # fmt: skip
+    records = [
+        record(1, 5.0, request_id="client", error_class="upstream_timeout", **failed),
+        record(2, 5.0, request_id="warm", error_class="upstream_server_error", path="/warming",
+               is_warming=True, **failed),
+    ]  # fmt: skip
+    for one in records:  # as recorder.submit does, without starting its writer thread
+        metrics.observe_request(one)
+        recorder._pending.append(recorder._pack(one))
     recorder.flush()
 
     errors = snapshot.compute("1h")["recent_errors"]
