@@ -46,7 +46,10 @@ class CacheEntryAdmin(admin.ModelAdmin):
             namespace=Concat(Value(keys.SHARED_NAMESPACE_PREFIX), Cast("pk", CharField()))
         ).filter(namespace=OuterRef("namespace"))
         own = ServiceKey.objects.annotate(
-            namespace=Concat(Value(keys.OWN_NAMESPACE_PREFIX), Substr("key_hash", 1, 16))
+            namespace=Concat(
+                Value(keys.OWN_NAMESPACE_PREFIX),
+                Substr("key_hash", 1, keys.OWN_NAMESPACE_HASH_CHARS),
+            )
         ).filter(namespace=OuterRef("namespace"))
         return (
             super()

@@ -59,16 +59,23 @@ def _flag(field: dict[str, Any], name: str) -> bool:
     return value
 
 
-def _seconds(value: Any, where: str) -> int:
-    """A whole, non-negative number of seconds: an integer (or 600.0) in the body, digits in
-    the header."""
+def whole_seconds(value: Any) -> int | None:
+    """``value`` as a whole, non-negative number of seconds (an integer, 600.0, or digits
+    as a header carries them); None when it is not one (1.5, -1, true, Infinity, "soon")."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, str) and value.isascii() and value.isdigit():
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise _invalid(f"'{where}' must be a whole number of seconds.")
+        return None
     return value
+
+
+def _seconds(value: Any, where: str) -> int:
+    seconds = whole_seconds(value)
+    if seconds is None:
+        raise _invalid(f"'{where}' must be a whole number of seconds.")
+    return seconds
 
 
 def _invalid(message: str) -> GatewayError:

@@ -39,6 +39,7 @@ class CacheKey:
 
 
 SHARED_NAMESPACE_PREFIX, OWN_NAMESPACE_PREFIX = "ns:", "key:"
+OWN_NAMESPACE_HASH_CHARS = 16  # of the service key's hash
 
 
 def namespace_for(*, key_hash_prefix: str, shared_namespace_id: int | None) -> str:

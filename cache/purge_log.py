@@ -70,9 +70,9 @@ class PurgeLog:
         """Read the purges committed since the last read; returns those new to this log."""
         oldest = time.time() - self.retention_s
         since = max(self._newest - _OVERLAP_S, oldest)
-        rows = CachePurge.objects.filter(created_at__gte=_dt(since)).values_list(
-            "id", "model", "namespace", "key", "created_at"
-        )
+        rows = CachePurge.objects.filter(
+            created_at__gte=datetime.fromtimestamp(since, tz=UTC)
+        ).values_list("id", "model", "namespace", "key", "created_at")
         new = [
             purge
             for purge_id, model, namespace, key, created_at in rows
@@ -85,10 +85,6 @@ class PurgeLog:
         with self._lock:
             self._applied = {i: at for i, at in self._applied.items() if at >= oldest}
             self._latest = {s: at for s, at in self._latest.items() if at >= oldest}
-
-
-def _dt(epoch_s: float) -> datetime:
-    return datetime.fromtimestamp(epoch_s, tz=UTC)
 
 
 log = PurgeLog(retention_s=settings.CACHE_L3_TTL_S)

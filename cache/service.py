@@ -201,11 +201,12 @@ def _put_rows_holding_purges(rows: list[L3Row]) -> None:
 
 
 def _without_purged(rows: list[L3Row]) -> list[L3Row]:
-    covered = [row for row in rows if _is_row_purged(row)]
-    if not covered:
-        return rows
-    _drop_copies(covered)
-    return [row for row in rows if not _is_row_purged(row)]
+    kept, covered = [], []
+    for row in rows:
+        (covered if _is_row_purged(row) else kept).append(row)
+    if covered:
+        _drop_copies(covered)
+    return kept
 
 
 def _drop_copies(rows: list[L3Row]) -> None:
@@ -256,11 +257,8 @@ def plan(
     wanted = controls.parse(chat.cache_field, cache_control)
     if not route.cache_enabled:
         return None
-    namespace = keys.namespace_for(
-        key_hash_prefix=key.key_hash_prefix, shared_namespace_id=key.cache_namespace_id
-    )
     return CachePlan(
-        key=keys.derive(namespace, chat.model, chat.body),
+        key=keys.derive(key.cache_namespace, chat.model, chat.body),
         request=chat.body,
         request_id=request_id,
         read=not wanted.no_cache,

@@ -5,7 +5,6 @@ same file twice changes nothing. API keys come from the environment variable the
 file names (`api_key_env`), never from the file itself.
 """
 
-import math
 import os
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -130,18 +129,13 @@ def _ttl_s(value: Any, where: str) -> int | None:
     """Whole seconds, as admin accepts them; empty keeps the defaults."""
     if value is None:
         return None
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        value = int(value)  # 3600.0, not 1.7
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or not 1 <= value <= controls.MAX_TTL_S
-    ):
+    seconds = controls.whole_seconds(value) if not isinstance(value, str) else None
+    if seconds is None or not 1 <= seconds <= controls.MAX_TTL_S:
         raise ImportError_(
             f"{where}: a whole number of seconds from 1 to {controls.MAX_TTL_S} (a year), "
             f"or leave it out for the defaults; got {value!r}"
         )
-    return value
+    return seconds
 
 
 def _import_endpoint(spec: Any, where: str, summary: ImportSummary) -> ModelEndpoint:

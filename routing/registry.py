@@ -76,6 +76,12 @@ class KeyConfig:
     def may_use(self, model_name: str) -> bool:
         return not self.allowed_models or model_name in self.allowed_models
 
+    @property
+    def cache_namespace(self) -> str:
+        return cache_keys.namespace_for(
+            key_hash_prefix=self.key_hash_prefix, shared_namespace_id=self.cache_namespace_id
+        )
+
     def usable(self) -> bool:
         """Neither revoked nor expired: what warming may call with (it spends the key)."""
         return not self.revoked and (self.expires_at is None or self.expires_at > timezone.now())
@@ -140,14 +146,7 @@ class Snapshot:
         """A usable key allowed ``model`` whose cache namespace this is now (as
         cache.keys.namespace_for names it), so what it answers is stored where the entry was."""
         for key in self.keys_by_hash.values():
-            if (
-                key.usable()
-                and key.may_use(model)
-                and namespace
-                == cache_keys.namespace_for(
-                    key_hash_prefix=key.key_hash_prefix, shared_namespace_id=key.cache_namespace_id
-                )
-            ):
+            if key.usable() and key.may_use(model) and key.cache_namespace == namespace:
                 return key
         return None
 
@@ -209,7 +208,7 @@ def load_snapshot() -> Snapshot:
             expires_at=key.expires_at,
             revoked=key.revoked_at is not None,
             cache_namespace_id=key.cache_namespace_id,
-            key_hash_prefix=key.key_hash[:16],
+            key_hash_prefix=key.key_hash[: cache_keys.OWN_NAMESPACE_HASH_CHARS],
         )
         for key in ServiceKey.objects.all()
     }

@@ -3,6 +3,7 @@ the legacy function_call, a refusal, logprobs and the system_fingerprint, as the
 """
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import openai
@@ -80,33 +81,26 @@ def check_the_upstream_answered(field: str, first: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("field", ASKS)
-def test_a_streamed_answer_serves_a_plain_request_with_the_same_field(
-    field: str, gateway: Process, alice: Client, model_with: ModelFactory
+@pytest.mark.parametrize(
+    ("first_ask", "then_ask"),
+    [(streamed, plain), (plain, streamed)],
+    ids=["a streamed answer serves a plain request", "a plain answer replays as a stream"],
+)
+def test_a_cached_answer_keeps_the_field_in_the_other_mode(
+    field: str,
+    first_ask: Callable[..., tuple[str, Any]],
+    then_ask: Callable[..., tuple[str, Any]],
+    gateway: Process,
+    alice: Client,
+    model_with: ModelFactory,
 ) -> None:
     mode, fields = ASKS[field]
     api = sdk(gateway, alice)
     request = {"model": model_with(mode), "messages": [{"role": "user", "content": "weather?"}]}
 
-    outcome, first = streamed(api, **request, **fields)
+    outcome, first = first_ask(api, **request, **fields)
     check_the_upstream_answered(field, answer(first))
-    hit_outcome, hit = plain(api, **request, **fields)
-
-    assert (outcome, hit_outcome) == ("miss", "exact")
-    assert answer(hit) == answer(first)
-    reaches_the_database(request["model"])
-
-
-@pytest.mark.parametrize("field", ASKS)
-def test_a_plain_answer_replays_to_a_streaming_request_with_the_same_field(
-    field: str, gateway: Process, alice: Client, model_with: ModelFactory
-) -> None:
-    mode, fields = ASKS[field]
-    api = sdk(gateway, alice)
-    request = {"model": model_with(mode), "messages": [{"role": "user", "content": "weather?"}]}
-
-    outcome, first = plain(api, **request, **fields)
-    check_the_upstream_answered(field, answer(first))
-    hit_outcome, hit = streamed(api, **request, **fields)
+    hit_outcome, hit = then_ask(api, **request, **fields)
 
     assert (outcome, hit_outcome) == ("miss", "exact")
     assert answer(hit) == answer(first)
