@@ -17,7 +17,7 @@ from django.conf import settings  # noqa: E402
 
 from beastmode import embedded_beat  # noqa: E402
 from cache import semantic_sync  # noqa: E402
-from cache import service as cache_service  # noqa: E402
+from cache.writer import lower_writer  # noqa: E402
 from monitoring import recorder  # noqa: E402
 from monitoring.routing import websocket_application  # noqa: E402
 from routing import api, registry, upstream  # noqa: E402
@@ -61,7 +61,7 @@ async def _lifespan(receive: Receive, send: Send) -> None:
         elif message["type"] == "lifespan.shutdown":
             try:
                 await upstream.close_connections()
-                await sync_to_async(cache_service.lower_writer.flush)()
+                await sync_to_async(lower_writer.flush)()
                 await sync_to_async(recorder.flush)()
             except Exception:
                 log.exception("could not flush the cache writer or the request records at shutdown")

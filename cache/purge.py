@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from django.db.models import QuerySet
 
-from cache import purge_log, service
+from cache import layers, purge_log
 from cache.models import CacheEntry, CachePurge
 from routing import registry
 
@@ -52,7 +52,7 @@ def _delete_and_announce(querysets: list[QuerySet[CacheEntry]]) -> int:
     for rows in querysets:
         doomed = list(rows.values_list("key", flat=True))
         deleted += rows.delete()[0]
-        service.tiers().l2.delete_many(doomed)
+        layers.tiers().l2.delete_many(doomed)
     registry.bump_version()
     apply_new_purges()
     return deleted
@@ -60,4 +60,4 @@ def _delete_and_announce(querysets: list[QuerySet[CacheEntry]]) -> int:
 
 def apply_new_purges() -> None:
     """Apply purges this process has not seen yet (called on every registry reload)."""
-    service.forget(purge_log.log.refresh())
+    layers.forget(purge_log.log.refresh())

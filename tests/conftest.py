@@ -173,11 +173,11 @@ def no_sessions_left_at_teardown(django_db_setup: None, django_db_blocker: Any) 
         database = connection.settings_dict
         # What this process's writer threads still hold, written now: later, with the pool
         # closed, they would open a new one on a database that is being dropped.
-        from cache import service as cache_service
+        from cache.writer import lower_writer
         from monitoring import recorder
 
         recorder.flush()
-        cache_service.lower_writer.flush()
+        lower_writer.flush()
         connection.close()  # hands this thread's connection back, so the pool closes it
         connection.close_pool()
         with psycopg.connect(

@@ -10,6 +10,7 @@ import pytest
 from django.db import connection
 
 from cache import keys, semantic, service
+from cache import writer as cache_writer
 from cache.models import CacheEntry
 from cache.streams import StreamAssembler, replay
 from cache.tiers import DatabaseTier, Entry, MemoryTier
@@ -154,7 +155,7 @@ def test_a_row_the_database_refuses_costs_only_its_own_entry(transactional_db: N
     odd.prompt_text, odd.response = "a\u0000b", {"choices": [{"text": "c\u0000d"}]}
     absurd.tokens_in = 10**12 if connection.vendor == "postgresql" else 2**70
     batch = [entry("before", expires_at=later), odd, absurd, entry("after", expires_at=later)]
-    service._put_rows([DatabaseTier.row(e, None) for e in batch])
+    cache_writer._put_rows([DatabaseTier.row(e, None) for e in batch])
     rows = {row.key: row for row in CacheEntry.objects.all()}
     assert set(rows) == {"before", "nul", "after"}
     if connection.vendor == "postgresql":
@@ -197,7 +198,7 @@ def plan(text: str) -> service.CachePlan:
 def test_the_cache_writer_keeps_writing_after_a_failed_batch(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real, failed, to_l3 = service._write_l2_and_index, [], []
+    real, failed, to_l3 = cache_writer.write_l2_and_index, [], []
 
     def fail_once(batch: list, now: float) -> list:
         if not failed:
@@ -205,9 +206,9 @@ def test_the_cache_writer_keeps_writing_after_a_failed_batch(
             raise RuntimeError("embedder down")
         return real(batch, now)
 
-    monkeypatch.setattr(service, "_write_l2_and_index", fail_once)
-    monkeypatch.setattr(service, "_db", lambda write: to_l3.extend(write.args[0]))
-    writer = service._LowerTierWriter()
+    monkeypatch.setattr(cache_writer, "write_l2_and_index", fail_once)
+    monkeypatch.setattr(cache_writer, "db", lambda write: to_l3.extend(write.args[0]))
+    writer = cache_writer._LowerTierWriter()
     first, second = plan("first"), plan("second")
     later = time.time() + 60
     writer.put(entry(first.key.exact, expires_at=later), first)
@@ -217,7 +218,7 @@ def test_the_cache_writer_keeps_writing_after_a_failed_batch(
 
 
 def test_the_cache_writer_drops_answers_beyond_its_bound() -> None:
-    writer = service._LowerTierWriter()
+    writer = cache_writer._LowerTierWriter()
     writer.MAX_QUEUED = 3
     writer._thread = threading.current_thread()  # as if its thread were stuck on a slow write
     for i in range(10):
@@ -226,7 +227,7 @@ def test_the_cache_writer_drops_answers_beyond_its_bound() -> None:
 
 
 def test_a_stuck_cache_writer_does_not_hold_up_shutdown() -> None:
-    writer = service._LowerTierWriter()
+    writer = cache_writer._LowerTierWriter()
     writer._thread = threading.current_thread()  # no thread of its own in this test
     writer.put(entry("k"), plan("question"))
     stuck = threading.Thread(target=writer._write_lock.acquire)  # never released
