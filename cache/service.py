@@ -9,7 +9,6 @@ upstream, the others wait for its answer.
 import asyncio
 import functools
 import time
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -74,8 +73,6 @@ class Hit:
 
 _io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cache-io")
 _flights: dict[str, asyncio.Future[Entry | None]] = {}
-_hit_counts: Counter[str] = Counter()
-_last_hit_flush = [time.monotonic()]
 
 
 def plan(
@@ -120,7 +117,7 @@ async def lookup(plan: CachePlan) -> Hit | None:
         if hit is not None and plan.semantic_mode == "shadow":
             plan.shadow, hit = hit, None
     if hit is not None:
-        _count_hit(hit.entry.key)
+        lower_writer.count_hit(hit.entry.key)
     return hit
 
 
@@ -283,15 +280,6 @@ def _fresh(entry: Entry, plan: CachePlan, now: float) -> bool:
     if entry.expires_at <= now:
         return False
     return plan.max_age_s is None or now - entry.created_at <= plan.max_age_s
-
-
-def _count_hit(key: str) -> None:
-    _hit_counts[key] += 1
-    if time.monotonic() - _last_hit_flush[0] > 2:
-        _last_hit_flush[0] = time.monotonic()
-        batch = dict(_hit_counts)
-        _hit_counts.clear()
-        _io.submit(db, lambda: tiers().l3.count_hits(batch))
 
 
 async def _in_thread(function: Callable[..., T], *args: Any) -> T:

@@ -9,6 +9,7 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -32,19 +33,24 @@ class _LowerTierWriter:
     lets a few milliseconds of answers gather, then writes them together: L2 in one Redis
     pipeline, the semantic index (one embedder call for the conversations the lookup did
     not embed), and L3 in one upsert every CACHE_L3_WRITE_INTERVAL_S. A clean shutdown
-    writes what is left (`flush`, also registered with atexit)."""
+    writes what is left (`flush`, also registered with atexit). Hits on cached answers are
+    counted here too and added to L3's hits column with each L3 write, after the rows they
+    count: a hit on an answer still on its way to L3 is not lost."""
 
     GATHER_S = 0.005
     MAX_BATCH = 1000
     MAX_QUEUED = 20_000  # beyond this, answers stay in L1 only until the writer catches up
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[tuple[Entry, CachePlan]] = queue.SimpleQueue()
+        # None wakes the thread: a hit was counted while nothing waited for L3.
+        self._queue: queue.SimpleQueue[tuple[Entry, CachePlan] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._for_l3: list[L3Row] = []
-        self._l3_due = 0.0
+        self._hits: Counter[str] = Counter()
+        self._hits_lock = threading.Lock()
+        self._l3_due = 0.0  # when what waits for L3 is written; 0: nothing waits
         self._warned_at = -60.0
 
     def put(self, entry: Entry, plan: CachePlan) -> None:
@@ -55,6 +61,18 @@ class _LowerTierWriter:
                             self.MAX_QUEUED)  # fmt: skip
             return
         self._queue.put((entry, plan))
+        self._start()
+
+    def count_hit(self, key: str) -> None:
+        """Count a hit on the cached answer `key` (written to L3 with the next rows)."""
+        with self._hits_lock:
+            first = not self._hits
+            self._hits[key] += 1
+        if first:
+            self._queue.put(None)
+            self._start()
+
+    def _start(self) -> None:
         if self._thread is None:
             with self._start_lock:
                 if self._thread is None:
@@ -78,7 +96,7 @@ class _LowerTierWriter:
 
     def _run(self) -> None:
         while True:
-            wait_s = max(self._l3_due - time.monotonic(), 0.0) if self._for_l3 else None
+            wait_s = max(self._l3_due - time.monotonic(), 0.0) if self._l3_due else None
             try:
                 first = self._queue.get(timeout=wait_s)
             except queue.Empty:
@@ -92,13 +110,20 @@ class _LowerTierWriter:
                 except Exception:  # a lost cache write is a later miss; the thread must live
                     log.exception("cache writer: %d answers not written below L1", len(batch))
 
-    def _take_queued(self, batch: list[tuple[Entry, CachePlan]]) -> list[tuple[Entry, CachePlan]]:
+    def _take_queued(
+        self, batch: list[tuple[Entry, CachePlan] | None]
+    ) -> list[tuple[Entry, CachePlan]]:
         while len(batch) < self.MAX_BATCH:
             try:
                 batch.append(self._queue.get_nowait())
             except queue.Empty:
                 break
-        return batch
+        return [item for item in batch if item is not None]
+
+    def _take_hits(self) -> dict[str, int]:
+        with self._hits_lock:
+            hits, self._hits = dict(self._hits), Counter()
+        return hits
 
     def _write(self, batch: list[tuple[Entry, CachePlan]], *, l3_now: bool = False) -> None:
         """L2 and the index now; L3 once the oldest row waiting for it is due (or now).
@@ -106,12 +131,18 @@ class _LowerTierWriter:
         here, and their copies in L2 and the index with them."""
         batch = [(entry, plan) for entry, plan in batch if not is_purged(entry)]
         if batch:
-            if not self._for_l3:
-                self._l3_due = time.monotonic() + settings.CACHE_L3_WRITE_INTERVAL_S
             self._for_l3 += write_l2_and_index(batch, time.time())
-        if self._for_l3 and (l3_now or time.monotonic() >= self._l3_due):
+        if not (self._for_l3 or self._hits):
+            return
+        if not self._l3_due:
+            self._l3_due = time.monotonic() + settings.CACHE_L3_WRITE_INTERVAL_S
+        if l3_now or time.monotonic() >= self._l3_due:
+            self._l3_due = 0.0
             rows, self._for_l3 = _without_purged(self._for_l3), []
-            db(functools.partial(put_rows_holding_purges, rows))
+            if rows:
+                db(functools.partial(put_rows_holding_purges, rows))
+            if hits := self._take_hits():
+                db(functools.partial(tiers().l3.count_hits, hits))
 
 
 _UNSTORABLE = (DataError, OverflowError)  # OverflowError: SQLite's driver, before the query

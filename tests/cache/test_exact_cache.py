@@ -332,3 +332,18 @@ def test_every_hit_and_miss_is_recorded(
         RequestRecord.objects.filter(request_id__in=ids).values_list("cache_outcome", flat=True)
     )
     assert sorted(outcomes) == ["exact"] * 6 + ["miss"] * 3
+
+
+def test_every_hit_is_counted_on_its_cache_entry(
+    gateway: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with("")
+    for _ in range(4):  # a miss, then three hits in a burst, before the entry reaches L3
+        ask(gateway, alice, model, "count my hits")
+
+    def hits() -> int | None:
+        return CacheEntry.objects.filter(model=model).values_list("hits", flat=True).first()
+
+    assert wait_until(lambda: hits() == 3, timeout_s=15)
+    ask(gateway, alice, model, "count my hits")  # one more, long after the entry was written
+    assert wait_until(lambda: hits() == 4, timeout_s=15)
