@@ -2,8 +2,8 @@
 
 Lookup goes L1 → L2 → L3 and promotes a lower-tier hit upward; an L1 hit touches
 neither the database nor a thread. Stores write L1 at once and the lower tiers from one
-writer thread, in batches. Identical concurrent misses are coalesced: one leader calls
-upstream, the others wait for its answer.
+writer thread, in batches. Identical concurrent misses share one upstream call
+(cache/flights.py).
 """
 
 import asyncio
@@ -72,7 +72,6 @@ class Hit:
 
 
 _io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cache-io")
-_flights: dict[str, asyncio.Future[Entry | None]] = {}
 
 
 def plan(
@@ -225,8 +224,21 @@ def store(
     if not plan.store or not is_storable(completion):
         return None
     now = time.time()
+    entry = entry_for(plan, completion, endpoint_name, now)
+    _put_l1(entry, now)
+    semantic_sync.known_keys.add(entry.key)
+    if wait:
+        rows = write_l2_and_index([(entry, plan)], now)
+        db(functools.partial(put_rows_holding_purges, rows))
+    else:
+        lower_writer.put(entry, plan)
+    return entry
+
+
+def entry_for(plan: CachePlan, completion: dict[str, Any], endpoint_name: str, now: float) -> Entry:
+    """The cache entry of an answer (stored or not: flights share unstored ones too)."""
     usage = completion.get("usage") or {}
-    entry = Entry(
+    return Entry(
         key=plan.key.exact,
         namespace=plan.key.namespace,
         model=plan.key.model,
@@ -241,36 +253,6 @@ def store(
         created_at=now,
         expires_at=now + plan.ttl_s,
     )
-    _put_l1(entry, now)
-    semantic_sync.known_keys.add(entry.key)
-    if wait:
-        rows = write_l2_and_index([(entry, plan)], now)
-        db(functools.partial(put_rows_holding_purges, rows))
-    else:
-        lower_writer.put(entry, plan)
-    return entry
-
-
-# --- coalescing identical concurrent misses ----------------------------------------
-
-
-def waiting_for(plan: CachePlan) -> "asyncio.Future[Entry | None] | None":
-    """The in-flight leader's future for this exact request, if there is one."""
-    return _flights.get(plan.key.exact) if plan.read else None
-
-
-def lead(plan: CachePlan) -> bool:
-    """Become the one request that calls upstream for this key (when it will store)."""
-    if not plan.store or plan.key.exact in _flights:
-        return False
-    _flights[plan.key.exact] = asyncio.get_running_loop().create_future()
-    return True
-
-
-def land(plan: CachePlan, entry: Entry | None) -> None:
-    future = _flights.pop(plan.key.exact, None)
-    if future is not None and not future.done():
-        future.set_result(entry)
 
 
 # --- helpers -----------------------------------------------------------------------

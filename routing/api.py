@@ -5,6 +5,7 @@ from the in-process registry, records leave through the batching recorder.
 Served under /v1/... and the bare paths (/chat/completions, /models, /jobs/<id>).
 """
 
+import asyncio
 import contextlib
 import logging
 from typing import Any
@@ -12,8 +13,8 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from cache import flights, streams
 from cache import service as cache_service
-from cache import streams
 from cache.tiers import Entry
 from routing import jobs, registry, router
 from routing.asgi_http import (
@@ -63,6 +64,11 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         exchange.finish(status=error.status, error=error)
     except ClientDisconnected:
         exchange.finish(status=499, outcome="client_disconnected")
+    except asyncio.CancelledError:
+        # daphne cancels a request whose client left (application_close_timeout later):
+        # it still gets its record.
+        exchange.finish(status=499, outcome="client_disconnected")
+        raise
     except Exception:
         log.exception("unhandled error in request %s", request_id)
         error = GatewayError("internal_error", f"Internal error (request {request_id}).")
@@ -102,39 +108,45 @@ async def _chat_completions(
         exchange.finish(status=202, outcome="accepted")
         return
 
-    if plan is not None and (hit := await _cached_answer(plan)):
-        await _send_hit(send, exchange, chat, route, hit, base_headers)
-        return
-    leading = plan is not None and cache_service.lead(plan)
-    entry = None
+    leader: cache_service.CachePlan | None = None  # the plan, when this request leads
+    if plan is not None:
+        answer = await _cached_answer(plan, route)
+        if isinstance(answer, cache_service.Hit):
+            await _send_hit(send, exchange, chat, route, answer, base_headers)
+            return
+        leader = plan if answer else None
     try:
         if plan is not None:
             exchange.cache = CacheOutcome.of_miss(plan.shadow)
             base_headers = [*base_headers, (b"x-beastmode-cache", b"miss")]
         if chat.stream:
-            entry = await _stream_completion(send, exchange, chat, route, plan, base_headers)
+            shared = await _stream_completion(send, exchange, chat, route, plan, base_headers)
+            if leader is not None:
+                flights.land(leader, shared)
             return
         completion = await router.complete(chat.model, route, chat.body, exchange.trace)
         exchange.add_usage(completion.get("usage"))
         if plan is not None and exchange.trace.endpoint is not None:
             entry = cache_service.store(plan, completion, exchange.trace.endpoint.name)
             _note_stored(exchange, entry)
+            if leader is not None:
+                name = exchange.trace.endpoint.name
+                flights.land(leader, flights.shared_answer(leader, completion, name, entry))
         await send_json(send, 200, completion, base_headers)
         exchange.finish(status=200)
     finally:
-        if leading:
-            cache_service.land(plan, entry)
+        if leader is not None:
+            flights.land(leader, None)  # no answer (an error, cancelled): the next one leads
 
 
-async def _cached_answer(plan: cache_service.CachePlan) -> cache_service.Hit | None:
-    """A hit, or the answer of an identical request already on its way upstream."""
-    if not plan.read:
-        return None
-    if hit := await cache_service.lookup(plan):
+async def _cached_answer(
+    plan: cache_service.CachePlan, route: registry.RouteConfig
+) -> cache_service.Hit | bool:
+    """A hit, or the answer of an identical request already on its way upstream; else
+    whether this request leads the call upstream (flights.py)."""
+    if plan.read and (hit := await cache_service.lookup(plan)):
         return hit
-    if (in_flight := cache_service.waiting_for(plan)) and (entry := await in_flight):
-        return cache_service.Hit(entry, "exact", "L1")
-    return None
+    return await flights.follow_or_lead(plan, route)
 
 
 async def _send_hit(
@@ -165,8 +177,9 @@ async def _stream_completion(
     route: registry.RouteConfig,
     plan: cache_service.CachePlan | None,
     base_headers: list,
-) -> Entry | None:
-    """Relay the stream; returns the cache entry stored after its terminal event.
+) -> cache_service.Hit | None:
+    """Relay the stream; returns the answer for identical requests waiting (the cache
+    entry is stored after the terminal event), None when the stream did not end well.
 
     The chunks that arrived from upstream together leave together, in one write; the
     last ones leave with `[DONE]`.
@@ -194,13 +207,15 @@ async def _stream_completion(
         return None
     finally:
         stream.close()
-    entry = None
+    shared = None
     if plan is not None and exchange.trace.endpoint is not None and assembled.lossless:
-        entry = cache_service.store(plan, assembled.completion(), exchange.trace.endpoint.name)
+        completion, endpoint_name = assembled.completion(), exchange.trace.endpoint.name
+        entry = cache_service.store(plan, completion, endpoint_name)
         _note_stored(exchange, entry)
+        shared = flights.shared_answer(plan, completion, endpoint_name, entry)
     await _send_body(send, events + b"data: [DONE]\n\n", more=False)
     exchange.finish(status=200)
-    return entry
+    return shared
 
 
 def _client_events(

@@ -59,7 +59,8 @@ class CacheOutcome:
             outcome=hit.kind,
             tier=hit.tier,
             similarity=hit.similarity,
-            entry_key=entry.key,
+            # A shared, unstored answer (of no tier, flights.py) names no entry.
+            entry_key=entry.key if hit.tier else "",
             saved_tokens_in=entry.tokens_in,
             saved_tokens_out=entry.tokens_out,
             cost_saved_usd=prices.cost_usd(entry.tokens_in, entry.tokens_out) if prices else 0.0,

@@ -6,7 +6,8 @@ It answers instantly by echoing the last user message. A path prefix before /v1 
 a failure mode, so one process serves every endpoint the tests need:
 
     /v1/...                       ok
-    /delay/<ms>/v1/...            ok after <ms> (before headers; per chunk when streaming)
+    /delay/<ms>/v1/...            ok after <ms> (before headers; per chunk when streaming);
+                                  another mode may follow: /delay/<ms>/length/v1/...
     /status/<code>/v1/...         that HTTP status with an OpenAI error body
     /ratelimit/<s>/v1/...         429 with Retry-After: <s>
     /flaky/<n>/<tag>/v1/...       500 for the first <n> requests with that tag, then ok
@@ -19,6 +20,7 @@ a failure mode, so one process serves every endpoint the tests need:
     /usage/<n>/v1/...             ok, but usage.prompt_tokens is <n> as sent (1e30, lots...)
     /refuse/v1/...                ok, but the model refuses (message.refusal, no content)
     GET /_stats                   requests seen per path (JSON); POST /_reset clears
+    GET /_peak                    the most requests in progress at once, per path
 
 The body steers the answer as at OpenAI: with `functions` the model calls the first one
 (legacy function_call), with `logprobs: true` every token comes with its logprobs. Every
@@ -35,6 +37,8 @@ from typing import Any
 from aiohttp import web
 
 _seen: Counter[str] = Counter()
+_active: Counter[str] = Counter()
+_peak: Counter[str] = Counter()
 
 
 FINGERPRINT = "fp_fake_upstream"
@@ -210,13 +214,25 @@ async def _stream_failing(
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    mode = request.match_info.get("mode", "")
     _seen[request.path] += 1
-    parts = [p for p in mode.split("/") if p]
+    _active[request.path] += 1
+    _peak[request.path] = max(_peak[request.path], _active[request.path])
+    try:
+        return await _answer(request)
+    finally:
+        _active[request.path] -= 1
+
+
+async def _answer(request: web.Request) -> web.StreamResponse:
+    parts = [p for p in request.match_info.get("mode", "").split("/") if p]
     delay_s = 0.0
     if parts[:1] == ["delay"]:
         delay_s = int(parts[1]) / 1000
-    elif parts[:1] == ["status"]:
+        parts = parts[2:]
+        if parts:  # a mode follows: its answer (or failure) comes after the delay
+            await asyncio.sleep(delay_s)
+            delay_s = 0.0
+    if parts[:1] == ["status"]:
         return _error(int(parts[1]), f"fake upstream status {parts[1]}")
     elif parts[:1] == ["ratelimit"]:
         return _error(429, "slow down", headers={"Retry-After": parts[1]})
@@ -267,14 +283,20 @@ async def stats(request: web.Request) -> web.Response:
     return web.json_response(dict(_seen))
 
 
+async def peak(request: web.Request) -> web.Response:
+    return web.json_response(dict(_peak))
+
+
 async def reset(request: web.Request) -> web.Response:
     _seen.clear()
+    _peak.clear()
     return web.json_response({})
 
 
 def make_app() -> web.Application:
     app = web.Application()
     app.router.add_get("/_stats", stats)
+    app.router.add_get("/_peak", peak)
     app.router.add_post("/_reset", reset)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post(r"/{mode:.+}/v1/chat/completions", chat_completions)

@@ -103,7 +103,7 @@ def _check_messages(messages: object) -> None:
                 param=f"{param}.role",
             )
         content = message.get("content")
-        if content is None and not (role == "assistant" and message.get("tool_calls")):
+        if content is None and not _may_omit_content(message):
             raise GatewayError(
                 "invalid_request", f"'{param}.content' is required.", param=f"{param}.content"
             )
@@ -113,12 +113,34 @@ def _check_messages(messages: object) -> None:
                 f"'{param}.content' must be a string or an array of content parts.",
                 param=f"{param}.content",
             )
+        if isinstance(content, list) and role not in PART_TYPES_BY_ROLE:
+            raise GatewayError(
+                "invalid_request",
+                f"'{param}.content' must be a string in a '{role}' message.",
+                param=f"{param}.content",
+            )
         if isinstance(content, list):
-            _check_content_parts(content, f"{param}.content")
+            _check_content_parts(content, f"{param}.content", role)
 
 
+def _may_omit_content(message: dict[str, Any]) -> bool:
+    """An assistant turn that called tools (or a function) may come without content."""
+    return message["role"] == "assistant" and bool(
+        message.get("tool_calls") or message.get("function_call")
+    )
+
+
+# The content part types each role accepts, as in OpenAI's Chat Completions API (the
+# legacy `function` role takes a string only).
+PART_TYPES_BY_ROLE: dict[str, tuple[str, ...]] = {
+    "system": ("text",),
+    "developer": ("text",),
+    "user": ("text", "image_url", "input_audio", "file"),
+    "assistant": ("text", "refusal"),
+    "tool": ("text",),
+}
 # What a content part of each type must carry, as OpenAI checks it: the field named for
-# the type, of this JSON type. Other types pass through: the upstream decides.
+# the type, of this JSON type.
 _PART_FIELDS: dict[str, type] = {
     "text": str,
     "refusal": str,
@@ -130,7 +152,7 @@ _PART_FIELDS: dict[str, type] = {
 _PART_SUBFIELDS = {"image_url": ("url",), "input_audio": ("data", "format")}
 
 
-def _check_content_parts(parts: list[Any], param: str) -> None:
+def _check_content_parts(parts: list[Any], param: str, role: str) -> None:
     # Refused, not skipped: a part without its text embeds as an empty prompt, which the
     # semantic cache would answer with any other empty prompt's cached answer.
     if not parts:
@@ -149,8 +171,16 @@ def _check_content_parts(parts: list[Any], param: str) -> None:
                 param=where,
             )
         kind = part["type"]
-        wanted = _PART_FIELDS.get(kind)
-        if wanted is not None and not isinstance(part.get(kind), wanted):
+        allowed = PART_TYPES_BY_ROLE[role]
+        if kind not in allowed:
+            raise GatewayError(
+                "invalid_request",
+                f"Invalid value: '{kind}'. Supported values in a '{role}' message are: "
+                f"{_listing(allowed)}.",
+                param=f"{where}.type",
+            )
+        wanted = _PART_FIELDS[kind]
+        if not isinstance(part.get(kind), wanted):
             raise GatewayError(
                 "invalid_request",
                 f"'{where}.{kind}' is required in a '{kind}' part "
@@ -164,6 +194,14 @@ def _check_content_parts(parts: list[Any], param: str) -> None:
                     f"'{where}.{kind}.{name}' is required (a string).",
                     param=where,
                 )
+
+
+def _listing(values: tuple[str, ...]) -> str:
+    """As OpenAI lists values: 'a'; 'a' and 'b'; 'a', 'b', and 'c'."""
+    quoted = [f"'{value}'" for value in values]
+    if len(quoted) <= 2:
+        return " and ".join(quoted)
+    return ", ".join(quoted[:-1]) + ", and " + quoted[-1]
 
 
 def _check_numbers(body: dict[str, Any]) -> None:

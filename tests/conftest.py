@@ -203,10 +203,12 @@ def no_sessions_left_at_teardown(django_db_setup: None, django_db_blocker: Any) 
                 )
 
 
-def start_gateway(name: str, env: dict[str, str] | None = None) -> Process:
+def start_gateway(
+    name: str, env: dict[str, str] | None = None, daphne_args: tuple[str, ...] = ()
+) -> Process:
     """A BeastMode process under daphne (the default server) on a free port."""
     port = free_port()
-    args = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+    args = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *daphne_args,
             "beastmode.asgi:application"]  # fmt: skip
     return start_process(args, port, name, env or server_env())
 
@@ -379,3 +381,8 @@ def wait_for_key(gateway: Process, client: Client) -> Client:
 
 def upstream_hits(fake_upstream: Process, path: str) -> int:
     return http(f"{fake_upstream.url}/_stats").json().get(path, 0)
+
+
+def upstream_peak(fake_upstream: Process, path: str) -> int:
+    """The most requests the fake upstream had in progress at once on that path."""
+    return http(f"{fake_upstream.url}/_peak").json().get(path, 0)
