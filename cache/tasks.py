@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.utils import timezone
 
-from cache import warming
+from cache import retention, warming
 from cache.models import CacheEntry, WarmupPrompt
 from routing import dispatch
 
@@ -13,6 +13,16 @@ def prune_expired() -> int:
     """Delete expired L3 rows; returns how many."""
     deleted, _ = CacheEntry.objects.filter(expires_at__lte=timezone.now()).delete()
     return deleted
+
+
+@shared_task(expires=3600)
+def prune_logs() -> dict[str, int]:
+    """Delete old semantic pairs and purge records (cache/retention.py); returns how many."""
+    now = timezone.now()
+    return {
+        "semantic_pairs": retention.prune_semantic_pairs(now),
+        "purges": retention.prune_purges(now),
+    }
 
 
 @shared_task(expires=600)
