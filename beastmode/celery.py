@@ -14,6 +14,7 @@ app.autodiscover_tasks()
 app.conf.beat_schedule = {
     "probe-endpoints": {"task": "routing.tasks.probe_endpoints", "schedule": 60.0},
     "prune-cache": {"task": "cache.tasks.prune_expired", "schedule": 3600.0},
+    "prune-cache-logs": {"task": "cache.tasks.prune_logs", "schedule": 3600.0},
     "prune-records": {"task": "monitoring.tasks.prune_records", "schedule": 3600.0},
     "refresh-expiring-answers": {"task": "cache.tasks.refresh_expiring", "schedule": 300.0},
     "warm-prompts": {

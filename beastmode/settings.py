@@ -200,6 +200,9 @@ CACHE_WARMUP_INTERVAL_S = env_int("BEASTMODE_CACHE_WARMUP_INTERVAL_S", "3600")
 SEMANTIC_MAX_ENTRIES = env_int("BEASTMODE_SEMANTIC_MAX_ENTRIES", "1000000")
 # How often each process picks up vectors other processes stored.
 SEMANTIC_SYNC_S = env_float("BEASTMODE_SEMANTIC_SYNC_S", "2")
+# Semantic pairs (hits and shadow-mode would-be hits) are pruned after this many days;
+# pairs an admin marked false are kept: they are the evaluation set and a block list.
+CACHE_SEMANTIC_PAIR_RETENTION_DAYS = env_int("BEASTMODE_CACHE_SEMANTIC_PAIR_RETENTION_DAYS", "30")
 # Dashboard: push interval; raw records are pruned after RECORD_RETENTION_DAYS, minute
 # rollups after 2 days, hour rollups after ROLLUP_RETENTION_DAYS.
 MONITORING_PUSH_INTERVAL_S = env_float("BEASTMODE_MONITORING_PUSH_INTERVAL_S", "5")

@@ -132,6 +132,8 @@ class SemanticPair(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        # Pruning by age (cache/retention.py) and admin's newest-first list.
+        indexes = [models.Index(fields=["created_at"], name="cache_pair_created")]
 
     def __str__(self) -> str:
         return f"{self.model} {self.similarity:.3f} {self.request_id}"

@@ -8,6 +8,11 @@ a writer's queue, in L2 only) in any process, and for copies written back afterw
 
 The log is filled from the table on every registry reload and by the cache writer right
 after each L3 write; a lookup reads memory only (at most seven dict lookups).
+
+A purge can cover a live entry for `retention_s()` after it, and no longer: then its row
+is pruned (cache/retention.py). Every process reads only the rows of that period, and row
+ids are never reused (a Postgres sequence, SQLite AUTOINCREMENT), so pruning older rows
+changes nothing any process reads.
 """
 
 import threading
@@ -17,11 +22,27 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 
+from cache import controls
 from cache.models import CachePurge
 
 # Purges commit in any order (two admins, two processes): each read goes this far back
 # from the newest purge seen, and skips the ids it has applied already.
 _OVERLAP_S = 60.0
+# The purging, storing and pruning hosts' clocks (kept in step by NTP) may disagree a bit.
+CLOCK_MARGIN_S = 3600
+
+
+def retention_s() -> int:
+    """How long after a purge an entry it covers can still be alive in some tier.
+
+    An entry lives until its `expires_at`, fixed when it is stored (created_at + its
+    lifetime), in every tier: L1 and L2 keep a copy for the shorter of their TTL and the
+    entry's remaining life, L3 and the semantic index ignore it past it, and the writer's
+    queue carries it unchanged, however long it waits. An entry created before a purge is
+    therefore gone everywhere once the longest lifetime an entry can be given has passed
+    since: a request's `cache.ttl` and a model's `cache_ttl_s` go up to a year, the
+    default is CACHE_L3_TTL_S."""
+    return max(controls.MAX_TTL_S, settings.CACHE_L3_TTL_S) + CLOCK_MARGIN_S
 
 
 @dataclass(frozen=True)
@@ -33,8 +54,8 @@ class Purge:
 
 
 class PurgeLog:
-    """Thread-safe. Remembers each purge for as long as an entry it covers can live in a
-    tier that does not delete it at the purge (`retention_s`, L3's default lifetime)."""
+    """Thread-safe. Remembers each purge for as long as an entry it covers can live
+    (`retention_s`)."""
 
     def __init__(self, retention_s: float) -> None:
         self.retention_s = retention_s
@@ -87,4 +108,4 @@ class PurgeLog:
             self._latest = {s: at for s, at in self._latest.items() if at >= oldest}
 
 
-log = PurgeLog(retention_s=settings.CACHE_L3_TTL_S)
+log = PurgeLog(retention_s=retention_s())

@@ -6,6 +6,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
+from cache import semantic_switch
 from routing import breaker, health, keys
 from routing.models import ModelEndpoint, Route, RouteEndpoint, ServiceKey
 
@@ -114,6 +115,11 @@ class RouteAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Route]:
         return super().get_queryset(request).prefetch_related("chain__endpoint")
+
+    def save_model(self, request: HttpRequest, route: Route, form: Any, change: bool) -> None:
+        was = form.initial.get("semantic_mode", Route.SemanticMode.OFF)
+        super().save_model(request, route, form, change)
+        semantic_switch.mode_changed(route.model_name, was=was, now=route.semantic_mode)
 
 
 class ServiceKeyForm(forms.ModelForm):

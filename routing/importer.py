@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from django.db import transaction
 
-from cache import controls, similarity
+from cache import controls, semantic_switch, similarity
 from routing.models import ModelEndpoint, Route, RouteEndpoint
 
 _ENDPOINT_FIELDS = {
@@ -67,6 +67,9 @@ def _import_model(spec: Any, where: str, summary: ImportSummary) -> None:
         "enabled": _flag(spec, "enabled", where),
         **_cache_fields(spec.get("cache"), f"{where}.cache"),
     }
+    semantic_switch.mode_changed(
+        route.model_name, was=route.semantic_mode, now=wanted["semantic_mode"]
+    )
     changed = _apply(route, wanted)
     current = list(route.chain.order_by("position").values_list("endpoint_id", flat=True))
     if current != [ep.id for ep in chain]:
