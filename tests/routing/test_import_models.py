@@ -162,5 +162,5 @@ def test_a_model_or_endpoint_enabled_flag_must_be_a_boolean(
 ) -> None:
     with pytest.raises(CommandError, match=r"\(demo\)\.enabled: true or false; got 'no'"):
         run(tmp_path, CONFIG.replace("  - name: demo\n", '  - name: demo\n    enabled: "no"\n'))
-    with pytest.raises(CommandError, match=r"endpoints\[1\]\.enabled: true or false"):
+    with pytest.raises(CommandError, match=r"endpoints\[1\] \(local-b\)\.enabled: true or false"):
         run(tmp_path, CONFIG.replace("model: llama-3", "model: llama-3\n        enabled: off!"))
