@@ -57,8 +57,9 @@ def purging_repointed_models() -> Iterator[list[Repoint]]:
     """Run the block in a transaction; once it commits, purge the cache of every model the
     block repointed. The list yielded is filled with those models when the block ends.
 
-    After the commit, not before: a process reading the old route in between would
-    store the old upstream's answers again, after the purge, where it cannot reach them.
+    After the commit, not before: until then every process routes to the old upstream,
+    and what it stores after a purge is new to that purge. (What it answers from the old
+    route until its next registry reload, about a second, is not covered either.)
     """
     repoints: list[Repoint] = []
     with transaction.atomic():
