@@ -2,13 +2,51 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html, format_html_join
 
 from cache import semantic_switch
-from routing import breaker, health, keys
+from routing import breaker, health, keys, repointing
 from routing.models import ModelEndpoint, Route, RouteEndpoint, ServiceKey
+
+
+class PurgesRepointedModels(admin.ModelAdmin):
+    """Saves (inlines included) and deletes that point a model to another upstream purge
+    its cached answers once committed, and tell the admin (routing/repointing.py)."""
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        if request.method != "POST":
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        with repointing.purging_repointed_models() as repoints:
+            response = super().changeform_view(request, object_id, form_url, extra_context)
+        self._tell_purged(request, repoints)
+        return response
+
+    def delete_model(self, request: HttpRequest, obj: Model) -> None:
+        with repointing.purging_repointed_models() as repoints:
+            super().delete_model(request, obj)
+        self._tell_purged(request, repoints)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        with repointing.purging_repointed_models() as repoints:
+            super().delete_queryset(request, queryset)
+        self._tell_purged(request, repoints)
+
+    def _tell_purged(self, request: HttpRequest, repoints: list[repointing.Repoint]) -> None:
+        for repoint in repoints:
+            self.message_user(
+                request,
+                f"Purged the cached answers of model '{repoint.model_name}' from every tier: "
+                f"{repoint.reason}.",
+                messages.WARNING,
+            )
 
 
 class ModelEndpointForm(forms.ModelForm):
@@ -43,7 +81,7 @@ class ModelEndpointForm(forms.ModelForm):
 
 
 @admin.register(ModelEndpoint)
-class ModelEndpointAdmin(admin.ModelAdmin):
+class ModelEndpointAdmin(PurgesRepointedModels):
     form = ModelEndpointForm
     list_display = [
         "name", "provider", "base_url", "upstream_model", "has_key", "circuit", "last_probe",
@@ -100,7 +138,7 @@ class RouteEndpointInline(admin.TabularInline):
 
 
 @admin.register(Route)
-class RouteAdmin(admin.ModelAdmin):
+class RouteAdmin(PurgesRepointedModels):
     list_display = ["model_name", "chain_display", "cache_enabled", "semantic_mode", "enabled"]
     fields = [
         "model_name", "description", "enabled", "cache_enabled", "semantic_mode",

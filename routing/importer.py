@@ -2,18 +2,22 @@
 
 Idempotent: endpoints are matched by name and routes by model name; importing the
 same file twice changes nothing. API keys come from the environment variable the
-file names (`api_key_env`), never from the file itself.
+file names (`api_key_env`), never from the file itself. The import is one transaction: a
+bad value anywhere is reported (naming the model, endpoint and field) and changes nothing.
+Models the import points to another upstream have their cache purged once it is
+committed (routing/repointing.py).
 """
 
 import os
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 import yaml
-from django.db import transaction
+from django.db import DatabaseError
 
 from cache import controls, semantic_switch, similarity
+from routing import import_values, repointing
+from routing.import_values import ImportError_
 from routing.models import ModelEndpoint, Route, RouteEndpoint
 
 _ENDPOINT_FIELDS = {
@@ -22,10 +26,9 @@ _ENDPOINT_FIELDS = {
     "output_cost_per_1m", "enabled",
 }  # fmt: skip
 _MODEL_FIELDS = {"name", "endpoints", "description", "enabled", "cache"}
-
-
-class ImportError_(ValueError):
-    """The file is not a valid model configuration (message says where)."""
+# What ModelEndpoint's columns (and so admin) hold.
+_COST_MAX_DIGITS, _COST_DECIMAL_PLACES = 12, 6
+_MAX_RETRIES = 32767
 
 
 @dataclass
@@ -33,9 +36,13 @@ class ImportSummary:
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    purged: list[repointing.Repoint] = field(default_factory=list)  # models repointed
+    # Where each name was defined first: a second definition must be the same.
+    _defined: dict[str, tuple[str, Any]] = field(default_factory=dict, repr=False)
 
 
 def import_models(text: str) -> ImportSummary:
+    """Raises ImportError_ naming the first bad value; then nothing was changed."""
     try:
         data = yaml.safe_load(text)  # never yaml.load: the file may come from anyone
     except yaml.YAMLError as exc:
@@ -44,16 +51,20 @@ def import_models(text: str) -> ImportSummary:
     if not isinstance(models, list):
         raise ImportError_("the file must have a top-level 'models:' list")
     summary = ImportSummary()
-    with transaction.atomic():
+    # One transaction: a bad value anywhere leaves the database as it was.
+    with repointing.purging_repointed_models() as repoints:
         for index, spec in enumerate(models):
             _import_model(spec, f"models[{index}]", summary)
+    summary.purged = repoints
     return summary
 
 
 def _import_model(spec: Any, where: str, summary: ImportSummary) -> None:
-    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
-        raise ImportError_(f"{where}: needs a 'name'")
-    where = f"{where} ({spec['name']})"
+    if not isinstance(spec, dict):
+        raise ImportError_(f"{where}: must be a mapping with a 'name' and 'endpoints'")
+    name = _model_name(spec, where)
+    where = f"{where} ({name})"
+    _define_once(summary, f"model {name}", spec, where, again=False)
     _reject_unknown(spec, _MODEL_FIELDS, where)
     endpoints = spec.get("endpoints")
     if not isinstance(endpoints, list) or not endpoints:
@@ -61,9 +72,29 @@ def _import_model(spec: Any, where: str, summary: ImportSummary) -> None:
     chain = [
         _import_endpoint(ep, f"{where}.endpoints[{i}]", summary) for i, ep in enumerate(endpoints)
     ]
-    route, created = Route.objects.get_or_create(model_name=spec["name"])
+    if len({ep.name for ep in chain}) < len(chain):
+        raise ImportError_(f"{where}.endpoints: lists an endpoint twice")
+    try:
+        _save_route(name, spec, chain, where, summary)
+    except DatabaseError as exc:  # what the checks above did not foresee still names its model
+        raise ImportError_(f"{where}: the database refused it: {exc}") from None
+
+
+def _model_name(spec: dict[str, Any], where: str) -> str:
+    _require(spec, "name", where, "the model name clients send")
+    return import_values.text(
+        spec["name"], f"{where}.name", max_length=200, what="the model name clients send"
+    )
+
+
+def _save_route(
+    name: str, spec: dict[str, Any], chain: list[ModelEndpoint], where: str, summary: ImportSummary
+) -> None:
+    route, created = Route.objects.get_or_create(model_name=name)
     wanted = {
-        "description": spec.get("description", ""),
+        "description": import_values.optional_text(
+            spec.get("description"), f"{where}.description", max_length=300
+        ),
         "enabled": _flag(spec, "enabled", where),
         **_cache_fields(spec.get("cache"), f"{where}.cache"),
     }
@@ -144,41 +175,101 @@ def _ttl_s(value: Any, where: str) -> int | None:
 def _import_endpoint(spec: Any, where: str, summary: ImportSummary) -> ModelEndpoint:
     if not isinstance(spec, dict):
         raise ImportError_(f"{where}: must be a mapping")
+    _require(spec, "name", where, "a unique endpoint name")
+    name = import_values.slug(spec["name"], f"{where}.name", max_length=100)
+    where = f"{where} ({name})"
+    # Models may share an endpoint, each spelling it out.
+    _define_once(summary, f"endpoint {name}", spec, where, again=True)
     _reject_unknown(spec, _ENDPOINT_FIELDS, where)
-    for required in ("name", "base_url", "model"):
-        if not spec.get(required):
-            raise ImportError_(f"{where}: '{required}' is required")
-    if spec.get("provider", "openai") not in ModelEndpoint.Provider.values:
-        raise ImportError_(f"{where}: unknown provider {spec.get('provider')!r}")
-    timeout_s = float(spec.get("timeout_s", 120))
-    wanted: dict[str, Any] = {
-        "provider": spec.get("provider", "openai"),
-        "base_url": spec["base_url"],
-        "upstream_model": spec["model"],
-        "connect_timeout_s": float(spec.get("connect_timeout_s", min(5.0, timeout_s))),
-        "first_byte_timeout_s": float(spec.get("first_byte_timeout_s", timeout_s)),
-        "total_timeout_s": float(spec.get("total_timeout_s", timeout_s)),
-        "max_retries": int(spec.get("max_retries", 2)),
-        "input_cost_per_1m": Decimal(str(spec.get("input_cost_per_1m", 0))),
-        "output_cost_per_1m": Decimal(str(spec.get("output_cost_per_1m", 0))),
-        "enabled": _flag(spec, "enabled", where),
-    }
-    endpoint = ModelEndpoint.objects.filter(name=spec["name"]).first()
+    wanted = _endpoint_fields(spec, where)
+    api_key = _api_key(spec, where)
+    endpoint = ModelEndpoint.objects.filter(name=name).first()
     created = endpoint is None
     if endpoint is None:
-        endpoint = ModelEndpoint(name=spec["name"])
+        endpoint = ModelEndpoint(name=name)
     changed = _apply(endpoint, wanted)
-    if env_name := spec.get("api_key_env"):
-        api_key = os.environ.get(env_name)
-        if api_key is None:
-            raise ImportError_(f"{where}: environment variable {env_name} is not set")
-        if created or endpoint.get_api_key() != api_key:
-            endpoint.set_api_key(api_key)
-            changed = True
+    if api_key is not None and (created or endpoint.get_api_key() != api_key):
+        endpoint.set_api_key(api_key)
+        changed = True
     if created or changed:
-        endpoint.save()
+        try:
+            endpoint.save()
+        except DatabaseError as exc:
+            raise ImportError_(f"{where}: the database refused it: {exc}") from None
     _tally(summary, f"endpoint {endpoint.name}", created, changed)
     return endpoint
+
+
+def _endpoint_fields(spec: dict[str, Any], where: str) -> dict[str, Any]:
+    _require(spec, "base_url", where, "the upstream's base URL, like https://api.openai.com/v1")
+    _require(spec, "model", where, "the model id sent upstream")
+    provider = spec.get("provider", "openai")
+    if provider not in ModelEndpoint.Provider.values:
+        raise ImportError_(
+            f"{where}.provider: unknown provider {provider!r}; one of "
+            f"{', '.join(ModelEndpoint.Provider.values)}"
+        )
+    timeout_s = import_values.seconds(spec.get("timeout_s", 120), f"{where}.timeout_s")
+    defaults = {
+        "connect_timeout_s": min(5.0, timeout_s),
+        "first_byte_timeout_s": timeout_s,
+        "total_timeout_s": timeout_s,
+    }
+    costs = {
+        name: import_values.usd(
+            spec.get(name, 0), f"{where}.{name}",
+            max_digits=_COST_MAX_DIGITS, decimal_places=_COST_DECIMAL_PLACES,
+        )
+        for name in ("input_cost_per_1m", "output_cost_per_1m")
+    }  # fmt: skip
+    return {
+        "provider": provider,
+        "base_url": import_values.url(spec["base_url"], f"{where}.base_url", max_length=500),
+        "upstream_model": import_values.text(
+            spec["model"], f"{where}.model", max_length=200, what="the model id sent upstream"
+        ),
+        **{
+            name: import_values.seconds(spec.get(name, default), f"{where}.{name}")
+            for name, default in defaults.items()
+        },
+        "max_retries": import_values.whole_number(
+            spec.get("max_retries", 2), f"{where}.max_retries", high=_MAX_RETRIES
+        ),
+        **costs,
+        "enabled": _flag(spec, "enabled", where),
+    }
+
+
+def _api_key(spec: dict[str, Any], where: str) -> str | None:
+    """The key from the environment variable the file names; None when it names none."""
+    if spec.get("api_key_env") is None:
+        return None
+    env_name = import_values.text(
+        spec["api_key_env"], f"{where}.api_key_env", max_length=200,
+        what="the name of the environment variable holding the API key",
+    )  # fmt: skip
+    api_key = os.environ.get(env_name)
+    if api_key is None:
+        raise ImportError_(f"{where}.api_key_env: environment variable {env_name} is not set")
+    return api_key
+
+
+def _require(spec: dict[str, Any], name: str, where: str, what: str) -> None:
+    if spec.get(name) is None:
+        raise ImportError_(f"{where}: '{name}' is required ({what})")
+
+
+def _define_once(
+    summary: ImportSummary, label: str, spec: dict[str, Any], where: str, *, again: bool
+) -> None:
+    """Refuse a second definition of a name (`again`: unless it is the same): the second
+    would silently replace the first."""
+    first_where, first_spec = summary._defined.setdefault(label, (where, spec))
+    if first_where != where and not (again and first_spec == spec):
+        raise ImportError_(
+            f"{where}: {label} is defined {'differently ' if again else ''}at {first_where} "
+            f"already; define it once{', or the same way each time' if again else ''}"
+        )
 
 
 def _apply(instance: Any, wanted: dict[str, Any]) -> bool:

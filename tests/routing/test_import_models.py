@@ -1,5 +1,7 @@
 """`manage.py import_models`: declarative, idempotent, keys from the environment only."""
 
+import subprocess
+import sys
 from io import StringIO
 from pathlib import Path
 
@@ -7,6 +9,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from routing.models import ModelEndpoint, RegistryVersion, Route
+from tests.conftest import ROOT, server_env
 
 CONFIG = """
 models:
@@ -162,5 +165,146 @@ def test_a_model_or_endpoint_enabled_flag_must_be_a_boolean(
 ) -> None:
     with pytest.raises(CommandError, match=r"\(demo\)\.enabled: true or false; got 'no'"):
         run(tmp_path, CONFIG.replace("  - name: demo\n", '  - name: demo\n    enabled: "no"\n'))
-    with pytest.raises(CommandError, match=r"endpoints\[1\]\.enabled: true or false"):
+    with pytest.raises(CommandError, match=r"endpoints\[1\] \(local-b\)\.enabled: true or false"):
         run(tmp_path, CONFIG.replace("model: llama-3", "model: llama-3\n        enabled: off!"))
+
+
+A = r"models\[0\] \(demo\)\.endpoints\[0\] \(local-a\)"  # how messages name local-a
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        # durations
+        ("timeout_s: soon", rf"{A}\.timeout_s: a number of seconds greater than 0.*got 'soon'"),
+        ('timeout_s: "30"', rf"{A}\.timeout_s: .*\(write it without quotes\); got '30'"),
+        ("timeout_s: 0", rf"{A}\.timeout_s: a number of seconds greater than 0"),
+        ("timeout_s: .inf", rf"{A}\.timeout_s: .*got inf"),
+        ("connect_timeout_s: -1", rf"{A}\.connect_timeout_s: .*greater than 0.*got -1"),
+        ("first_byte_timeout_s: true", rf"{A}\.first_byte_timeout_s: .*not numbers\); got True"),
+        ("total_timeout_s: null", rf"{A}\.total_timeout_s: .*got None"),
+        # counts
+        ("max_retries: 1.5", rf"{A}\.max_retries: a whole number from 0 to 32767; got 1\.5"),
+        ("max_retries: -1", rf"{A}\.max_retries: a whole number .*got -1"),
+        ("max_retries: yes", rf"{A}\.max_retries: .*got True"),
+        # prices
+        ("input_cost_per_1m: -1", rf"{A}\.input_cost_per_1m: a price in USD from 0 .*got -1"),
+        ("output_cost_per_1m: cheap", rf"{A}\.output_cost_per_1m: a price .*got 'cheap'"),
+        ("input_cost_per_1m: true", rf"{A}\.input_cost_per_1m: .*got True"),
+        ("input_cost_per_1m: 0.0000001", rf"{A}\.input_cost_per_1m: .*at most 6 decimal places"),
+        ("input_cost_per_1m: 1000000", rf"{A}\.input_cost_per_1m: .*under 1,000,000"),
+        ("input_cost_per_1m: .nan", rf"{A}\.input_cost_per_1m: .*got nan"),
+        # names and URLs
+        ("base_url: not a url", rf"{A}\.base_url: an http:// or https:// URL .*'not a url'"),
+        ("base_url: ftp://h/v1", rf"{A}\.base_url: an http:// or https:// URL"),
+        ("base_url: http://h:port/v1", rf"{A}\.base_url: .*got 'http://h:port/v1'"),
+        ("model: 3.5", rf"{A}\.model: the model id sent upstream.*\(put it in quotes"),
+        ('model: ""', rf"{A}\.model: the model id sent upstream, a string of 1 to 200"),
+        ("api_key_env: 42", rf"{A}\.api_key_env: the name of the environment variable"),
+        ("enabled: 1", rf"{A}\.enabled: true or false; got 1"),
+        ("provider: 7", rf"{A}\.provider: unknown provider 7; one of openai"),
+    ],
+)
+def test_bad_endpoint_values_name_the_model_endpoint_and_field_and_import_nothing(
+    db: None, tmp_path: Path, demo_key: str, line: str, message: str
+) -> None:
+    field = line.split(":")[0]  # replaces what CONFIG sets it to (in either endpoint)
+    lines = [kept for kept in CONFIG.splitlines() if not kept.startswith(f"        {field}:")]
+    text = "\n".join(lines).replace("- name: local-a", f"- name: local-a\n        {line}")
+
+    with pytest.raises(CommandError, match=message):
+        run(tmp_path, text)
+
+    assert not Route.objects.exists() and not ModelEndpoint.objects.exists(), "all or nothing"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("models:\n  - name: 2024\n    endpoints: []",
+         r"models\[0\]\.name: the model name clients send, a string .*\(put it in quotes"),
+        ("models:\n  - endpoints: []", r"models\[0\]: 'name' is required \(the model name"),
+        ("models:\n  - name: x\n    description: [a]\n    endpoints:\n      - name: a\n"
+         "        base_url: http://h/v1\n        model: m",
+         r"models\[0\] \(x\)\.description: a string of at most 300 characters"),
+        ("models:\n  - name: x\n    endpoints:\n      - base_url: http://h/v1\n        model: m",
+         r"models\[0\] \(x\)\.endpoints\[0\]: 'name' is required"),
+        ("models:\n  - name: x\n    endpoints:\n      - name: my endpoint\n"
+         "        base_url: http://h/v1\n        model: m",
+         r"endpoints\[0\]\.name: letters, digits, '-' and '_' only .*got 'my endpoint'"),
+        ("models:\n  - name: x\n    endpoints:\n      - name: a\n        base_url: http://h/v1",
+         r"models\[0\] \(x\)\.endpoints\[0\] \(a\): 'model' is required \(the model id"),
+    ],
+)  # fmt: skip
+def test_bad_or_missing_model_fields_name_the_model_and_field(
+    db: None, tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(CommandError, match=message):
+        run(tmp_path, text)
+    assert not Route.objects.exists() and not ModelEndpoint.objects.exists()
+
+
+ENDPOINT_A = "      - name: a\n        base_url: http://h/v1\n        model: m\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (f"models:\n  - name: x\n    endpoints:\n{ENDPOINT_A}{ENDPOINT_A}",
+         r"models\[0\] \(x\)\.endpoints: lists an endpoint twice"),
+        (f"models:\n  - name: x\n    endpoints:\n{ENDPOINT_A}"
+         f"  - name: y\n    endpoints:\n{ENDPOINT_A.replace('model: m', 'model: n')}",
+         r"models\[1\] \(y\)\.endpoints\[0\] \(a\): endpoint a is defined differently at "
+         r"models\[0\] \(x\)\.endpoints\[0\] \(a\) already"),
+        (f"models:\n  - name: x\n    endpoints:\n{ENDPOINT_A}"
+         f"  - name: x\n    endpoints:\n{ENDPOINT_A}",
+         r"models\[1\] \(x\): model x is defined at models\[0\] \(x\) already"),
+    ],
+)  # fmt: skip
+def test_a_name_defined_twice_is_refused_instead_of_silently_replaced(
+    db: None, tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(CommandError, match=message):
+        run(tmp_path, text)
+    assert not Route.objects.exists() and not ModelEndpoint.objects.exists()
+
+
+def test_models_may_share_an_endpoint_spelled_out_the_same_way(db: None, tmp_path: Path) -> None:
+    run(tmp_path, f"models:\n  - name: x\n    endpoints:\n{ENDPOINT_A}"
+                  f"  - name: y\n    endpoints:\n{ENDPOINT_A}")  # fmt: skip
+    assert ModelEndpoint.objects.count() == 1 and Route.objects.count() == 2
+
+
+def test_a_bad_value_late_in_the_file_leaves_earlier_changes_undone(
+    db: None, tmp_path: Path, demo_key: str
+) -> None:
+    run(tmp_path, CONFIG)
+    before = list(ModelEndpoint.objects.order_by("name").values())
+    changed_a = CONFIG.replace("model: gpt-4o-mini", "model: gpt-4o")
+    bad_b = changed_a.replace("model: llama-3", "model: llama-3\n        max_retries: many")
+
+    with pytest.raises(CommandError, match=r"endpoints\[1\] \(local-b\)\.max_retries"):
+        run(tmp_path, bad_b)
+
+    assert list(ModelEndpoint.objects.order_by("name").values()) == before
+
+
+def test_the_command_exits_non_zero_with_one_line_and_no_traceback(
+    transactional_db: None, tmp_path: Path
+) -> None:
+    path = tmp_path / "models.yaml"
+    path.write_text(CONFIG.replace("timeout_s: 30", "timeout_s: soon").replace(
+        "        api_key_env: DEMO_KEY\n", ""))  # fmt: skip
+
+    done = subprocess.run(
+        [sys.executable, "manage.py", "import_models", str(path)],
+        cwd=ROOT, env=server_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip() == (
+        "CommandError: models[0] (demo).endpoints[0] (local-a).timeout_s: a number of "
+        "seconds greater than 0, like 30 or 2.5; got 'soon'"
+    )
+    assert not ModelEndpoint.objects.exists()

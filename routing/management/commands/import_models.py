@@ -21,6 +21,10 @@ class Command(BaseCommand):
             self.stdout.write(f"created {label}")
         for label in summary.updated:
             self.stdout.write(f"updated {label}")
+        for repoint in summary.purged:
+            self.stdout.write(
+                f"purged the cached answers of model {repoint.model_name}: {repoint.reason}"
+            )
         self.stdout.write(
             f"{len(summary.created)} created, {len(summary.updated)} updated, "
             f"{len(summary.unchanged)} unchanged"
