@@ -1,11 +1,11 @@
 """What makes two requests the same: the exact key and the semantic partition.
 
-The exact key covers the namespace, the model name, every message and every parameter
-that can change the output. The semantic partition covers the same except the last turn,
-which is compared by similarity: system prompts and earlier turns are part of the partition
-(matched exactly). Only fields known not to change the output are left out; an unknown
-field is part of the key, so a new OpenAI parameter can never make two different requests
-collide.
+The exact key covers the namespace, the model name and the upstream behind it, every
+message and every parameter that can change the output. The semantic partition covers the
+same except the last turn, which is compared by similarity: system prompts and earlier
+turns are part of the partition (matched exactly). Only fields known not to change the
+output are left out; an unknown field is part of the key, so a new OpenAI parameter can
+never make two different requests collide.
 """
 
 import hashlib
@@ -52,7 +52,9 @@ def namespace_for(*, key_hash_prefix: str, shared_namespace_id: int | None) -> s
     return f"{OWN_NAMESPACE_PREFIX}{key_hash_prefix}"
 
 
-def derive(namespace: str, model: str, body: dict[str, Any]) -> CacheKey:
+def derive(namespace: str, model: str, body: dict[str, Any], upstream: str = "") -> CacheKey:
+    """`upstream`: the route's primary upstream (RouteConfig.upstream), so that a model
+    pointed to another upstream never serves the old one's answers."""
     messages = body.get("messages") or []
     params = {k: _number(v) for k, v in body.items() if k not in NON_OUTPUT_FIELDS}
     instructions = [m for m in messages if m.get("role") in _INSTRUCTION_ROLES]
@@ -60,6 +62,8 @@ def derive(namespace: str, model: str, body: dict[str, Any]) -> CacheKey:
     shared: dict[str, Any] = {
         "namespace": namespace, "model": model, "params": params, "instructions": instructions,
     }  # fmt: skip
+    if upstream:
+        shared["upstream"] = upstream
     if len(turns) > 1:  # (single-turn keys stay what they were before earlier turns counted)
         shared["earlier_turns"] = turns[:-1]
     partition = _digest(shared)

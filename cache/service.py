@@ -86,7 +86,7 @@ def plan(
     if not route.cache_enabled:
         return None
     return CachePlan(
-        key=keys.derive(key.cache_namespace, chat.model, chat.body),
+        key=keys.derive(key.cache_namespace, chat.model, chat.body, route.upstream),
         request=chat.body,
         request_id=request_id,
         read=not wanted.no_cache,

@@ -5,6 +5,7 @@
 admin changed something; a revoked key therefore stops working within about a second.
 """
 
+import functools
 import logging
 import threading
 import time
@@ -21,6 +22,7 @@ from cache import keys as cache_keys
 from routing.errors import GatewayError
 from routing.keys import hash_key
 from routing.models import ModelEndpoint, RegistryVersion, Route, ServiceKey
+from routing.upstreams import Upstream
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,16 @@ class RouteConfig:
     semantic_mode: str = "off"
     semantic_threshold: float = 0.95
     cache_ttl_s: int | None = None
+
+    @functools.cached_property
+    def upstream(self) -> str:
+        """The primary upstream, part of every cache key (cache/keys.py): pointed to another
+        one, the model never serves what the old one answered, in any process, whether or
+        not it had reloaded the registry when the purge ran (routing/repointing.py)."""
+        if not self.endpoints:
+            return ""
+        first = self.endpoints[0]
+        return str(Upstream.of(first.provider, first.base_url, first.upstream_model))
 
 
 @dataclass(frozen=True)

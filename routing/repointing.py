@@ -18,22 +18,12 @@ import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
 
 from django.db import transaction
 
 from cache import purge
 from routing.models import Route, RouteEndpoint
-
-
-@dataclass(frozen=True)
-class Upstream:
-    provider: str
-    base_url: str
-    model: str
-
-    def __str__(self) -> str:
-        return f"{self.model} at {self.base_url} ({self.provider})"
+from routing.upstreams import Upstream
 
 
 @dataclass(frozen=True)
@@ -58,8 +48,9 @@ def purging_repointed_models() -> Iterator[list[Repoint]]:
     block repointed. The list yielded is filled with those models when the block ends.
 
     After the commit, not before: until then every process routes to the old upstream,
-    and what it stores after a purge is new to that purge. (What it answers from the old
-    route until its next registry reload, about a second, is not covered either.)
+    and what it stores after a purge is new to that purge. (What a process answers from
+    the old route until its next registry reload, about a second, is stored after the
+    purge, but under the old primary upstream's keys: cache/keys.py, RouteConfig.upstream.)
     """
     repoints: list[Repoint] = []
     with transaction.atomic():
@@ -85,7 +76,7 @@ def upstreams_by_model() -> dict[str, tuple[Upstream, ...]]:
         )
     )  # fmt: skip
     for model_name, provider, base_url, upstream_model in links:
-        upstream = Upstream(provider, _normalized_url(base_url), upstream_model)
+        upstream = Upstream.of(provider, base_url, upstream_model)
         if upstream not in chains[model_name]:
             chains[model_name].append(upstream)
     return {name: tuple(chain) for name, chain in chains.items()}
@@ -102,9 +93,3 @@ def find_repoints(
         if old and (any(upstream not in new for upstream in old) or (new and new[0] != old[0])):
             repoints.append(Repoint(model_name, before=old, after=new))
     return repoints
-
-
-def _normalized_url(url: str) -> str:
-    parts = urlsplit(url.strip())
-    path = parts.path.rstrip("/")
-    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), path, parts.query, ""))

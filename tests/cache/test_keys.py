@@ -54,6 +54,13 @@ def test_system_prompt_earlier_turns_model_and_namespace_are_all_in_the_key() ->
     assert key(BASE, namespace="key:2") != key(BASE)
 
 
+def test_the_upstream_behind_the_model_is_in_the_key_and_the_partition() -> None:
+    on_a = derive("key:1", "demo", BASE, upstream="gpt-4o at https://a.example/v1 (openai)")
+    on_b = derive("key:1", "demo", BASE, upstream="llama at http://b.example/v1 (vllm)")
+    assert on_a.exact != on_b.exact
+    assert on_a.partition != on_b.partition
+
+
 def test_parameter_order_does_not_matter() -> None:
     assert key({"temperature": 1, **BASE, "seed": 3}) == key({"seed": 3, **BASE, "temperature": 1})
 

@@ -17,6 +17,7 @@ from django.test import Client as BrowserClient
 from cache.models import CachePurge
 from routing import repointing
 from routing.models import ModelEndpoint, Route, RouteEndpoint
+from routing.upstreams import Upstream
 from tests.cache.test_exact_cache import ask, stored
 from tests.conftest import (
     Client,
@@ -311,8 +312,8 @@ def test_the_purge_comes_once_the_change_is_committed_and_not_when_it_is_rolled_
 
 
 def test_the_reason_names_what_went_and_what_answers_first() -> None:
-    a = repointing.Upstream("openai", "http://a/v1", "gpt")
-    b = repointing.Upstream("openai", "http://b/v1", "llama")
+    a = Upstream("openai", "http://a/v1", "gpt")
+    b = Upstream("openai", "http://b/v1", "llama")
 
     assert repointing.Repoint("m", before=(a,), after=(b,)).reason == (
         "it no longer calls gpt at http://a/v1 (openai); "
