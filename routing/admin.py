@@ -157,7 +157,8 @@ class RouteAdmin(PurgesRepointedModels):
     def save_model(self, request: HttpRequest, route: Route, form: Any, change: bool) -> None:
         was = form.initial.get("semantic_mode", Route.SemanticMode.OFF)
         super().save_model(request, route, form, change)
-        semantic_switch.mode_changed(route.model_name, was=was, now=route.semantic_mode)
+        if change:  # a new model has no answers stored yet
+            semantic_switch.mode_changed(route.model_name, was=was, now=route.semantic_mode)
 
 
 class ServiceKeyForm(forms.ModelForm):

@@ -98,9 +98,8 @@ def _save_route(
         "enabled": _flag(spec, "enabled", where),
         **_cache_fields(spec.get("cache"), f"{where}.cache"),
     }
-    semantic_switch.mode_changed(
-        route.model_name, was=route.semantic_mode, now=wanted["semantic_mode"]
-    )
+    if not created:  # a new model has no answers stored yet
+        semantic_switch.mode_changed(name, was=route.semantic_mode, now=wanted["semantic_mode"])
     changed = _apply(route, wanted)
     current = list(route.chain.order_by("position").values_list("endpoint_id", flat=True))
     if current != [ep.id for ep in chain]:

@@ -13,6 +13,7 @@ from django.utils import timezone
 from cache import backfill, semantic, semantic_switch
 from cache.embedder import get_embedder
 from cache.models import CacheEntry
+from routing import importer
 from routing.models import Route
 from tests.cache.test_exact_cache import ask, stored
 from tests.cache.test_semantic_cache import PARAPHRASE, QUESTION, paraphrase_is
@@ -146,3 +147,16 @@ def make_row(
         embedding=embedding, created_at=now, expires_at=now + expires_in,
         updated_at=now - timedelta(minutes=1),
     )  # fmt: skip
+
+
+def test_a_new_model_imported_with_semantic_matching_on_starts_no_backfill(
+    db: None, django_capture_on_commit_callbacks: Any
+) -> None:
+    text = (
+        "models:\n  - name: brand-new\n    cache: {semantic: 'on'}\n    endpoints:\n"
+        "      - {name: brand-new-ep, base_url: 'http://127.0.0.1:9/v1', model: m}\n"
+    )
+    with django_capture_on_commit_callbacks() as callbacks:
+        importer.import_models(text)
+    assert Route.objects.get(model_name="brand-new").semantic_mode == "on"
+    assert callbacks == [], "a new model has no answers to embed"
