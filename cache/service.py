@@ -120,6 +120,19 @@ async def lookup(plan: CachePlan) -> Hit | None:
     return hit
 
 
+def stored_meanwhile(plan: CachePlan) -> Hit | None:
+    """An answer to this exact request that reached L1 since its lookup began (the lookup
+    may wait for the lower tiers and the semantic index while an identical request lands)."""
+    if not plan.read:
+        return None
+    now = time.time()
+    entry = tiers().l1.get(plan.key.exact, now)
+    if entry is None or not _fresh(entry, plan, now):
+        return None
+    lower_writer.count_hit(entry.key)
+    return Hit(entry, "exact", "L1")
+
+
 def _lower_tier_hit(plan: CachePlan, now: float) -> Hit | None:
     found = _fetch(plan.key.exact, plan, now)
     return Hit(found[0], "exact", found[1]) if found else None

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from cache import flights
+from cache import flights, layers
 from cache import service as cache_service
 from cache.models import CacheEntry
 from monitoring.models import RequestRecord
@@ -191,9 +191,9 @@ def send_and_stay(
 # --- the waiting rules, in one event loop ---------------------------------------------
 
 
-def a_plan(route: RouteConfig) -> cache_service.CachePlan:
+def a_plan(route: RouteConfig, text: str = "same") -> cache_service.CachePlan:
     key = KeyConfig(id=1, name="k", allowed_models=frozenset(), expires_at=None, revoked=False)
-    chat = check_chat_body({"model": "m", "messages": [{"role": "user", "content": "same"}]})
+    chat = check_chat_body({"model": "m", "messages": [{"role": "user", "content": text}]})
     plan = cache_service.plan(key, route, chat, None)
     assert plan is not None
     return plan
@@ -257,5 +257,30 @@ def test_a_follower_stops_waiting_for_a_leader_past_its_timeouts() -> None:
         assert await flights.follow_or_lead(plan, route) is False  # goes upstream alone
         assert time.monotonic() - started == pytest.approx(flights.leader_budget_s(route), 0.2)
         flights.land(plan, None)
+
+    asyncio.run(scenario())
+
+
+def test_a_request_about_to_lead_takes_the_answer_that_landed_during_its_lookup(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    counted: list[str] = []
+    monkeypatch.setattr(cache_service.lower_writer, "count_hit", counted.append)
+
+    async def scenario() -> None:
+        route = a_route()
+        plan = a_plan(route, "landed during my lookup")
+        completion = {
+            "choices": [{"index": 0, "message": {"content": "hi"}, "finish_reason": "stop"}]
+        }
+        entry = cache_service.entry_for(plan, completion, "ep", time.time())
+        layers.tiers().l1.put(entry, time.time())  # as the leader stores it, then lands
+
+        answer = await flights.follow_or_lead(plan, route)
+
+        assert isinstance(answer, cache_service.Hit) and answer.entry == entry
+        assert (answer.kind, answer.tier) == ("exact", "L1")
+        assert not flights._flights, "it does not lead a second call upstream"
+        assert counted == [entry.key]
 
     asyncio.run(scenario())
