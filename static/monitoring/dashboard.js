@@ -38,8 +38,11 @@
     Plotly.react("chart-requests", [
       { x: t, y: s.series.requests, name: "requests", type: "bar" },
       { x: t, y: s.series.errors, name: "errors", type: "bar", marker: { color: "#d62728" } },
-      { x: t, y: s.series.exact_hits, name: "exact hits", type: "scatter" },
-      { x: t, y: s.series.semantic_hits, name: "semantic hits", type: "scatter" },
+      // Colours set: Plotly's fourth default is the errors' red.
+      { x: t, y: s.series.exact_hits, name: "exact hits", type: "scatter",
+        line: { color: "#2ca02c" } },
+      { x: t, y: s.series.semantic_hits, name: "semantic hits", type: "scatter",
+        line: { color: "#9467bd" } },
     ], layout("Requests, errors and cache hits", { barmode: "overlay" }), config);
     Plotly.react("chart-latency", ["p50_ms", "p95_ms", "p99_ms"].map((name) => (
       { x: t, y: s.series[name], name: name.replace("_ms", ""), type: "scatter",

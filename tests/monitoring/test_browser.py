@@ -99,6 +99,11 @@ def test_an_operator_logs_in_and_watches_the_dashboard_update(
                 expect(page.locator(f"#chart-{chart} .main-svg").first).to_be_visible()
             expect(page.locator("#chart-requests .bars path").first).to_be_attached()
             expect(page.locator("#chart-models .xtick text")).to_contain_text([model])
+            colours = page.evaluate(
+                "document.getElementById('chart-requests')._fullData"
+                ".map((trace) => (trace.line || trace.marker).color)"
+            )
+            assert len(set(colours)) == 4, f"requests, errors and hits told apart: {colours}"
             assert re.fullmatch(r"[\d.]+ / [\d.]+ / [\d.]+ ms", kpi(page, "latency"))
 
             # The same failure twice is one row of recent errors, with its count and tips.
