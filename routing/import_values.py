@@ -9,10 +9,11 @@ refused rather than guessed at (as the cache fields do).
 import math
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_slug
+
+from routing.upstreams import is_http_url
 
 
 class ImportError_(ValueError):
@@ -49,7 +50,7 @@ def slug(value: Any, where: str, *, max_length: int) -> str:
 
 
 def url(value: Any, where: str, *, max_length: int) -> str:
-    if not _is_http_url(value) or len(value) > max_length:
+    if not is_http_url(value) or len(value) > max_length:
         raise ImportError_(
             f"{where}: an http:// or https:// URL of at most {max_length} characters, "
             f"like https://api.openai.com/v1; got {value!r}"
@@ -97,19 +98,6 @@ def usd(value: Any, where: str, *, max_digits: int, decimal_places: int) -> Deci
 def _is_number(value: Any) -> bool:
     # YAML reads yes/true as a boolean, and True == 1.
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_http_url(value: Any) -> bool:
-    """Lighter than admin's URLValidator, which refuses a host without a dot, such as a
-    container's name (http://vllm:8000/v1)."""
-    if not isinstance(value, str) or any(c.isspace() for c in value):
-        return False
-    try:
-        parts = urlsplit(value)
-        _ = parts.port  # raises ValueError for a port that is not a number from 0 to 65535
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _number_hint(value: Any) -> str:

@@ -4,6 +4,7 @@ from django.utils import timezone
 
 from cache import controls, similarity
 from routing import crypto
+from routing.upstreams import validate_base_url
 
 
 class ModelEndpoint(models.Model):
@@ -14,7 +15,11 @@ class ModelEndpoint(models.Model):
 
     name = models.SlugField(max_length=100, unique=True)
     provider = models.CharField(max_length=32, choices=Provider.choices, default=Provider.OPENAI)
-    base_url = models.URLField(max_length=500, help_text="e.g. https://api.openai.com/v1")
+    base_url = models.CharField(
+        max_length=500,
+        validators=[validate_base_url],
+        help_text="e.g. https://api.openai.com/v1 or http://vllm:8000/v1",
+    )
     upstream_model = models.CharField(max_length=200, help_text="model id sent upstream")
     api_key_encrypted = models.TextField(blank=True, default="", editable=False)
     connect_timeout_s = models.FloatField(default=5.0)

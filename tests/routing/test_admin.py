@@ -101,3 +101,37 @@ def test_route_cache_settings_in_range_are_saved(admin_browser: BrowserClient) -
 
     route = Route.objects.get(model_name="guarded")
     assert (route.semantic_threshold, route.cache_ttl_s) == (0.8, 31536000)
+
+
+def add_endpoint(browser: BrowserClient, name: str, base_url: str) -> str:
+    form = {
+        "name": name, "provider": "openai", "base_url": base_url, "upstream_model": "m",
+        "api_key": "", "connect_timeout_s": 5, "first_byte_timeout_s": 30,
+        "total_timeout_s": 60, "max_retries": 1, "input_cost_per_1m": 0,
+        "output_cost_per_1m": 0, "enabled": "on",
+    }  # fmt: skip
+    return browser.post("/admin/routing/modelendpoint/add/", form, follow=True).content.decode()
+
+
+@pytest.mark.parametrize(
+    "base_url", ["http://vllm:8000/v1", "https://api.openai.com/v1", "http://127.0.0.1:9/v1"]
+)
+def test_an_endpoint_may_be_a_container_name_or_any_http_host(
+    admin_browser: BrowserClient, base_url: str
+) -> None:
+    page = add_endpoint(admin_browser, "upstream", base_url)
+
+    assert "was added successfully" in page
+    assert ModelEndpoint.objects.get(name="upstream").base_url == base_url
+
+
+@pytest.mark.parametrize(
+    "base_url", ["api.openai.com/v1", "ftp://files.example/v1", "http://", "http://host:99999/v1"]
+)
+def test_an_endpoint_url_must_be_http_with_a_host(
+    admin_browser: BrowserClient, base_url: str
+) -> None:
+    page = add_endpoint(admin_browser, "upstream", base_url)
+
+    assert "Enter an http:// or https:// URL" in page
+    assert not ModelEndpoint.objects.filter(name="upstream").exists()
