@@ -100,7 +100,10 @@ async def _chat_completions(
 
     if (header(scope, b"x-beastmode-async") or "").lower() == "true":
         job_id = await sync_to_async(jobs.submit)(
-            service_key_id=exchange.key.id, request_id=exchange.request_id, body=chat.body
+            service_key_id=exchange.key.id,
+            request_id=exchange.request_id,
+            chat=chat,
+            cache_control=header(scope, b"cache-control"),
         )
         exchange.is_async_job = True
         payload = {"id": job_id, "object": "beastmode.job", "status": "queued"}

@@ -156,6 +156,8 @@ class AsyncJob(models.Model):
     service_key = models.ForeignKey(ServiceKey, on_delete=models.CASCADE, related_name="+")
     request_id = models.CharField(max_length=64)
     body = models.JSONField()
+    # The request's cache controls: its `cache` field and Cache-Control header (cache/controls.py).
+    cache_controls = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     result = models.JSONField(null=True, blank=True)

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 import pytest
 from django.conf import settings
 
+from cache.models import CacheEntry
 from monitoring.models import RequestRecord
 from tests.conftest import (
     Client,
@@ -16,6 +17,7 @@ from tests.conftest import (
     server_env,
     start_process,
     stop_process,
+    upstream_hits,
     wait_until,
 )
 
@@ -42,10 +44,12 @@ def celery_worker(django_db_setup: None) -> Iterator[None]:
     stop_process(process)
 
 
-def submit(gateway: Process, client: Client, model: str) -> tuple[str, str]:
+def submit(
+    gateway: Process, client: Client, model: str, headers: dict[str, str] | None = None
+) -> tuple[str, str]:
     body = {"model": model, "messages": [{"role": "user", "content": "later"}]}
     reply = http(f"{gateway.url}/v1/chat/completions", method="POST", key=client.key,
-                 headers={"X-BeastMode-Async": "true"}, body=body)  # fmt: skip
+                 headers={"X-BeastMode-Async": "true", **(headers or {})}, body=body)  # fmt: skip
     assert reply.status == 202, reply.body
     job = reply.json()
     assert job["status"] == "queued" and job["id"].startswith("job_")
@@ -98,3 +102,52 @@ def test_a_job_is_visible_only_to_the_key_that_submitted_it(
 
     reply = http(f"{gateway.url}/v1/jobs/{job_id}", key=bob.key)
     assert reply.status == 404 and reply.json()["error"]["code"] == "job_not_found"
+
+
+def run_record(request_id: str) -> RequestRecord:
+    return wait_until(
+        lambda: (
+            RequestRecord.objects.filter(request_id=request_id, is_async_job=True)
+            .exclude(outcome="accepted")
+            .first()
+        )
+    )
+
+
+def test_a_repeated_job_is_answered_from_the_cache_and_its_answer_serves_the_api_too(
+    gateway: Process,
+    fake_upstream: Process,
+    alice: Client,
+    model_with: ModelFactory,
+    celery_worker: None,
+) -> None:
+    model = model_with("delay/0")
+    path = "/delay/0/v1/chat/completions"
+    before = upstream_hits(fake_upstream, path)
+    first, first_request = submit(gateway, alice, model)
+    answer = wait_for_job(gateway, alice, first, "succeeded")["result"]
+
+    again, again_request = submit(gateway, alice, model)
+
+    assert wait_for_job(gateway, alice, again, "succeeded")["result"] == answer
+    assert upstream_hits(fake_upstream, path) - before == 1
+    assert run_record(first_request).cache_outcome == "miss"
+    hit = run_record(again_request)
+    assert (hit.cache_outcome, hit.endpoint, hit.tokens_out) == ("exact", "", 0)
+    assert hit.saved_tokens_out == 4
+    body = {"model": model, "messages": [{"role": "user", "content": "later"}]}
+    reply = http(f"{gateway.url}/v1/chat/completions", method="POST", key=alice.key, body=body)
+    assert reply.headers["x-beastmode-cache"] == "exact"
+    assert reply.json()["choices"] == answer["choices"]
+
+
+def test_a_job_sent_with_no_store_leaves_nothing_in_the_cache(
+    gateway: Process, alice: Client, model_with: ModelFactory, celery_worker: None
+) -> None:
+    model = model_with("")
+    job_id, request_id = submit(gateway, alice, model, {"Cache-Control": "no-store"})
+
+    wait_for_job(gateway, alice, job_id, "succeeded")
+
+    assert run_record(request_id).cache_outcome == "miss"
+    assert not CacheEntry.objects.filter(model=model).exists()
