@@ -26,14 +26,16 @@ from routing.registry import RouteConfig
 # Beyond the route's own worst case: scheduling, the leader's bookkeeping.
 _GRACE_S = 1.0
 
-_flights: dict[str, asyncio.Future[Hit | None]] = {}
+# exact key → (the leading request's plan, the future its followers wait on)
+_flights: dict[str, tuple[CachePlan, asyncio.Future[Hit | None]]] = {}
 
 
 async def follow_or_lead(plan: CachePlan, route: RouteConfig) -> Hit | bool:
     """An identical in-flight request's answer; else True when this request now leads
     (it must `land` whatever happens), False when it calls upstream on its own."""
     key = plan.key.exact
-    while plan.read and (future := _flights.get(key)) is not None:
+    while plan.read and (flight := _flights.get(key)) is not None:
+        future = flight[1]
         try:
             async with asyncio.timeout(leader_budget_s(route)):
                 # Shielded: a follower cancelled (its client gone) or timing out must not
@@ -53,16 +55,20 @@ async def follow_or_lead(plan: CachePlan, route: RouteConfig) -> Hit | bool:
 def _lead(plan: CachePlan) -> bool:
     if not plan.store or plan.key.exact in _flights:
         return False
-    _flights[plan.key.exact] = asyncio.get_running_loop().create_future()
+    _flights[plan.key.exact] = (plan, asyncio.get_running_loop().create_future())
     return True
 
 
 def land(plan: CachePlan, answer: Hit | None) -> None:
     """End the leader's flight with its answer, or None when it has none (its followers
-    then elect the next leader). Later calls do nothing."""
-    future = _flights.pop(plan.key.exact, None)
-    if future is not None and not future.done():
-        future.set_result(answer)
+    then elect the next leader). Later calls do nothing, even once another request leads
+    the same key."""
+    flight = _flights.get(plan.key.exact)
+    if flight is None or flight[0] is not plan:
+        return
+    del _flights[plan.key.exact]
+    if not flight[1].done():
+        flight[1].set_result(answer)
 
 
 def shared_answer(

@@ -284,3 +284,23 @@ def test_a_request_about_to_lead_takes_the_answer_that_landed_during_its_lookup(
         assert counted == [entry.key]
 
     asyncio.run(scenario())
+
+
+def test_a_leader_landing_twice_leaves_the_next_leaders_flight_alone() -> None:
+    async def scenario() -> None:
+        route = a_route()
+        first, second = a_plan(route, "landed twice"), a_plan(route, "landed twice")
+        assert await flights.follow_or_lead(first, route) is True
+        flights.land(first, an_answer(first))
+        assert await flights.follow_or_lead(second, route) is True  # the next request leads
+        follower = asyncio.create_task(flights.follow_or_lead(a_plan(route, "landed twice"), route))
+        await asyncio.sleep(0.01)
+
+        flights.land(first, None)  # the first leader's `finally`, after it sent its answer
+
+        await asyncio.sleep(0.01)
+        assert not follower.done(), "still waiting for the second leader"
+        flights.land(second, answer := an_answer(second))
+        assert await follower == answer
+
+    asyncio.run(scenario())
