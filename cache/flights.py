@@ -19,7 +19,7 @@ from typing import Any
 
 from django.conf import settings
 
-from cache.service import CachePlan, Hit, entry_for, stored_meanwhile
+from cache.service import CachePlan, Hit, entry_for
 from cache.tiers import Entry
 from routing.registry import RouteConfig
 
@@ -47,8 +47,6 @@ async def follow_or_lead(plan: CachePlan, route: RouteConfig) -> Hit | bool:
             return answer
         # The leader failed. The first follower to wake finds no flight and leads (no
         # await between here and `_lead`); those after it find its flight and wait.
-    if hit := stored_meanwhile(plan):
-        return hit  # an identical request landed while this one looked in the lower tiers
     return _lead(plan)
 
 

@@ -99,38 +99,31 @@ def plan(
 
 
 async def lookup(plan: CachePlan) -> Hit | None:
+    """A hit in any tier, exact or semantic. A lookup that had to wait (for the lower tiers
+    or the semantic index) looks in L1 again at the end: an identical request may have
+    stored its answer meanwhile, and this one would otherwise call upstream again."""
     now = time.time()
-    entry = tiers().l1.get(plan.key.exact, now)
-    lower_tiers_may_have_it = tiers().l2.available or semantic_sync.known_keys.might_contain(
-        plan.key.exact
-    )
-    if entry is not None and _fresh(entry, plan, now):
-        hit: Hit | None = Hit(entry, "exact", "L1")
-    elif lower_tiers_may_have_it:
+    hit = _l1_hit(plan, now)
+    waited = False
+    if hit is None and (
+        tiers().l2.available or semantic_sync.known_keys.might_contain(plan.key.exact)
+    ):
         # One thread hop covers both lower tiers.
-        hit = await _in_thread(_lower_tier_hit, plan, now)
-    else:
-        hit = None
+        hit, waited = await _in_thread(_lower_tier_hit, plan, now), True
     if hit is None and plan.semantic:
-        hit = await _in_thread(_semantic_hit, plan, now)
+        hit, waited = await _in_thread(_semantic_hit, plan, now), True
         if hit is not None and plan.semantic_mode == "shadow":
             plan.shadow, hit = hit, None
+    if hit is None and waited:
+        hit = _l1_hit(plan, time.time())
     if hit is not None:
         lower_writer.count_hit(hit.entry.key)
     return hit
 
 
-def stored_meanwhile(plan: CachePlan) -> Hit | None:
-    """An answer to this exact request that reached L1 since its lookup began (the lookup
-    may wait for the lower tiers and the semantic index while an identical request lands)."""
-    if not plan.read:
-        return None
-    now = time.time()
+def _l1_hit(plan: CachePlan, now: float) -> Hit | None:
     entry = tiers().l1.get(plan.key.exact, now)
-    if entry is None or not _fresh(entry, plan, now):
-        return None
-    lower_writer.count_hit(entry.key)
-    return Hit(entry, "exact", "L1")
+    return Hit(entry, "exact", "L1") if entry is not None and _fresh(entry, plan, now) else None
 
 
 def _lower_tier_hit(plan: CachePlan, now: float) -> Hit | None:

@@ -274,9 +274,13 @@ def test_a_request_about_to_lead_takes_the_answer_that_landed_during_its_lookup(
             "choices": [{"index": 0, "message": {"content": "hi"}, "finish_reason": "stop"}]
         }
         entry = cache_service.entry_for(plan, completion, "ep", time.time())
-        layers.tiers().l1.put(entry, time.time())  # as the leader stores it, then lands
 
-        answer = await flights.follow_or_lead(plan, route)
+        def leader_lands_meanwhile(*_: object) -> None:  # while this one reads L2 and L3
+            layers.tiers().l1.put(entry, time.time())
+
+        monkeypatch.setattr(cache_service, "_lower_tier_hit", leader_lands_meanwhile)
+        # As the API asks: a hit, else follow or lead (routing/api.py, _cached_answer).
+        answer = await cache_service.lookup(plan) or await flights.follow_or_lead(plan, route)
 
         assert isinstance(answer, cache_service.Hit) and answer.entry == entry
         assert (answer.kind, answer.tier) == ("exact", "L1")
