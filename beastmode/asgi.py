@@ -4,7 +4,7 @@ import os
 
 from django.core.asgi import get_asgi_application
 
-from beastmode import runtime
+from beastmode.lib import runtime
 
 runtime.limit_malloc_arenas()  # before Django, the database pool or our threads allocate
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "beastmode.settings")
@@ -16,12 +16,13 @@ from asgiref.sync import sync_to_async  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from beastmode import embedded_beat  # noqa: E402
-from cache import semantic_sync  # noqa: E402
+from cache.semantic import index_sync  # noqa: E402
 from cache.writer import lower_writer  # noqa: E402
+from gateway import api  # noqa: E402
+from gateway.asgi_http import Receive, Scope, Send  # noqa: E402
 from monitoring import recorder  # noqa: E402
-from monitoring.routing import websocket_application  # noqa: E402
-from routing import api, registry, upstream  # noqa: E402
-from routing.asgi_http import Receive, Scope, Send  # noqa: E402
+from monitoring.websocket_urls import websocket_application  # noqa: E402
+from routing import calls, registry  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ try:
 except Exception:
     log.warning("registry not loaded at start (database not migrated?); retrying in background")
 registry.start_refresher()
-semantic_sync.start()
+index_sync.start(preload_embedder=registry.uses_semantic_matching)
 if settings.CELERY_TASK_ALWAYS_EAGER:
     embedded_beat.start()
 runtime.speed_up_twisted_content_type()
@@ -60,7 +61,7 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             try:
-                await upstream.close_connections()
+                await calls.close_connections()
                 await sync_to_async(lower_writer.flush)()
                 await sync_to_async(recorder.flush)()
             except Exception:

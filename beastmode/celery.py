@@ -16,9 +16,9 @@ app.conf.beat_schedule = {
     "prune-cache": {"task": "cache.tasks.prune_expired", "schedule": 3600.0},
     "prune-cache-logs": {"task": "cache.tasks.prune_logs", "schedule": 3600.0},
     "prune-records": {"task": "monitoring.tasks.prune_records", "schedule": 3600.0},
-    "refresh-expiring-answers": {"task": "cache.tasks.refresh_expiring", "schedule": 300.0},
+    "refresh-expiring-answers": {"task": "gateway.tasks.refresh_expiring", "schedule": 300.0},
     "warm-prompts": {
-        "task": "cache.tasks.warm_all_prompts",
+        "task": "gateway.tasks.warm_all_prompts",
         "schedule": float(settings.CACHE_WARMUP_INTERVAL_S),
     },
 }

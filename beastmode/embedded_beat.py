@@ -9,7 +9,7 @@ import threading
 import time
 
 from beastmode.celery import app
-from routing import dispatch
+from beastmode.lib import dispatch
 
 log = logging.getLogger(__name__)
 _started = threading.Event()

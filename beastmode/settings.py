@@ -44,6 +44,8 @@ INSTALLED_APPS = [
     "routing",
     "cache",
     "monitoring",
+    "gateway",
+    "devtools",
 ]
 
 MIDDLEWARE = [
@@ -123,7 +125,7 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
-# Celery: with no broker, tasks run in-process (see routing/dispatch.py).
+# Celery: with no broker, tasks run in-process (see beastmode/lib/dispatch.py).
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL

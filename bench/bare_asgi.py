@@ -3,7 +3,7 @@
 It answers ``POST /v1/chat/completions`` with a fixed OpenAI-shaped chat completion,
 or, when the body asks for ``"stream": true``, with a fixed SSE stream ending in
 ``data: [DONE]`` (one event per ASGI body message, like a real streaming proxy; eight
-events, as many as routing.fake_upstream sends for the benchmark's message). It
+events, as many as devtools.fake_upstream sends for the benchmark's message). It
 reads and parses the request body, as any gateway must, and does nothing else: no
 routing, no auth, no upstream call. ``bench/gateway.py`` serves it with the same server
 and flags as the gateway.

@@ -20,15 +20,15 @@ http
     req/s >= 50% of the bare app's under daphne, same run; uvicorn is context. The miss
     (pass-through, unique bodies) is measured after the hits for contrast.
 semantic
-    In process: a cache.semantic.SemanticIndex with 100k entries in one partition (real
+    In process: a cache.semantic.vectors.SemanticIndex with 100k entries in one partition (real
     QQP question1 embeddings plus random unit vectors; HNSW, as the index switches past
     20k), then real QQP question2 texts asked one at a time on one thread: embed
-    (cache.embedder) and search (top-4, scouting first as a lookup does at the default
+    (cache.semantic.embedder) and search (top-4, scouting first as a lookup does at the default
     threshold; outside the timing, each answer is checked against the full search).
     Target: embed + search P50 <= 3 ms.
 million
     In process: 1M synthetic clustered unit vectors (low intrinsic dimension, so recall
-    means something) added one by one to a cache.semantic.PartitionIndex (HNSW M=32,
+    means something) added one by one to a cache.semantic.vectors.PartitionIndex (HNSW M=32,
     efSearch=96) with a time budget (``--million-budget``, default 600 s); past it, the
     build is redone with faiss directly (same index type and parameters, batches of 50k,
     all cores) and both times are reported. Then single-query top-4 search timings and
@@ -37,12 +37,12 @@ rss
     Real gateway processes (daphne, beastmode.asgi:application; ``--rss-runs``, default 3,
     the median is judged): VmRSS from /proc/<pid>/status after a few requests, first with
     no semantic route (embedder not loaded), then, after importing a model with
-    ``cache: {semantic: "on"}`` (which makes cache/semantic_sync.py preload the embedder at
+    ``cache: {semantic: "on"}`` (which makes cache/semantic/index_sync.py preload the embedder at
     start), after a few semantic requests (paraphrases must come back
     ``x-beastmode-cache: semantic``). Target: <= 250 MiB.
 warming
     A model whose upstream answers after 300 ms (``/delay/300/v1`` of
-    routing.fake_upstream), on its own daphne gateway. N warm-up prompts (WarmupPrompt rows)
+    devtools.fake_upstream), on its own daphne gateway. N warm-up prompts (WarmupPrompt rows)
     are warmed with ``manage.py warmcache`` (in process: no broker) while the gateway runs;
     then the first client request of each warmed prompt and of N cold prompts is timed
     through HTTP (a new connection each, interleaved). Target: every warmed prompt is a
@@ -494,7 +494,7 @@ def write_models_yaml(run: Run, upstream: Target) -> Path:
 
 WARM_CODE = """
 import json, os
-from cache.models import WarmupPrompt
+from gateway.models import WarmupPrompt
 from routing.models import ServiceKey
 key = ServiceKey.objects.get(name="demo")
 for text in json.loads(os.environ["BENCH_WARM_PROMPTS"]):
@@ -579,9 +579,10 @@ def warm_and_time(
 
 
 def part_semantic(args: argparse.Namespace, report: Report) -> None:
-    from cache import keys, similarity
-    from cache.embedder import get_embedder
-    from cache.semantic import HNSW_MIN_ENTRIES, SemanticIndex
+    from cache import keys
+    from cache.semantic import similarity
+    from cache.semantic.embedder import get_embedder
+    from cache.semantic.vectors import HNSW_MIN_ENTRIES, SemanticIndex
 
     print(f"\n== semantic lookup: {args.entries:,} entries in one partition ==", flush=True)
     pairs = load_pairs(args.data)
@@ -712,7 +713,7 @@ def exact_top1(vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
 def part_million(args: argparse.Namespace, report: Report) -> None:
     import faiss
 
-    from cache.semantic import HNSW_EF_SEARCH, HNSW_M, PartitionIndex
+    from cache.semantic.vectors import HNSW_EF_SEARCH, HNSW_M, PartitionIndex
 
     n = args.million_n
     print(
@@ -778,7 +779,7 @@ def part_million(args: argparse.Namespace, report: Report) -> None:
                     f"    faiss: {stop:,} added, {time.perf_counter() - started:.0f} s", flush=True
                 )
         direct_s = time.perf_counter() - started
-        faiss.omp_set_num_threads(1)  # as cache/semantic.py: single queries on one thread
+        faiss.omp_set_num_threads(1)  # as cache/semantic/vectors.py: single queries on one thread
         build_note += f"; faiss batches of 50k, {threads} threads: {direct_s:.0f} s"
         print(f"  faiss built in {direct_s:.1f} s")
 
@@ -871,7 +872,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.servers = [s for s in args.servers.split(",") if s]
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c]
     # What bench/gateway.py's helpers read from its own arguments.
-    args.upstream_module = "routing.fake_upstream"
+    args.upstream_module = "devtools.fake_upstream"
     args.project_dir = REPO
     return args
 

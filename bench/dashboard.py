@@ -73,7 +73,7 @@ VENV_BIN = Path(sys.executable).parent
 # the distributions below (six models with a primary and a fallback endpoint, 25 service
 # keys by a Zipf law, outcomes, cache kinds and tiers, classified errors with their
 # messages and tips, log-normal latencies), spread uniformly over the DAYS before an anchor.
-# Fields follow what routing/exchange.py records: a cache hit or a failed request has no
+# Fields follow what gateway/exchange.py records: a cache hit or a failed request has no
 # answering endpoint (""), a rejected request no cache outcome, an error its attempt log.
 #
 # Rollups: what monitoring.rollups.update_from would have written for those records,
@@ -402,7 +402,7 @@ def add_records(
 ) -> dict[str, float]:
     """Add `count` records (ids after the current largest); in `bulk`, the secondary indexes
     are dropped first and built again after. Returns the seconds spent inserting, indexing."""
-    from routing.errors import KINDS
+    from beastmode.lib.errors import KINDS
 
     tips = {name: list(kind.tips) for name, kind in KINDS.items()}
     statuses = {name: kind.status for name, kind in KINDS.items()}
@@ -685,7 +685,7 @@ def time_flushes(anchor: datetime, batch: int, flushes: int) -> FlushTiming:
     records are copies of stored ones, moved to just after the anchor."""
     from django.db import transaction
 
-    from beastmode.rows import write_rows
+    from beastmode.lib.rows import write_rows
     from monitoring import recorder, rollups
     from monitoring.models import RequestRecord
 
@@ -877,7 +877,7 @@ def measure_live(args: argparse.Namespace, env: dict[str, str], work_dir: Path) 
         upstream_port = free_port()
         procs.start(
             "upstream",
-            [sys.executable, "-m", "routing.fake_upstream", "--port", str(upstream_port)],
+            [sys.executable, "-m", "devtools.fake_upstream", "--port", str(upstream_port)],
             env,
             upstream_port,
         )

@@ -15,7 +15,7 @@ on a Debian-like system). LiteLLM's proxy is included when its separate venv exi
 What it does, all on loopback ports it picks itself, stopping every process it started
 on exit (also on Ctrl-C / SIGTERM):
 
-1. starts the 0 ms fake upstream (``python -m routing.fake_upstream --port N``);
+1. starts the 0 ms fake upstream (``python -m devtools.fake_upstream --port N``);
 2. prepares the gateway in a throw-away SQLite dir (``BEASTMODE_VAR_DIR``; or the
    database in ``DATABASE_URL`` if you set one): ``manage.py migrate`` and
    ``manage.py load_demo --upstream-url ...``, whose last stdout line is the service key;
@@ -949,7 +949,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--gateway-app", default="beastmode.asgi:application", help="ASGI path of the gateway"
     )
     parser.add_argument(
-        "--upstream-module", default="routing.fake_upstream", help="module run as the fake upstream"
+        "--upstream-module",
+        default="devtools.fake_upstream",
+        help="module run as the fake upstream",
     )
     parser.add_argument(
         "--keep-logs", action="store_true", help="keep the work dir with the subprocess logs"

@@ -5,10 +5,10 @@ Rerun (about 2 minutes on 2 busy cores, most of it embedding ~12k texts once):
     .venv/bin/python bench/semantic_eval.py [--data ../shared/data] [--threshold 0.95]
 
 Protocol: fill a FAISS IndexFlatIP with one side of every pair, ask with the other side, take
-the top-4 entries and let cache.similarity.choose pick the one to serve (score(cosine) >=
-threshold, no guard in cache.guards refuses, none less similar than a refused one, near-ties
-ranked by word overlap), as the product does. A hit is right only when it returns the
-partner's entry. Thresholds are on the similarity scale of cache.similarity (default 0.95 =
+the top-4 entries and let cache.semantic.similarity.choose pick the one to serve (score(cosine) >=
+threshold, no guard in cache.semantic.guards refuses, none less similar than a refused one,
+near-ties ranked by word overlap), as the product does. A hit is right only when it returns the
+partner's entry. Thresholds are on the similarity scale of cache.semantic.similarity (default 0.95 =
 cosine 0.9075).
 
 - GPTCache pairs (gptcache_mock_data.json): cache = the distinct origins, ask = similar; right
@@ -45,14 +45,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cache import english, guards, similarity
-from cache.embedder import get_embedder
+from cache.semantic import english, guards, similarity
+from cache.semantic.embedder import get_embedder
 
 faiss.omp_set_num_threads(1)
 
 HERE = Path(__file__).resolve().parent
 THRESHOLDS = (0.80, 0.85, 0.90, 0.93, 0.95, 0.97, 0.98)
-ALL = guards.GUARDS  # the default set served by cache.guards.refusal_reason
+ALL = guards.GUARDS  # the default set served by cache.semantic.guards.refusal_reason
 VERIFIED = guards.GUARDS + guards.VERIFIERS
 
 

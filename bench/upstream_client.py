@@ -73,7 +73,7 @@ def main() -> None:
     args = parser.parse_args()
     port = free_port()
     upstream = subprocess.Popen(
-        [sys.executable, "-m", "routing.fake_upstream", "--port", str(port)], cwd=ROOT
+        [sys.executable, "-m", "devtools.fake_upstream", "--port", str(port)], cwd=ROOT
     )
     try:
         deadline = time.monotonic() + 20

@@ -8,13 +8,15 @@ class CacheConfig(AppConfig):
     verbose_name = "Response cache"
 
     def ready(self) -> None:
-        from routing import registry
+        from beastmode.lib import changes
 
-        registry.reloaded.connect(_follow_admin_changes, dispatch_uid="cache-admin-changes")
+        # Every process follows purges and marked pairs when it reloads the shared config.
+        changes.reloaded.connect(_follow_admin_changes, dispatch_uid="cache-admin-changes")
 
 
 def _follow_admin_changes(sender: type, **kwargs: Any) -> None:
-    from cache import false_pairs, purge
+    from cache import purge
+    from cache.semantic import false_pairs
 
     purge.apply_new_purges()
     false_pairs.reload()

@@ -11,7 +11,7 @@ max-age=N: accept only a cached answer younger than N seconds (max-age=0 is no-c
 from dataclasses import dataclass
 from typing import Any
 
-from routing.errors import GatewayError
+from beastmode.lib.errors import GatewayError
 
 MAX_TTL_S = 365 * 24 * 3600
 

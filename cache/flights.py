@@ -7,66 +7,86 @@ request). When the leader fails (an upstream error, its client gone, its task
 cancelled), the first follower to wake leads the next try and the others wait for it:
 calls to a struggling upstream are made one after another, never all at once.
 
-A follower waits for a leader at most as long as that leader's call may take (its route's
-timeouts, retries and backoff); past that the leader is stuck and the follower calls
-upstream on its own. Requests with `no-store` neither lead nor share their answer;
+A follower waits for a leader at most as long as that leader's call may take (`budget_s`:
+its route's timeouts, retries and backoff); past that the leader is stuck and the follower
+calls upstream on its own. Requests with `no-store` neither lead nor share their answer;
 `no-cache` requests do not follow.
 """
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
-
-from django.conf import settings
 
 from cache.service import CachePlan, Hit, entry_for
 from cache.tiers import Entry
-from routing.registry import RouteConfig
 
-# Beyond the route's own worst case: scheduling, the leader's bookkeeping.
-_GRACE_S = 1.0
-
-# exact key → (the leading request's plan, the future its followers wait on)
-_flights: dict[str, tuple[CachePlan, asyncio.Future[Hit | None]]] = {}
+# What callers add to a route's worst case: scheduling, the leader's bookkeeping.
+GRACE_S = 1.0
 
 
-async def follow_or_lead(plan: CachePlan, route: RouteConfig) -> Hit | bool:
-    """An identical in-flight request's answer; else True when this request now leads
-    (it must `land` whatever happens), False when it calls upstream on its own."""
+class Flight:
+    """One request's part in a flight: `answer` when it followed a leader that answered;
+    `leads` when it calls upstream for the identical requests that follow it."""
+
+    def __init__(self, plan: CachePlan | None) -> None:
+        self.plan = plan
+        self.answer: Hit | None = None
+        self.leads = False
+        self._future: asyncio.Future[Hit | None] | None = None
+
+    def share(self, completion: dict[str, Any], endpoint_name: str, stored: Entry | None) -> None:
+        """Give the followers this request's answer (now, not when the flight ends)."""
+        if self.leads and self.plan is not None:
+            self._land(shared_answer(self.plan, completion, endpoint_name, stored))
+
+    def _land(self, answer: Hit | None) -> None:
+        """End this request's flight (only its own: another may lead the key by now)."""
+        if self._future is None or self.plan is None:
+            return
+        if _flights.get(self.plan.key.exact) is self._future:
+            del _flights[self.plan.key.exact]
+        if not self._future.done():
+            self._future.set_result(answer)
+        self._future = None
+
+
+# exact key → the future the leader's followers wait on
+_flights: dict[str, asyncio.Future[Hit | None]] = {}
+
+
+@contextlib.asynccontextmanager
+async def coalesce(plan: CachePlan | None, *, budget_s: float) -> AsyncIterator[Flight]:
+    """Follow an identical request in flight, or lead one. Leaving the block always ends
+    a led flight: with the shared answer, else with none (the followers elect another)."""
+    flight = Flight(plan)
+    if plan is not None:
+        await _follow_or_lead(flight, plan, budget_s)
+    try:
+        yield flight
+    finally:
+        flight._land(None)
+
+
+async def _follow_or_lead(flight: Flight, plan: CachePlan, wait_s: float) -> None:
     key = plan.key.exact
-    while plan.read and (flight := _flights.get(key)) is not None:
-        future = flight[1]
+    while plan.read and (future := _flights.get(key)) is not None:
         try:
-            async with asyncio.timeout(leader_budget_s(route)):
+            async with asyncio.timeout(wait_s):
                 # Shielded: a follower cancelled (its client gone) or timing out must not
                 # cancel the answer the others wait for.
                 answer = await asyncio.shield(future)
         except TimeoutError:
-            return False
+            return  # the leader is stuck: call upstream alone
         if answer is not None:
-            return answer
+            flight.answer = answer
+            return
         # The leader failed. The first follower to wake finds no flight and leads (no
-        # await between here and `_lead`); those after it find its flight and wait.
-    return _lead(plan)
-
-
-def _lead(plan: CachePlan) -> bool:
-    if not plan.store or plan.key.exact in _flights:
-        return False
-    _flights[plan.key.exact] = (plan, asyncio.get_running_loop().create_future())
-    return True
-
-
-def land(plan: CachePlan, answer: Hit | None) -> None:
-    """End the leader's flight with its answer, or None when it has none (its followers
-    then elect the next leader). Later calls do nothing, even once another request leads
-    the same key."""
-    flight = _flights.get(plan.key.exact)
-    if flight is None or flight[0] is not plan:
-        return
-    del _flights[plan.key.exact]
-    if not flight[1].done():
-        flight[1].set_result(answer)
+        # await between here and the lead below); those after it find its flight and wait.
+    if plan.store and key not in _flights:
+        flight._future = _flights[key] = asyncio.get_running_loop().create_future()
+        flight.leads = True
 
 
 def shared_answer(
@@ -77,13 +97,3 @@ def shared_answer(
     if stored is not None:
         return Hit(stored, "exact", "L1")
     return Hit(entry_for(plan, completion, endpoint_name, time.time()), "exact", "")
-
-
-def leader_budget_s(route: RouteConfig) -> float:
-    """The longest a leader's call may legitimately take: every attempt on every endpoint
-    at its total timeout, with the longest backoff between attempts."""
-    backoff_s = max(settings.RETRY_MAX_DELAY_S, settings.RETRY_AFTER_CAP_S)
-    return _GRACE_S + sum(
-        (endpoint.max_retries + 1) * endpoint.total_timeout_s + endpoint.max_retries * backoff_s
-        for endpoint in route.endpoints
-    )

@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from routing import fastjson
+from beastmode.lib import fastjson
 
 # Fields that do not change what the model answers.
 NON_OUTPUT_FIELDS = frozenset(

@@ -11,9 +11,9 @@ from collections.abc import Iterable
 
 from django.db.models import QuerySet
 
+from beastmode.lib import changes
 from cache import layers, purge_log
 from cache.models import CacheEntry, CachePurge
-from routing import registry
 
 _KEYS_PER_DELETE = 1000
 
@@ -53,7 +53,7 @@ def _delete_and_announce(querysets: list[QuerySet[CacheEntry]]) -> int:
         doomed = list(rows.values_list("key", flat=True))
         deleted += rows.delete()[0]
         layers.tiers().l2.delete_many(doomed)
-    registry.bump_version()
+    changes.announce()
     apply_new_purges()
     return deleted
 

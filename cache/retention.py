@@ -2,7 +2,7 @@
 
 Both grow with use and were never pruned. Semantic pairs go after
 CACHE_SEMANTIC_PAIR_RETENTION_DAYS, except those an admin marked false (the evaluation
-set, and the block list cache/false_pairs.py matches against). A purge record goes once
+set, and the block list cache/semantic/false_pairs.py matches against). A purge record goes once
 no entry it covers can be alive in any tier (`purge_log.retention_s()`).
 """
 

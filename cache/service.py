@@ -17,15 +17,16 @@ from typing import Any, TypeVar
 import numpy as np
 from django.conf import settings
 
-from cache import controls, english, false_pairs, keys, semantic, semantic_sync, similarity
-from cache.embedder import get_embedder
+from beastmode.lib.chat_request import ChatRequest
+from beastmode.lib.usage import token_count
+from cache import controls, keys
 from cache.layers import db, is_purged, tiers
 from cache.models import SemanticPair
+from cache.policy import CachePolicy
+from cache.semantic import english, false_pairs, index_sync, similarity, vectors
+from cache.semantic.embedder import get_embedder
 from cache.tiers import Entry
 from cache.writer import lower_writer, put_rows_holding_purges, write_l2_and_index
-from routing.exchange import token_count
-from routing.registry import KeyConfig, RouteConfig
-from routing.validation import ChatRequest
 
 T = TypeVar("T")
 
@@ -75,26 +76,27 @@ _io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cache-io")
 
 
 def plan(
-    key: KeyConfig,
-    route: RouteConfig,
+    *,
+    namespace: str,
+    policy: CachePolicy,
     chat: ChatRequest,
     cache_control: str | None,
     request_id: str = "",
 ) -> CachePlan | None:
     """How this request uses the cache; None when the model's cache is off."""
     wanted = controls.parse(chat.cache_field, cache_control)
-    if not route.cache_enabled:
+    if not policy.enabled:
         return None
     return CachePlan(
-        key=keys.derive(key.cache_namespace, chat.model, chat.body, route.upstream),
+        key=keys.derive(namespace, chat.model, chat.body, policy.upstream),
         request=chat.body,
         request_id=request_id,
         read=not wanted.no_cache,
         store=not wanted.no_store,
-        ttl_s=wanted.ttl_s or route.cache_ttl_s or settings.CACHE_L3_TTL_S,  # ttl 0 is no-store
+        ttl_s=wanted.ttl_s or policy.ttl_s or settings.CACHE_L3_TTL_S,  # ttl 0 is no-store
         max_age_s=wanted.max_age_s,
-        semantic_mode=route.semantic_mode,
-        threshold=route.semantic_threshold,
+        semantic_mode=policy.semantic_mode,
+        threshold=policy.threshold,
     )
 
 
@@ -106,7 +108,7 @@ async def lookup(plan: CachePlan) -> Hit | None:
     hit = _l1_hit(plan, now)
     waited = False
     if hit is None and (
-        tiers().l2.available or semantic_sync.known_keys.might_contain(plan.key.exact)
+        tiers().l2.available or index_sync.known_keys.might_contain(plan.key.exact)
     ):
         # One thread hop covers both lower tiers.
         hit, waited = await _in_thread(_lower_tier_hit, plan, now), True
@@ -142,7 +144,7 @@ def _fetch(key: str, plan: CachePlan, now: float) -> tuple[Entry, str] | None:
         layers.l2.delete(key)  # a copy written before the purge reached its writer
         entry = None
     if entry is None or not _fresh(entry, plan, now):
-        if not semantic_sync.known_keys.might_contain(key):
+        if not index_sync.known_keys.might_contain(key):
             return None  # L3 cannot have it: no database round trip on a plain miss
         entry = db(lambda: layers.l3.get(key, now))
         tier = "L3"
@@ -173,7 +175,7 @@ def _semantic_hit(plan: CachePlan, now: float) -> Hit | None:
         return None
     candidates = [
         candidate
-        for candidate in semantic.index().search(
+        for candidate in vectors.index().search(
             plan.key.partition,
             plan.vector,
             k=similarity.TOP_K,
@@ -232,7 +234,7 @@ def store(
     now = time.time()
     entry = entry_for(plan, completion, endpoint_name, now)
     _put_l1(entry, now)
-    semantic_sync.known_keys.add(entry.key)
+    index_sync.known_keys.add(entry.key)
     if wait:
         rows = write_l2_and_index([(entry, plan)], now)
         db(functools.partial(put_rows_holding_purges, rows))

@@ -8,7 +8,7 @@ message, a chunk choice's `logprobs` lists concatenate into the choice's.
 
 from typing import Any
 
-from routing import fastjson
+from beastmode.lib import fastjson
 
 # On every chunk of a stream (the SDK keeps the last chunk's system_fingerprint).
 _CHUNK_FIELDS = ("id", "created", "model", "system_fingerprint", "service_tier")

@@ -5,9 +5,9 @@ import time
 from celery import shared_task
 from django.utils import timezone
 
-from cache import backfill, retention, warming
-from cache.models import CacheEntry, WarmupPrompt
-from routing import dispatch
+from cache import retention
+from cache.models import CacheEntry
+from cache.semantic import backfill
 
 
 @shared_task(expires=3600)
@@ -30,28 +30,9 @@ def prune_logs() -> dict[str, int]:
 @shared_task(expires=3600)
 def embed_stored_answers(model: str) -> dict[str, int]:
     """Make a model's stored answers matchable after its semantic matching was switched on
-    (cache/backfill.py); returns how many were embedded and how many left without."""
+    (cache/semantic/backfill.py); returns how many were embedded and how many left without."""
     # First let every process plan with the new mode, and the answers planned before it
     # (stored without a vector) reach L3: the pass below then finds those too.
     time.sleep(backfill.settle_s())
     result = backfill.embed_unembedded(model)
     return {"embedded": result.embedded, "left_unembedded": result.left_unembedded}
-
-
-@shared_task(expires=600)
-def warm_prompt(prompt_id: int) -> str:
-    return warming.warm_prompt(prompt_id)
-
-
-@shared_task(expires=600)
-def warm_all_prompts() -> int:
-    """Fan out one task per enabled warm-up prompt."""
-    ids = list(WarmupPrompt.objects.filter(enabled=True).values_list("id", flat=True))
-    for prompt_id in ids:
-        dispatch.enqueue(warm_prompt, prompt_id)
-    return len(ids)
-
-
-@shared_task(expires=600)
-def refresh_expiring() -> dict[str, str]:
-    return warming.refresh_expiring()

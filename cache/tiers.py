@@ -17,9 +17,9 @@ from django.conf import settings
 from django.core.cache import caches
 from django.db import connection, transaction
 
-from beastmode.rows import write_rows
+from beastmode.lib import fastjson
+from beastmode.lib.rows import write_rows
 from cache.models import CacheEntry
-from routing import fastjson
 
 log = logging.getLogger(__name__)
 

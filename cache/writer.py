@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.db import DataError
 
-from cache import purge_log, semantic
-from cache.embedder import get_embedder
+from cache import purge_log
 from cache.layers import db, forget, is_purged, is_row_purged, tiers
+from cache.semantic import vectors
+from cache.semantic.embedder import get_embedder
 from cache.tiers import DatabaseTier, Entry, L3Row
 
 if TYPE_CHECKING:
@@ -173,7 +174,7 @@ def _drop_copies(rows: list[L3Row]) -> None:
     """Drop what this process wrote of purged rows besides L3: L2 and the index."""
     doomed = [row[0] for row in rows]
     tiers().l2.delete_many(doomed)
-    semantic.index().remove(doomed)
+    vectors.index().remove(doomed)
 
 
 def _put_rows(rows: list[L3Row]) -> None:
@@ -203,11 +204,11 @@ def write_l2_and_index(batch: list[tuple[Entry, CachePlan]], now: float) -> list
     for entry, plan in batch:
         vector = plan.vector if plan.semantic else None
         if vector is not None:
-            semantic.index().add(
+            vectors.index().add(
                 entry.partition, entry.key, entry.prompt_text, entry.expires_at, vector,
                 owner=(entry.namespace, entry.model),
             )  # fmt: skip
-        embedding = semantic.to_bytes(vector) if vector is not None else None
+        embedding = vectors.to_bytes(vector) if vector is not None else None
         rows.append(DatabaseTier.row(entry, embedding))
     return rows
 

@@ -13,8 +13,8 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from beastmode.lib.errors import KINDS
 from monitoring.models import RequestRecord
-from routing.errors import KINDS
 from routing.models import Route
 
 

@@ -24,10 +24,10 @@ import orjson
 from django.conf import settings
 from django.db import DataError, IntegrityError, close_old_connections, transaction
 
-from beastmode.rows import insert_json_rows, sqlite_datetime
+from beastmode.lib import fastjson
+from beastmode.lib.rows import insert_json_rows, sqlite_datetime
 from monitoring import metrics, rollups
 from monitoring.models import RequestRecord
-from routing import fastjson
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from django.db import connection, transaction
 
-from beastmode.rows import write_rows
+from beastmode.lib.rows import write_rows
 from monitoring import histogram as hist
 from monitoring.models import ERROR_OUTCOMES, REJECTED_OUTCOMES, DashboardRollup
 

@@ -6,8 +6,8 @@ from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html, format_html_join
 
-from cache import semantic_switch
-from routing import breaker, health, keys, repointing
+from cache.semantic import switch
+from routing import breaker, health, repointing, service_keys
 from routing.models import ModelEndpoint, Route, RouteEndpoint, ServiceKey
 
 
@@ -155,7 +155,7 @@ class RouteAdmin(PurgesRepointedModels):
         was = form.initial.get("semantic_mode", Route.SemanticMode.OFF)
         super().save_model(request, route, form, change)
         if change:  # a new model has no answers stored yet
-            semantic_switch.mode_changed(route.model_name, was=was, now=route.semantic_mode)
+            switch.mode_changed(route.model_name, was=was, now=route.semantic_mode)
 
 
 class ServiceKeyForm(forms.ModelForm):
@@ -191,7 +191,7 @@ class ServiceKeyAdmin(admin.ModelAdmin):
         return ", ".join(key.allowed_models) or "all"
 
     def save_model(self, request: HttpRequest, obj: ServiceKey, form: Any, change: bool) -> None:
-        raw_key = None if change else keys.assign_new_key(obj)
+        raw_key = None if change else service_keys.assign_new_key(obj)
         super().save_model(request, obj, form, change)
         if raw_key:
             self.message_user(

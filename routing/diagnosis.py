@@ -8,8 +8,8 @@ from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from time import time
 
+from beastmode.lib.errors import GatewayError
 from routing import http_client
-from routing.errors import GatewayError
 from routing.registry import EndpointConfig
 
 _KEYLIKE = re.compile(r"\b(sk|bm|key)-[A-Za-z0-9_\-*.]{6,}")

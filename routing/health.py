@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 from django.utils import timezone
 
-from routing import breaker, registry, upstream
-from routing.errors import GatewayError
+from beastmode.lib.errors import GatewayError
+from routing import breaker, calls, registry
 from routing.models import EndpointProbe
 
 PROBE_BODY = {"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
@@ -55,13 +55,13 @@ async def _probe_many(configs: list[registry.EndpointConfig]) -> list[ProbeResul
     try:
         return list(await asyncio.gather(*(_probe_one(config) for config in configs)))
     finally:
-        await upstream.close_connections()
+        await calls.close_connections()
 
 
 async def _probe_one(endpoint: registry.EndpointConfig) -> ProbeResult:
     started = time.perf_counter()
     try:
-        await upstream.fetch_completion(endpoint.upstream_model, endpoint, PROBE_BODY)
+        await calls.fetch_completion(endpoint.upstream_model, endpoint, PROBE_BODY)
     except GatewayError as error:
         latency_ms = (time.perf_counter() - started) * 1000
         if error.kind.endpoint_fault:

@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 from django.db import DatabaseError
 
-from cache import controls, semantic_switch, similarity
+from cache import controls
+from cache.semantic import similarity, switch
 from routing import import_values, repointing
 from routing.import_values import ImportError_
 from routing.models import ModelEndpoint, Route, RouteEndpoint
@@ -99,7 +100,7 @@ def _save_route(
         **_cache_fields(spec.get("cache"), f"{where}.cache"),
     }
     if not created:  # a new model has no answers stored yet
-        semantic_switch.mode_changed(name, was=route.semantic_mode, now=wanted["semantic_mode"])
+        switch.mode_changed(name, was=route.semantic_mode, now=wanted["semantic_mode"])
     changed = _apply(route, wanted)
     current = list(route.chain.order_by("position").values_list("endpoint_id", flat=True))
     if current != [ep.id for ep in chain]:

@@ -2,7 +2,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
-from cache import controls, similarity
+from cache import controls
+from cache.semantic import similarity
 from routing import crypto
 from routing.upstreams import validate_base_url
 

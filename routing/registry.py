@@ -15,13 +15,14 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import close_old_connections
-from django.dispatch import Signal
 from django.utils import timezone
 
+from beastmode.lib import changes
+from beastmode.lib.errors import GatewayError
 from cache import keys as cache_keys
-from routing.errors import GatewayError
-from routing.keys import hash_key
+from cache.policy import CachePolicy
 from routing.models import ModelEndpoint, RegistryVersion, Route, ServiceKey
+from routing.service_keys import hash_key
 from routing.upstreams import Upstream
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,16 @@ class RouteConfig:
     semantic_mode: str = "off"
     semantic_threshold: float = 0.95
     cache_ttl_s: int | None = None
+
+    @functools.cached_property
+    def cache_policy(self) -> CachePolicy:
+        return CachePolicy(
+            enabled=self.cache_enabled,
+            ttl_s=self.cache_ttl_s,
+            semantic_mode=self.semantic_mode,
+            threshold=self.semantic_threshold,
+            upstream=self.upstream,
+        )
 
     @functools.cached_property
     def upstream(self) -> str:
@@ -254,7 +265,12 @@ def current() -> Snapshot:
 
 
 # Sent after every reload, so other apps can catch up (the cache applies purges).
-reloaded = Signal()
+def uses_semantic_matching() -> bool:
+    """Whether any model matches semantically (on or in shadow)."""
+    return any(route.semantic_mode != "off" for route in current().routes.values())
+
+
+reloaded = changes.reloaded  # (every process, after each reload)
 
 
 def reload() -> Snapshot:

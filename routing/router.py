@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 
-from routing import breaker, upstream
-from routing.errors import GatewayError
+from beastmode.lib.errors import GatewayError
+from routing import breaker, calls
 from routing.registry import EndpointConfig, RouteConfig
 
 T = TypeVar("T")
@@ -60,7 +60,7 @@ async def complete(
 ) -> dict[str, Any]:
     """A chat completion from the first endpoint that gives one; raises GatewayError."""
     return await _run(
-        model_name, route, trace, lambda ep: upstream.fetch_completion(model_name, ep, body)
+        model_name, route, trace, lambda ep: calls.fetch_completion(model_name, ep, body)
     )
 
 
@@ -71,7 +71,7 @@ class RoutedStream:
     client yet); a failure after that raises GatewayError from `next_batch`.
     """
 
-    def __init__(self, stream: upstream.UpstreamStream, trace: Trace) -> None:
+    def __init__(self, stream: calls.UpstreamStream, trace: Trace) -> None:
         self._stream = stream
         self._trace = trace
         self._started = time.perf_counter()
@@ -104,7 +104,7 @@ async def open_stream(
 ) -> RoutedStream:
     """A streamed completion from the first endpoint whose stream starts."""
     stream = await _run(
-        model_name, route, trace, lambda ep: upstream.open_stream(model_name, ep, body)
+        model_name, route, trace, lambda ep: calls.open_stream(model_name, ep, body)
     )
     return RoutedStream(stream, trace)
 
@@ -148,6 +148,16 @@ async def _run(
         if last_error is not None:
             failures.append(last_error)
     raise _final_error(model_name, route, failures)
+
+
+def worst_case_s(route: RouteConfig) -> float:
+    """The longest a call on this route may legitimately take: every attempt on every
+    endpoint at its total timeout, with the longest backoff between attempts."""
+    backoff_s = max(settings.RETRY_MAX_DELAY_S, settings.RETRY_AFTER_CAP_S)
+    return sum(
+        (endpoint.max_retries + 1) * endpoint.total_timeout_s + endpoint.max_retries * backoff_s
+        for endpoint in route.endpoints
+    )
 
 
 def _retry_delay_s(attempt: int, max_retries: int, error: GatewayError) -> float | None:

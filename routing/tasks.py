@@ -1,13 +1,8 @@
-"""Celery entry points for model calls that are not interactive. They take ids, not secrets."""
+"""Celery entry points of routing: endpoint health probes."""
 
 from celery import shared_task
 
-from routing import health, jobs
-
-
-@shared_task(acks_late=True, max_retries=0)
-def run_job(job_id: str) -> str:
-    return jobs.run(job_id)
+from routing import health
 
 
 @shared_task(expires=60)

@@ -11,7 +11,7 @@ scripts/venv.sh
 . scripts/secrets.sh
 .venv/bin/python manage.py migrate --noinput -v0
 
-.venv/bin/python -m routing.fake_upstream --port "$DEMO_UPSTREAM_PORT" &
+.venv/bin/python -m devtools.fake_upstream --port "$DEMO_UPSTREAM_PORT" &
 upstream_pid=$!
 trap 'kill $upstream_pid 2>/dev/null || true' EXIT
 

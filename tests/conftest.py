@@ -1,7 +1,7 @@
 """Shared fixtures: real processes on loopback, personas, and waiting helpers.
 
 The gateway under test runs as a real daphne process against the test database,
-and upstreams are the fake OpenAI server (routing/fake_upstream.py) in its own
+and upstreams are the fake OpenAI server (devtools/fake_upstream.py) in its own
 process, so timeouts, retries, pooling and records are exercised for real.
 """
 
@@ -29,8 +29,8 @@ from django.test import Client as BrowserClient
 from django.test import TransactionTestCase
 
 from monitoring.models import RequestRecord
-from routing.keys import create_service_key
 from routing.models import ModelEndpoint, Route, RouteEndpoint
+from routing.service_keys import create_service_key
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -126,7 +126,7 @@ def fake_upstream() -> Iterator[Process]:
     """The fake OpenAI server; path prefixes choose its failure modes."""
     port = free_port()
     process = start_process(
-        [sys.executable, "-m", "routing.fake_upstream", "--port", str(port)],
+        [sys.executable, "-m", "devtools.fake_upstream", "--port", str(port)],
         port,
         "upstream",
         dict(os.environ),

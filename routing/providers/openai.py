@@ -3,7 +3,7 @@
 import json
 from typing import Any
 
-from routing import fastjson
+from beastmode.lib import fastjson
 from routing.providers.base import InvalidUpstreamResponse, UpstreamRequest
 from routing.registry import EndpointConfig
 

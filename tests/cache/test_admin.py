@@ -6,9 +6,10 @@ import pytest
 from django.test import Client as BrowserClient
 from django.utils import timezone
 
-from cache.models import CacheEntry, CacheNamespace, WarmupPrompt
-from routing.keys import create_service_key
+from cache.models import CacheEntry, CacheNamespace
+from gateway.models import WarmupPrompt
 from routing.models import Route
+from routing.service_keys import create_service_key
 
 
 def test_entries_show_the_name_of_their_shared_or_own_namespace(

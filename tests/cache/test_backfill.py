@@ -10,9 +10,9 @@ from django.core.management import call_command
 from django.test import Client as BrowserClient
 from django.utils import timezone
 
-from cache import backfill, semantic, semantic_switch
-from cache.embedder import get_embedder
 from cache.models import CacheEntry
+from cache.semantic import backfill, switch, vectors
+from cache.semantic.embedder import get_embedder
 from routing import importer
 from routing.models import Route
 from tests.cache.test_exact_cache import ask, stored
@@ -97,7 +97,7 @@ def test_only_a_switch_from_off_starts_the_backfill_after_commit(
     db: None, django_capture_on_commit_callbacks: Any, was: str, now: str, started: bool
 ) -> None:
     with django_capture_on_commit_callbacks() as callbacks:
-        assert semantic_switch.mode_changed("m", was=was, now=now) is started
+        assert switch.mode_changed("m", was=was, now=now) is started
     assert len(callbacks) == int(started)
 
 
@@ -112,7 +112,7 @@ def test_the_backfill_embeds_in_batches_what_the_lookup_compares_and_nothing_els
     other_model = make_row("other", "other", QUESTION)
     vector = get_embedder().embed_whole([f"user: {PARAPHRASE}"])[0]
     assert vector is not None
-    done = make_row("m", "done", PARAPHRASE, embedding=semantic.to_bytes(vector))
+    done = make_row("m", "done", PARAPHRASE, embedding=vectors.to_bytes(vector))
     before = timezone.now()
 
     result = backfill.embed_unembedded("m", batch_size=2)
@@ -123,7 +123,7 @@ def test_the_backfill_embeds_in_batches_what_the_lookup_compares_and_nothing_els
         assert row.embedding is not None and row.updated_at >= before
         same_as_writer = get_embedder().embed_whole([row.prompt_text])[0]
         assert same_as_writer is not None
-        assert bytes(row.embedding) == semantic.to_bytes(same_as_writer)
+        assert bytes(row.embedding) == vectors.to_bytes(same_as_writer)
     for row in (too_long, portuguese, with_tools, expired, other_model):
         row.refresh_from_db()
         assert row.embedding is None and row.updated_at < before

@@ -1,9 +1,9 @@
-"""Only English prompts are compared by similarity (cache/english.py; through the gateway:
+"""Only English prompts are compared by similarity (cache/semantic/english.py; through the gateway:
 tests/cache/test_semantic_cache.py)."""
 
 import pytest
 
-from cache.english import is_english
+from cache.semantic.english import is_english
 
 
 @pytest.mark.parametrize(

@@ -8,10 +8,11 @@ import pytest
 from django.conf import settings
 
 from cache import tasks
-from cache.models import CacheEntry, CacheNamespace, WarmupPrompt
+from cache.models import CacheEntry, CacheNamespace
+from gateway.models import WarmupPrompt
 from monitoring.models import RequestRecord
-from routing.keys import assign_new_key
 from routing.models import ServiceKey
+from routing.service_keys import assign_new_key
 from tests.conftest import (
     Client,
     ModelFactory,

@@ -2,6 +2,7 @@
 the live gateway first, then the waiting rules on their own."""
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
@@ -9,13 +10,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from django.conf import settings
 
+from beastmode.lib.chat_request import check_chat_body
 from cache import flights, layers
 from cache import service as cache_service
 from cache.models import CacheEntry
+from cache.policy import CachePolicy
 from monitoring.models import RequestRecord
-from routing.registry import EndpointConfig, KeyConfig, RouteConfig
-from routing.validation import check_chat_body
+from routing import router
+from routing.registry import EndpointConfig, RouteConfig
 from tests.conftest import (
     Client,
     ModelFactory,
@@ -191,74 +195,95 @@ def send_and_stay(
 # --- the waiting rules, in one event loop ---------------------------------------------
 
 
-def a_plan(route: RouteConfig, text: str = "same") -> cache_service.CachePlan:
-    key = KeyConfig(id=1, name="k", allowed_models=frozenset(), expires_at=None, revoked=False)
+def a_plan(text: str = "same") -> cache_service.CachePlan:
     chat = check_chat_body({"model": "m", "messages": [{"role": "user", "content": text}]})
-    plan = cache_service.plan(key, route, chat, None)
+    plan = cache_service.plan(
+        namespace="key:k", policy=CachePolicy(), chat=chat, cache_control=None
+    )
     assert plan is not None
     return plan
 
 
-def a_route(*, total_timeout_s: float = 60.0) -> RouteConfig:
-    endpoint = EndpointConfig(
-        id=1, name="ep", provider="openai", base_url="http://127.0.0.1:9/v1",
-        upstream_model="m", api_key="", connect_timeout_s=1, first_byte_timeout_s=1,
-        total_timeout_s=total_timeout_s, max_retries=0, input_cost_per_1m=1,
-        output_cost_per_1m=1,
-    )  # fmt: skip
-    return RouteConfig(model_name="m", endpoints=(endpoint,))
+COMPLETION: dict[str, Any] = {
+    "choices": [{"index": 0, "message": {"content": "hi"}, "finish_reason": "length"}]
+}
 
 
-def an_answer(plan: cache_service.CachePlan) -> cache_service.Hit:
-    completion: dict[str, Any] = {
-        "choices": [{"index": 0, "message": {"content": "hi"}, "finish_reason": "length"}]
-    }
-    return flights.shared_answer(plan, completion, "ep", None)
+async def join(
+    scope: contextlib.AsyncExitStack, plan: cache_service.CachePlan, budget_s: float = 60.0
+) -> flights.Flight:
+    """Join the flight of `plan`'s key until `scope` closes (as a request's `async with`)."""
+    return await scope.enter_async_context(flights.coalesce(plan, budget_s=budget_s))
+
+
+async def settle() -> None:
+    """Let every task that can run, run (one event loop, no I/O: deterministic)."""
+    for _ in range(20):
+        await asyncio.sleep(0)
 
 
 def test_after_a_failed_leader_exactly_one_follower_leads_and_the_others_keep_waiting() -> None:
     async def scenario() -> None:
-        route = a_route()
-        plan = a_plan(route)
-        assert await flights.follow_or_lead(plan, route) is True
-        followers = [asyncio.create_task(flights.follow_or_lead(plan, route)) for _ in range(3)]
-        await asyncio.sleep(0.01)
-        flights.land(plan, None)
-        await asyncio.sleep(0.01)
+        plan = a_plan()
+        scopes = [contextlib.AsyncExitStack() for _ in range(4)]
+        leader = await join(scopes[0], plan)
+        followers = [asyncio.create_task(join(scope, plan)) for scope in scopes[1:]]
+        await settle()
+        assert leader.leads and not any(f.done() for f in followers)
+
+        await scopes[0].aclose()  # the leader leaves without an answer
+        await settle()
+
         leading = [f for f in followers if f.done()]
-        assert [f.result() for f in leading] == [True]
-        flights.land(plan, answer := an_answer(plan))
-        assert [await f for f in followers if f not in leading] == [answer, answer]
+        assert len(leading) == 1 and leading[0].result().leads
+        leading[0].result().share(COMPLETION, "ep", None)
+        answers = [(await f).answer for f in followers if f not in leading]
+        assert [(a.entry.response, a.tier) for a in answers if a] == [(COMPLETION, "")] * 2
+        for scope in scopes:
+            await scope.aclose()
+        assert not flights._flights
 
     asyncio.run(scenario())
 
 
 def test_a_cancelled_follower_leaves_the_answer_to_the_others() -> None:
     async def scenario() -> None:
-        route = a_route()
-        plan = a_plan(route)
-        assert await flights.follow_or_lead(plan, route) is True
-        gone, waiting = (asyncio.create_task(flights.follow_or_lead(plan, route)) for _ in "ab")
-        await asyncio.sleep(0.01)
-        gone.cancel()
-        await asyncio.sleep(0.01)
-        flights.land(plan, answer := an_answer(plan))
-        assert await waiting == answer
+        plan = a_plan()
+        async with contextlib.AsyncExitStack() as scope:
+            leader = await join(scope, plan)
+            gone, waiting = (asyncio.create_task(join(scope, plan)) for _ in "ab")
+            await settle()
+            gone.cancel()
+            await settle()
+            leader.share(COMPLETION, "ep", None)
+            answer = (await waiting).answer
+            assert answer is not None and answer.entry.response == COMPLETION
 
     asyncio.run(scenario())
 
 
-def test_a_follower_stops_waiting_for_a_leader_past_its_timeouts() -> None:
+def test_a_follower_stops_waiting_for_a_leader_past_its_budget() -> None:
     async def scenario() -> None:
-        route = a_route(total_timeout_s=0.2)
-        plan = a_plan(route)
-        assert await flights.follow_or_lead(plan, route) is True  # and never lands
-        started = time.monotonic()
-        assert await flights.follow_or_lead(plan, route) is False  # goes upstream alone
-        assert time.monotonic() - started == pytest.approx(flights.leader_budget_s(route), 0.2)
-        flights.land(plan, None)
+        plan = a_plan()
+        async with contextlib.AsyncExitStack() as scope:
+            assert (await join(scope, plan)).leads  # and never answers
+            started = time.monotonic()
+            alone = await join(scope, plan, budget_s=0.05)
+            assert time.monotonic() - started == pytest.approx(0.05, abs=0.04)
+            assert not alone.leads and alone.answer is None  # goes upstream on its own
 
     asyncio.run(scenario())
+
+
+def test_a_follower_waits_as_long_as_the_routes_worst_case() -> None:
+    endpoint = EndpointConfig(
+        id=1, name="ep", provider="openai", base_url="http://127.0.0.1:9/v1",
+        upstream_model="m", api_key="", connect_timeout_s=1, first_byte_timeout_s=1,
+        total_timeout_s=20, max_retries=2, input_cost_per_1m=1, output_cost_per_1m=1,
+    )  # fmt: skip
+    route = RouteConfig(model_name="m", endpoints=(endpoint, endpoint))
+    backoff_s = max(settings.RETRY_MAX_DELAY_S, settings.RETRY_AFTER_CAP_S)
+    assert router.worst_case_s(route) == 2 * (3 * 20 + 2 * backoff_s)
 
 
 def test_a_request_about_to_lead_takes_the_answer_that_landed_during_its_lookup(
@@ -268,8 +293,7 @@ def test_a_request_about_to_lead_takes_the_answer_that_landed_during_its_lookup(
     monkeypatch.setattr(cache_service.lower_writer, "count_hit", counted.append)
 
     async def scenario() -> None:
-        route = a_route()
-        plan = a_plan(route, "landed during my lookup")
+        plan = a_plan("landed during my lookup")
         completion = {
             "choices": [{"index": 0, "message": {"content": "hi"}, "finish_reason": "stop"}]
         }
@@ -279,32 +303,34 @@ def test_a_request_about_to_lead_takes_the_answer_that_landed_during_its_lookup(
             layers.tiers().l1.put(entry, time.time())
 
         monkeypatch.setattr(cache_service, "_lower_tier_hit", leader_lands_meanwhile)
-        # As the API asks: a hit, else follow or lead (routing/api.py, _cached_answer).
-        answer = await cache_service.lookup(plan) or await flights.follow_or_lead(plan, route)
+        answer = await cache_service.lookup(plan)  # (then the answer service would lead)
 
-        assert isinstance(answer, cache_service.Hit) and answer.entry == entry
+        assert answer is not None and answer.entry == entry
         assert (answer.kind, answer.tier) == ("exact", "L1")
-        assert not flights._flights, "it does not lead a second call upstream"
         assert counted == [entry.key]
 
     asyncio.run(scenario())
 
 
-def test_a_leader_landing_twice_leaves_the_next_leaders_flight_alone() -> None:
+def test_a_leader_leaving_after_it_answered_leaves_the_next_leaders_flight_alone() -> None:
     async def scenario() -> None:
-        route = a_route()
-        first, second = a_plan(route, "landed twice"), a_plan(route, "landed twice")
-        assert await flights.follow_or_lead(first, route) is True
-        flights.land(first, an_answer(first))
-        assert await flights.follow_or_lead(second, route) is True  # the next request leads
-        follower = asyncio.create_task(flights.follow_or_lead(a_plan(route, "landed twice"), route))
-        await asyncio.sleep(0.01)
+        plan = a_plan("landed twice")
+        first_scope, second_scope, follower_scope = (contextlib.AsyncExitStack() for _ in "abc")
+        first = await join(first_scope, plan)
+        first.share(COMPLETION, "ep", None)
+        second = await join(second_scope, plan)
+        assert second.leads  # the next request leads
+        follower = asyncio.create_task(join(follower_scope, plan))
+        await settle()
 
-        flights.land(first, None)  # the first leader's `finally`, after it sent its answer
+        await first_scope.aclose()  # the first leader's exit, after it sent its answer
 
-        await asyncio.sleep(0.01)
+        await settle()
         assert not follower.done(), "still waiting for the second leader"
-        flights.land(second, answer := an_answer(second))
-        assert await follower == answer
+        second.share(COMPLETION, "ep", None)
+        answer = (await follower).answer
+        assert answer is not None and answer.entry.response == COMPLETION
+        await second_scope.aclose()
+        await follower_scope.aclose()
 
     asyncio.run(scenario())

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from cache import similarity
-from cache.embedder import get_embedder
-from cache.english import is_english
-from cache.guards import refusal_reason
+from cache.semantic import similarity
+from cache.semantic.embedder import get_embedder
+from cache.semantic.english import is_english
+from cache.semantic.guards import refusal_reason
 
 PAIRS = json.loads((Path(__file__).parents[2] / "bench" / "must_not_hit.json").read_text())
 
@@ -44,7 +44,7 @@ def test_plain_paraphrases_are_served(asked: str, cached: str) -> None:
 def test_int8_products_keep_the_models_embeddings(monkeypatch: pytest.MonkeyPatch) -> None:
     """The embedder multiplies in int8 on the package's weights; the similarity scale was
     calibrated on those embeddings, which must stay those of the model (fp32 products)."""
-    from cache import embedder
+    from cache.semantic import embedder
 
     texts = [pair[key] for pair in PAIRS[:20] for key in ("asked", "cached")]
     int8 = embedder.Embedder().embed(texts)

@@ -8,8 +8,9 @@ from django.conf import settings
 from django.utils import timezone
 
 from beastmode.celery import app
-from cache import controls, false_pairs, purge, purge_log, tasks
+from cache import controls, purge, purge_log, tasks
 from cache.models import CachePurge, SemanticPair
+from cache.semantic import false_pairs
 from tests.cache.test_exact_cache import ask
 from tests.conftest import Client, ModelFactory, Process, wait_until
 

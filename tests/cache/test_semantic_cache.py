@@ -5,8 +5,8 @@ import time
 import pytest
 from django.test import Client as BrowserClient
 
-from cache import warming
 from cache.models import SemanticPair
+from gateway import warming
 from tests.cache.test_exact_cache import ask, stored
 from tests.conftest import (
     Client,

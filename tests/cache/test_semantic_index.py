@@ -1,4 +1,4 @@
-"""The semantic index's life (cache/semantic.py): flat → HNSW, removals, rebuilds, bounds,
+"""The semantic index's life (cache/semantic/vectors.py): flat → HNSW, removals, rebuilds, bounds,
 expiry. Random unit vectors stand in for embeddings: each must find itself."""
 
 import time
@@ -6,31 +6,31 @@ import time
 import numpy as np
 import pytest
 
-from cache import semantic
+from cache.semantic import vectors
 
 DIM = 384
 
 
-def vectors(n: int, seed: int = 0) -> np.ndarray:
+def random_vectors(n: int, seed: int = 0) -> np.ndarray:
     v = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def best_key(index: semantic.PartitionIndex, vector: np.ndarray) -> str | None:
+def best_key(index: vectors.PartitionIndex, vector: np.ndarray) -> str | None:
     found = index.search(vector, 1, time.time())
     return found[0].key if found else None
 
 
 @pytest.fixture
 def small_hnsw(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(semantic, "HNSW_MIN_ENTRIES", 60)
+    monkeypatch.setattr(vectors, "HNSW_MIN_ENTRIES", 60)
 
 
 def test_moving_to_hnsw_and_rebuilding_after_removals_keeps_every_live_vector(
     small_hnsw: None,
 ) -> None:
-    index = semantic.PartitionIndex(DIM)
-    v = vectors(100)
+    index = vectors.PartitionIndex(DIM)
+    v = random_vectors(100)
     later = time.time() + 3600
     for i in range(100):
         index.add(f"k{i}", f"text {i}", later, v[i])
@@ -51,8 +51,8 @@ def test_moving_to_hnsw_and_rebuilding_after_removals_keeps_every_live_vector(
 def test_a_lookup_scouts_with_a_small_beam_and_searches_fully_only_near_the_floor(
     small_hnsw: None,
 ) -> None:
-    index = semantic.PartitionIndex(DIM)
-    v = vectors(2000)
+    index = vectors.PartitionIndex(DIM)
+    v = random_vectors(2000)
     for i in range(2000):
         index.add(f"k{i}", f"text {i}", time.time() + 3600, v[i])
     searches: list[object] = []
@@ -65,23 +65,23 @@ def test_a_lookup_scouts_with_a_small_beam_and_searches_fully_only_near_the_floo
 
     index._index = Counting()
     floor = 0.9
-    near = vectors(40, seed=1) * 0.3 + v[:40]  # cosine ~0.96 with its stored vector
+    near = random_vectors(40, seed=1) * 0.3 + v[:40]  # cosine ~0.96 with its stored vector
     near /= np.linalg.norm(near, axis=1, keepdims=True)
     for i, q in enumerate(near):
         searches.clear()
         found = index.search(q, 4, time.time(), floor)
         assert found == index.search(q, 4, time.time())
         assert found[0].key == f"k{i}" and len(searches) == 3  # scout, full, and ours
-    for q in vectors(40, seed=2):  # nothing near: the scout's answer stands
+    for q in random_vectors(40, seed=2):  # nothing near: the scout's answer stands
         searches.clear()
         found = index.search(q, 4, time.time(), floor)
-        assert found[0].cosine < floor - semantic.SCOUT_MARGIN
+        assert found[0].cosine < floor - vectors.SCOUT_MARGIN
         assert len(searches) == 1 and searches[0] is not None
 
 
 def test_replacing_a_key_keeps_one_vector_for_it() -> None:
-    index = semantic.PartitionIndex(DIM)
-    v = vectors(2)
+    index = vectors.PartitionIndex(DIM)
+    v = random_vectors(2)
     index.add("k", "first", time.time() + 60, v[0])
     index.add("k", "second", time.time() + 60, v[1])
     assert len(index) == 1 and best_key(index, v[0]) == "k"
@@ -91,8 +91,8 @@ def test_replacing_a_key_keeps_one_vector_for_it() -> None:
 def test_storing_the_same_conversation_again_only_moves_its_expiry(small_hnsw: None) -> None:
     """Every answer this process stores comes back to it from L3 (the sync thread): that
     must not replace its vector, or an HNSW index fills with tombstones and rebuilds."""
-    index = semantic.SemanticIndex(DIM, max_entries=100)
-    v = vectors(80)
+    index = vectors.SemanticIndex(DIM, max_entries=100)
+    v = random_vectors(80)
     for i in range(80):
         index.add("p", f"k{i}", f"text {i}", time.time() + 60, v[i])
     partition = index._partitions["p"]
@@ -102,13 +102,13 @@ def test_storing_the_same_conversation_again_only_moves_its_expiry(small_hnsw: N
     assert len(index) == 80 and not partition._tombstones
     assert index.search("p", v[5], k=1)[0].expires_at > time.time() + 500
     for i in range(80, 100):  # the bound still counts each conversation once
-        index.add("p", f"k{i}", "", time.time() + 60, vectors(100)[i])
+        index.add("p", f"k{i}", "", time.time() + 60, random_vectors(100)[i])
     assert len(index) == 100
 
 
 def test_expired_vectors_are_never_returned_and_are_dropped() -> None:
-    index = semantic.SemanticIndex(DIM, max_entries=100)
-    v = vectors(2)
+    index = vectors.SemanticIndex(DIM, max_entries=100)
+    v = random_vectors(2)
     index.add("p", "old", "old text", time.time() - 1, v[0])
     index.add("p", "new", "new text", time.time() + 60, v[1])
     assert [c.key for c in index.search("p", v[0], k=4)] == ["new"]
@@ -119,8 +119,8 @@ def test_the_bound_counts_live_vectors_only_and_evicts_the_stalest() -> None:
     """Slots of replaced, expired or purged vectors stayed in the eviction order: they
     counted against the bound, and a stale slot of a key stored again evicted its fresh
     vector."""
-    index = semantic.SemanticIndex(DIM, max_entries=3)
-    v = vectors(6)
+    index = vectors.SemanticIndex(DIM, max_entries=3)
+    v = random_vectors(6)
     index.add("p", "k0", "first text", time.time() + 60, v[0])
     index.add("p", "k1", "text 1", time.time() + 60, v[1])
     index.add("p", "k0", "second text", time.time() + 60, v[2])  # replaced
@@ -135,8 +135,8 @@ def test_the_bound_counts_live_vectors_only_and_evicts_the_stalest() -> None:
 
 
 def test_a_purge_drops_the_vectors_it_covers_at_once() -> None:
-    index = semantic.SemanticIndex(DIM, max_entries=3)
-    v = vectors(5)
+    index = vectors.SemanticIndex(DIM, max_entries=3)
+    v = random_vectors(5)
     index.add("p", "k0", "text 0", time.time() + 60, v[0], owner=("ns", "purged-model"))
     index.add("p", "k1", "text 1", time.time() + 60, v[1], owner=("ns", "purged-model"))
     index.add("q", "k2", "text 2", time.time() + 60, v[2], owner=("ns", "kept-model"))
@@ -152,8 +152,8 @@ def test_a_purge_drops_the_vectors_it_covers_at_once() -> None:
 
 
 def test_the_whole_index_is_bounded_oldest_out_first() -> None:
-    index = semantic.SemanticIndex(DIM, max_entries=10)
-    v = vectors(15)
+    index = vectors.SemanticIndex(DIM, max_entries=10)
+    v = random_vectors(15)
     for i in range(15):
         index.add(f"partition-{i % 3}", f"k{i}", "", time.time() + 60, v[i])
     assert len(index) == 10
@@ -165,12 +165,12 @@ def test_the_whole_index_is_bounded_oldest_out_first() -> None:
 def test_following_l3_indexes_other_processes_rows_and_refreshes_known_ones(
     transactional_db: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cache import semantic_sync
+    from cache.semantic import index_sync
     from cache.tiers import DatabaseTier, Entry, L3Row
 
-    index = semantic.SemanticIndex(DIM, max_entries=100)
-    monkeypatch.setattr(semantic, "index", lambda: index)
-    v = vectors(2)
+    index = vectors.SemanticIndex(DIM, max_entries=100)
+    monkeypatch.setattr(vectors, "index", lambda: index)
+    v = random_vectors(2)
     later = time.time() + 3600
     mine, theirs = "a" * 64, "b" * 64  # exact keys are hex digests
 
@@ -179,17 +179,17 @@ def test_following_l3_indexes_other_processes_rows_and_refreshes_known_ones(
                       semantic_eligible=True, request={}, response={"choices": []},
                       tokens_in=1, tokens_out=1, endpoint="e", created_at=0,
                       expires_at=later, size_bytes=10)  # fmt: skip
-        return DatabaseTier.row(entry, semantic.to_bytes(vector))
+        return DatabaseTier.row(entry, vectors.to_bytes(vector))
 
     index.add("p", mine, "my text", time.time() + 60, v[0])  # stored by this process
     # A row put there by hand, with a key that is no digest, must not stop the sync.
     DatabaseTier(ttl_s=3600).put_rows([row("by-hand", "odd", v[0])])
     DatabaseTier(ttl_s=3600).put_rows([row(mine, "my text", v[0]), row(theirs, "their text", v[1])])
 
-    known = semantic_sync.KnownKeys()
+    known = index_sync.KnownKeys()
     known.loaded = True
-    monkeypatch.setattr(semantic_sync, "known_keys", known)
-    assert semantic_sync.load_changed(None) is not None
+    monkeypatch.setattr(index_sync, "known_keys", known)
+    assert index_sync.load_changed(None) is not None
     assert known.might_contain(theirs) and not known.might_contain("c" * 64)
     assert len(index) == 3  # theirs, and the odd row's vector too
     assert index.search("p", v[1], k=1)[0].key == theirs
@@ -204,37 +204,37 @@ def test_following_l3_sees_rows_stored_again_and_rows_committed_late(
     following ids only missed both. The sync follows `updated_at`, with an overlap."""
     from datetime import timedelta
 
-    from cache import semantic_sync
     from cache.models import CacheEntry
+    from cache.semantic import index_sync
     from cache.tiers import DatabaseTier, Entry
 
-    index = semantic.SemanticIndex(DIM, max_entries=100)
-    monkeypatch.setattr(semantic, "index", lambda: index)
-    v = vectors(2)
+    index = vectors.SemanticIndex(DIM, max_entries=100)
+    monkeypatch.setattr(vectors, "index", lambda: index)
+    v = random_vectors(2)
 
     def put(key: str, text: str, vector: np.ndarray, expires_at: float) -> None:
         entry = Entry(key=key, namespace="n", model="m", partition="p", prompt_text=text,
                       semantic_eligible=True, request={}, response={"choices": []},
                       tokens_in=1, tokens_out=1, endpoint="e", created_at=time.time(),
                       expires_at=expires_at, size_bytes=10)  # fmt: skip
-        DatabaseTier(ttl_s=3600).put_rows([DatabaseTier.row(entry, semantic.to_bytes(vector))])
+        DatabaseTier(ttl_s=3600).put_rows([DatabaseTier.row(entry, vectors.to_bytes(vector))])
 
     soon, later = time.time() + 60, time.time() + 3600
     put("a" * 64, "first", v[0], soon)
-    cursor = semantic_sync.load_changed(None)
+    cursor = index_sync.load_changed(None)
     assert index.search("p", v[0], k=1)[0].expires_at == pytest.approx(soon, abs=1)
 
     put("a" * 64, "first", v[0], later)  # stored again by another process: same id
-    cursor = semantic_sync.load_changed(semantic_sync._rewound(cursor))
+    cursor = index_sync.load_changed(index_sync._rewound(cursor))
     assert index.search("p", v[0], k=1)[0].expires_at == pytest.approx(later, abs=1)
     index.remove(["a" * 64])  # as when its first life ended
     put("a" * 64, "first", v[0], later + 60)
-    cursor = semantic_sync.load_changed(semantic_sync._rewound(cursor))
+    cursor = index_sync.load_changed(index_sync._rewound(cursor))
     assert index.search("p", v[0], k=1)[0].key == "a" * 64
 
     put("b" * 64, "second", v[1], later)
     late = CacheEntry.objects.get(key="b" * 64)  # committed after the next row, stamped before
     late.updated_at = cursor[0] - timedelta(seconds=1)
     late.save(update_fields=["updated_at"])
-    semantic_sync.load_changed(semantic_sync._rewound(cursor))
+    index_sync.load_changed(index_sync._rewound(cursor))
     assert index.search("p", v[1], k=1)[0].key == "b" * 64

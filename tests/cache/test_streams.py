@@ -13,7 +13,7 @@ from openai.types.chat import ChatCompletion
 
 from cache.models import CacheEntry
 from cache.streams import StreamAssembler
-from routing.fake_upstream import FINGERPRINT
+from devtools.fake_upstream import FINGERPRINT
 from tests.conftest import Client, ModelFactory, Process, wait_until
 
 pytestmark = pytest.mark.embedded

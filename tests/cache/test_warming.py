@@ -8,8 +8,9 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from cache import tasks
-from cache.models import CacheEntry, WarmupPrompt
+from cache.models import CacheEntry
+from gateway import tasks
+from gateway.models import WarmupPrompt
 from monitoring.models import RequestRecord
 from routing.models import ServiceKey
 from tests.cache.test_exact_cache import ask

@@ -8,8 +8,8 @@ from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
 from django.test import Client as BrowserClient
 
-from monitoring.routing import websocket_application
 from monitoring.snapshot import Snapshot
+from monitoring.websocket_urls import websocket_application
 
 SNAPSHOT_KEYS = set(Snapshot.__annotations__)
 

@@ -29,7 +29,7 @@ ROUTES = {"alpha": ("alpha-a", "alpha-b"), "beta": ("beta-a",)}
 
 def traffic(count: int, seed: int = 3) -> list[dict[str, Any]]:
     """Records over the 8 days before NOW: answers, cache hits in every tier, errors,
-    rejections, warming; the request-record fields routing/exchange.py fills in."""
+    rejections, warming; the request-record fields gateway/exchange.py fills in."""
     rng = random.Random(seed)
     records = []
     for n in range(count):

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from django.db.backends.sqlite3.base import DatabaseWrapper
 
-from beastmode.rows import sqlite_datetime
+from beastmode.lib.rows import sqlite_datetime
 
 
 @pytest.mark.embedded

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import pytest
 from django.core.management import CommandError, call_command
 
-from cache.embedder import get_embedder
-from cache.guards import refusal_reason
 from cache.keys import conversation_text
-from cache.similarity import DEFAULT_THRESHOLD, min_cosine
-from monitoring import traffic_mix
+from cache.semantic.embedder import get_embedder
+from cache.semantic.guards import refusal_reason
+from cache.semantic.similarity import DEFAULT_THRESHOLD, min_cosine
+from devtools import traffic_mix
 from monitoring.models import RequestRecord
 from tests.conftest import ROOT, Client, ModelFactory, Process, free_port, server_env, wait_until
 

@@ -3,8 +3,8 @@
 import pytest
 from django.test import Client as BrowserClient
 
-from routing.keys import create_service_key, hash_key
 from routing.models import ModelEndpoint, Route, ServiceKey
+from routing.service_keys import create_service_key, hash_key
 from tests.conftest import Process, free_port, make_endpoint
 
 

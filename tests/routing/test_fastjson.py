@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from routing import fastjson
+from beastmode.lib import fastjson
 
 AGREED = [
     b'{"model": "m", "messages": [{"role": "user", "content": "h\\u00e9"}]}',

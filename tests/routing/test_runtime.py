@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from beastmode.runtime import media_type
+from beastmode.lib.runtime import media_type
 from tests.conftest import free_port, http, server_env, start_process, stop_process, wait_until
 
 

@@ -4,8 +4,8 @@ from typing import Any
 
 import pytest
 
-from routing.errors import GatewayError
-from routing.validation import check_chat_body
+from beastmode.lib.chat_request import check_chat_body
+from beastmode.lib.errors import GatewayError
 from tests.conftest import Client, ModelFactory, Process, Reply, http, record_for
 
 pytestmark = pytest.mark.embedded

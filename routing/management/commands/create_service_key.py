@@ -3,7 +3,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from django.utils.dateparse import parse_datetime
 
-from routing.keys import create_service_key
+from routing.service_keys import create_service_key
 
 
 class Command(BaseCommand):

@@ -1,0 +1,1 @@
+"""Helpers every app uses; imports no app."""

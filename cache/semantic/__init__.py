@@ -1,0 +1,1 @@
+"""Semantic matching: embed a conversation, find similar cached ones, refuse near misses."""

@@ -1,0 +1,148 @@
+"""Keeps this process's semantic index in step with L3.
+
+At start it loads every unexpired vector from L3 (so a restart keeps semantic hits), then
+follows the rows written since (new ones and ones stored again) every SEMANTIC_SYNC_S,
+which brings in what other processes and warming workers stored, and drops expired
+vectors now and then. It runs in a daemon thread.
+"""
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+
+import numpy as np
+from django.conf import settings
+from django.db import close_old_connections
+from django.db.models import Q
+from django.utils import timezone
+
+from cache import purge_log
+from cache.models import CacheEntry
+from cache.semantic import vectors
+
+log = logging.getLogger(__name__)
+_BATCH = 5000
+_started = threading.Event()
+
+
+def start(*, preload_embedder: Callable[[], bool]) -> None:
+    """Follow L3 in a daemon thread; `preload_embedder` says (once, in that thread) whether
+    any model matches semantically, so the embedder loads before the first request."""
+    if not _started.is_set():
+        _started.set()
+        threading.Thread(
+            target=_follow_forever, args=(preload_embedder,), name="semantic-sync", daemon=True
+        ).start()
+
+
+class KnownKeys:
+    """Which exact keys L3 holds, so a miss in L1 and L2 skips the database when L3 cannot
+    have the answer either. Until the first full load it answers "maybe" for every key."""
+
+    def __init__(self) -> None:
+        self._prefixes: set[int] = set()
+        self.loaded = False
+
+    def add(self, key: str) -> None:
+        # A key that is not a hex digest (a row put there by hand) can never be looked up;
+        # refusing it here stopped the sync at that row for good.
+        with contextlib.suppress(ValueError):
+            self._prefixes.add(int(key[:15], 16))
+
+    def might_contain(self, key: str) -> bool:
+        return not self.loaded or int(key[:15], 16) in self._prefixes
+
+
+known_keys = KnownKeys()
+
+
+# Where the sync goes on: (updated_at, id) of the last row it read.
+Cursor = tuple[datetime, int]
+# Rows commit in another order than their updated_at (writers in several processes, each
+# stamping the time before its transaction commits): every poll reads again the rows
+# written this long before the newest one it has seen.
+OVERLAP_S = 5.0
+
+
+def load_changed(after: Cursor | None) -> Cursor | None:
+    """Add the unexpired rows written after `after` (all of them when None) to the known
+    keys and, those with a vector, to the index; returns the cursor of the last row read.
+    Every upsert moves a row's `updated_at`, so entries stored again (by this process,
+    another one, or a warming worker; also rows expired but not yet pruned) come back with
+    their new expiry. Conversations the index holds already only get their expiry; the
+    text and vector are read for the others. Rows without a vector cost one (id, key,
+    updated_at) triple: every answer of a model without semantic matching passes here."""
+    index = vectors.index()
+    while True:
+        now = timezone.now()
+        changed = CacheEntry.objects.filter(expires_at__gt=now)
+        if after is not None:
+            changed = changed.filter(
+                Q(updated_at__gt=after[0]) | Q(updated_at=after[0], id__gt=after[1])
+            )
+        rows = list(
+            changed.order_by("updated_at", "id").values_list("id", "key", "updated_at")[:_BATCH]
+        )
+        if not rows:
+            return after
+        for _, key, _ in rows:
+            known_keys.add(key)
+        with_vectors = CacheEntry.objects.filter(
+            id__in=[row_id for row_id, _, _ in rows],
+            semantic_eligible=True,
+            embedding__isnull=False,
+        ).values_list("id", "partition", "key", "expires_at", "created_at", "namespace", "model")
+        unindexed = [
+            row_id
+            for row_id, partition, key, expires_at, created_at, namespace, model in with_vectors
+            if not purge_log.log.covers(
+                model=model, namespace=namespace, key=key, created_at=created_at.timestamp()
+            )
+            and not index.touch(partition, key, expires_at.timestamp())
+        ]
+        if unindexed:
+            for partition, key, text, expires_at, embedding, owner in _vectors(unindexed):
+                index.add(partition, key, text, expires_at, embedding, owner=owner)
+        after = (rows[-1][2], rows[-1][0])
+        if len(rows) < _BATCH:
+            return after
+
+
+def _vectors(
+    row_ids: list[int],
+) -> Iterator[tuple[str, str, str, float, np.ndarray, tuple[str, str]]]:
+    for partition, key, text, expires_at, embedding, namespace, model in CacheEntry.objects.filter(
+        id__in=row_ids
+    ).values_list(
+        "partition", "key", "prompt_text", "expires_at", "embedding", "namespace", "model"
+    ):
+        vector = vectors.from_bytes(embedding)
+        yield partition, key, text, expires_at.timestamp(), vector, (namespace, model)
+
+
+def _rewound(cursor: Cursor | None) -> Cursor | None:
+    return None if cursor is None else (cursor[0] - timedelta(seconds=OVERLAP_S), 0)
+
+
+def _follow_forever(preload_embedder: Callable[[], bool]) -> None:
+    cursor: Cursor | None = None
+    last_sweep = time.monotonic()
+    if preload_embedder():
+        from cache.semantic.embedder import get_embedder
+
+        get_embedder()  # load the model now, not on the first request that needs it
+    while True:
+        try:
+            close_old_connections()
+            found = load_changed(_rewound(cursor))
+            cursor = found if cursor is None or (found and found > cursor) else cursor
+            known_keys.loaded = True
+            if time.monotonic() - last_sweep > 60:
+                vectors.index().drop_expired()
+                last_sweep = time.monotonic()
+        except Exception:
+            log.warning("semantic index sync failed; retrying", exc_info=True)
+        time.sleep(settings.SEMANTIC_SYNC_S)

@@ -1,0 +1,164 @@
+"""The OpenAI-compatible REST API as a bare ASGI app (routed in beastmode/asgi.py).
+
+No Django view, no ORM query and no thread hop on the hot path: keys and routes come
+from the in-process registry, records leave through the batching recorder.
+Served under /v1/... and the bare paths (/chat/completions, /models, /jobs/<id>).
+"""
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from beastmode.lib.chat_request import parse_chat_request
+from beastmode.lib.errors import GatewayError
+from gateway import answer, jobs, tasks
+from gateway.answer import Headers
+from gateway.asgi_http import (
+    SSE_HEADERS,
+    ClientDisconnected,
+    Receive,
+    Scope,
+    Send,
+    error_headers,
+    header,
+    read_body,
+    send_json,
+)
+from gateway.exchange import Exchange, new_request_id
+from routing import registry
+
+log = logging.getLogger(__name__)
+
+API_PATHS = ("/v1/", "/chat/completions", "/models", "/jobs/")
+
+
+def is_api_path(path: str) -> bool:
+    return path.startswith(API_PATHS)
+
+
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    request_id = new_request_id(header(scope, b"x-request-id"))
+    exchange = Exchange(request_id=request_id, method=scope["method"], path=scope["path"])
+    base_headers = [(b"x-request-id", request_id.encode())]
+    path = scope["path"].removeprefix("/v1")
+    try:
+        if path == "/chat/completions":
+            _require_method(scope, "POST")
+            await _chat_completions(scope, receive, send, exchange, base_headers)
+        elif path == "/models":
+            _require_method(scope, "GET")
+            await _list_models(scope, send, exchange, base_headers)
+        elif path.startswith("/jobs/"):
+            _require_method(scope, "GET")
+            await _get_job(scope, send, exchange, base_headers, path.removeprefix("/jobs/"))
+        else:
+            raise GatewayError("path_not_found", f"No API at {scope['path']}.")
+    except GatewayError as error:
+        await send_json(send, error.status, error.to_body(), base_headers + error_headers(error))
+        exchange.finish(status=error.status, error=error)
+    except ClientDisconnected:
+        exchange.finish(status=499, outcome="client_disconnected")
+    except asyncio.CancelledError:
+        # daphne cancels a request whose client left (application_close_timeout later):
+        # it still gets its record.
+        exchange.finish(status=499, outcome="client_disconnected")
+        raise
+    except Exception:
+        log.exception("unhandled error in request %s", request_id)
+        error = GatewayError("internal_error", f"Internal error (request {request_id}).")
+        exchange.finish(status=500, error=error)
+        # If the response had already started this fails; the record says what happened.
+        with contextlib.suppress(Exception):
+            await send_json(send, 500, error.to_body(), base_headers)
+
+
+def _require_method(scope: Scope, method: str) -> None:
+    if scope["method"] != method:
+        raise GatewayError(
+            "method_not_allowed", f"{scope['path']} accepts {method}, not {scope['method']}."
+        )
+
+
+async def _chat_completions(
+    scope: Scope, receive: Receive, send: Send, exchange: Exchange, base_headers: Headers
+) -> None:
+    snapshot = registry.current()
+    exchange.key = snapshot.authenticate(header(scope, b"authorization"))
+    raw = await read_body(scope, receive, settings.MAX_BODY_BYTES)
+    chat = parse_chat_request(raw)
+    exchange.model, exchange.stream = chat.model, chat.stream
+    question = answer.Question(
+        key=exchange.key,
+        route=snapshot.resolve(exchange.key, chat.model),
+        chat=chat,
+        cache_control=header(scope, b"cache-control"),
+    )
+    if (header(scope, b"x-beastmode-async") or "").lower() == "true":
+        await _submit_job(send, exchange, question, base_headers)
+        return
+    reply = await answer.answer(exchange, question, _SseSink(send, base_headers))
+    if reply.completion is not None:
+        await send_json(send, 200, reply.completion, [*base_headers, *reply.headers])
+
+
+async def _submit_job(
+    send: Send, exchange: Exchange, question: answer.Question, base_headers: Headers
+) -> None:
+    """Queue the request for a worker (the answer service runs it there); 202 with its id."""
+    assert exchange.key is not None
+    job_id = await sync_to_async(tasks.submit_job)(
+        service_key_id=exchange.key.id,
+        request_id=exchange.request_id,
+        chat=question.chat,
+        cache_control=question.cache_control,
+    )
+    exchange.is_async_job = True
+    payload = {"id": job_id, "object": "beastmode.job", "status": "queued"}
+    await send_json(send, 202, payload, base_headers)
+    exchange.finish(status=202, outcome="accepted")
+
+
+class _SseSink:
+    """A streamed answer as server-sent events on this ASGI connection."""
+
+    def __init__(self, send: Send, base_headers: Headers) -> None:
+        self._send, self._base_headers = send, base_headers
+
+    async def start(self, headers: Headers) -> None:
+        await self._send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*SSE_HEADERS, *self._base_headers, *headers],
+            }
+        )
+
+    async def write(self, body: bytes, *, more: bool) -> None:
+        try:
+            await self._send({"type": "http.response.body", "body": body, "more_body": more})
+        except OSError:
+            raise ClientDisconnected() from None
+
+
+async def _list_models(scope: Scope, send: Send, exchange: Exchange, base_headers: Headers) -> None:
+    snapshot = registry.current()
+    exchange.key = snapshot.authenticate(header(scope, b"authorization"))
+    data: list[dict[str, Any]] = [
+        {"id": name, "object": "model", "created": 0, "owned_by": "beastmode"}
+        for name in snapshot.models_for(exchange.key)
+    ]
+    await send_json(send, 200, {"object": "list", "data": data}, base_headers)
+    exchange.finish(status=200)
+
+
+async def _get_job(
+    scope: Scope, send: Send, exchange: Exchange, base_headers: Headers, job_id: str
+) -> None:
+    exchange.key = registry.current().authenticate(header(scope, b"authorization"))
+    view = await sync_to_async(jobs.view_for)(job_id=job_id, service_key_id=exchange.key.id)
+    await send_json(send, 200, view, base_headers)
+    exchange.finish(status=200)

@@ -1,0 +1,49 @@
+"""Celery entry points for model calls that are not interactive: async jobs and warming.
+They take ids, never secrets."""
+
+from celery import shared_task
+from django.db import transaction
+
+from beastmode.lib import dispatch
+from beastmode.lib.chat_request import ChatRequest
+from gateway import jobs, warming
+from gateway.models import WarmupPrompt
+
+
+def submit_job(
+    *, service_key_id: int, request_id: str, chat: ChatRequest, cache_control: str | None
+) -> str:
+    """Store an async job and run it in a worker once the row is committed; returns its
+    id. Only the id travels, never the content or a secret."""
+    job_id = jobs.submit(
+        service_key_id=service_key_id,
+        request_id=request_id,
+        chat=chat,
+        cache_control=cache_control,
+    )
+    transaction.on_commit(lambda: dispatch.enqueue(run_job, job_id))
+    return job_id
+
+
+@shared_task(acks_late=True, max_retries=0)
+def run_job(job_id: str) -> str:
+    return jobs.run(job_id)
+
+
+@shared_task(expires=600)
+def warm_prompt(prompt_id: int) -> str:
+    return warming.warm_prompt(prompt_id)
+
+
+@shared_task(expires=600)
+def warm_all_prompts() -> int:
+    """Fan out one task per enabled warm-up prompt."""
+    ids = list(WarmupPrompt.objects.filter(enabled=True).values_list("id", flat=True))
+    for prompt_id in ids:
+        dispatch.enqueue(warm_prompt, prompt_id)
+    return len(ids)
+
+
+@shared_task(expires=600)
+def refresh_expiring() -> dict[str, str]:
+    return warming.refresh_expiring()
