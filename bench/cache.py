@@ -20,7 +20,7 @@ http
     req/s >= 50% of the bare app's under daphne, same run; uvicorn is context. The miss
     (pass-through, unique bodies) is measured after the hits for contrast.
 semantic
-    In process: a cache.semantic.vectors.SemanticIndex with 100k entries in one partition (real
+    In process: a cache.semantic.vector_index.SemanticIndex with 100k entries in one partition (real
     QQP question1 embeddings plus random unit vectors; HNSW, as the index switches past
     20k), then real QQP question2 texts asked one at a time on one thread: embed
     (cache.semantic.embedder) and search (top-4, scouting first as a lookup does at the default
@@ -28,7 +28,7 @@ semantic
     Target: embed + search P50 <= 3 ms.
 million
     In process: 1M synthetic clustered unit vectors (low intrinsic dimension, so recall
-    means something) added one by one to a cache.semantic.vectors.PartitionIndex (HNSW M=32,
+    means something) added one by one to a cache.semantic.vector_index.PartitionIndex (HNSW M=32,
     efSearch=96) with a time budget (``--million-budget``, default 600 s); past it, the
     build is redone with faiss directly (same index type and parameters, batches of 50k,
     all cores) and both times are reported. Then single-query top-4 search timings and
@@ -582,7 +582,7 @@ def part_semantic(args: argparse.Namespace, report: Report) -> None:
     from cache import keys
     from cache.semantic import similarity
     from cache.semantic.embedder import get_embedder
-    from cache.semantic.vectors import HNSW_MIN_ENTRIES, SemanticIndex
+    from cache.semantic.vector_index import HNSW_MIN_ENTRIES, SemanticIndex
 
     print(f"\n== semantic lookup: {args.entries:,} entries in one partition ==", flush=True)
     pairs = load_pairs(args.data)
@@ -713,7 +713,7 @@ def exact_top1(vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
 def part_million(args: argparse.Namespace, report: Report) -> None:
     import faiss
 
-    from cache.semantic.vectors import HNSW_EF_SEARCH, HNSW_M, PartitionIndex
+    from cache.semantic.vector_index import HNSW_EF_SEARCH, HNSW_M, PartitionIndex
 
     n = args.million_n
     print(
@@ -779,7 +779,7 @@ def part_million(args: argparse.Namespace, report: Report) -> None:
                     f"    faiss: {stop:,} added, {time.perf_counter() - started:.0f} s", flush=True
                 )
         direct_s = time.perf_counter() - started
-        faiss.omp_set_num_threads(1)  # as cache/semantic/vectors.py: single queries on one thread
+        faiss.omp_set_num_threads(1)  # as vector_index.py: single queries on one thread
         build_note += f"; faiss batches of 50k, {threads} threads: {direct_s:.0f} s"
         print(f"  faiss built in {direct_s:.1f} s")
 

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from cache import purge_log
-from cache.semantic import vectors
+from cache.semantic import vector_index
 from cache.tiers import DatabaseTier, Entry, L3Row, MemoryTier, RedisTier, row_scope
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def forget(purges: list[purge_log.Purge]) -> None:
     """Drop what these purges cover from this process's L1 and semantic index."""
     for purge in purges:
         tiers().l1.purge(model=purge.model, namespace=purge.namespace, key=purge.key)
-        vectors.index().purge(model=purge.model, namespace=purge.namespace, key=purge.key)
+        vector_index.index().purge(model=purge.model, namespace=purge.namespace, key=purge.key)
 
 
 def db(operation: Callable[[], T]) -> T | None:

@@ -23,7 +23,7 @@ from cache import controls, keys
 from cache.layers import db, is_purged, tiers
 from cache.models import SemanticPair
 from cache.policy import CachePolicy
-from cache.semantic import english, false_pairs, index_sync, similarity, vectors
+from cache.semantic import english, false_pairs, index_sync, similarity, vector_index
 from cache.semantic.embedder import get_embedder
 from cache.tiers import Entry
 from cache.writer import lower_writer, put_rows_holding_purges, write_l2_and_index
@@ -175,7 +175,7 @@ def _semantic_hit(plan: CachePlan, now: float) -> Hit | None:
         return None
     candidates = [
         candidate
-        for candidate in vectors.index().search(
+        for candidate in vector_index.index().search(
             plan.key.partition,
             plan.vector,
             k=similarity.TOP_K,

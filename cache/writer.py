@@ -17,7 +17,7 @@ from django.db import DataError
 
 from cache import purge_log
 from cache.layers import db, forget, is_purged, is_row_purged, tiers
-from cache.semantic import vectors
+from cache.semantic import vector_index
 from cache.semantic.embedder import get_embedder
 from cache.tiers import DatabaseTier, Entry, L3Row
 
@@ -174,7 +174,7 @@ def _drop_copies(rows: list[L3Row]) -> None:
     """Drop what this process wrote of purged rows besides L3: L2 and the index."""
     doomed = [row[0] for row in rows]
     tiers().l2.delete_many(doomed)
-    vectors.index().remove(doomed)
+    vector_index.index().remove(doomed)
 
 
 def _put_rows(rows: list[L3Row]) -> None:
@@ -204,11 +204,11 @@ def write_l2_and_index(batch: list[tuple[Entry, CachePlan]], now: float) -> list
     for entry, plan in batch:
         vector = plan.vector if plan.semantic else None
         if vector is not None:
-            vectors.index().add(
+            vector_index.index().add(
                 entry.partition, entry.key, entry.prompt_text, entry.expires_at, vector,
                 owner=(entry.namespace, entry.model),
             )  # fmt: skip
-        embedding = vectors.to_bytes(vector) if vector is not None else None
+        embedding = vector_index.to_bytes(vector) if vector is not None else None
         rows.append(DatabaseTier.row(entry, embedding))
     return rows
 

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from cache.models import CacheEntry
-from cache.semantic import english
+from cache.semantic import english, vector_index
 from cache.semantic.embedder import get_embedder
 
 BATCH_SIZE = 256  # rows read, embedded and written at a time (a row holds its prompt text)
@@ -67,7 +67,7 @@ def _embeddings(rows: list[tuple[int, str]]) -> dict[int, bytes]:
         return {}
     vectors = get_embedder().embed_whole([text for _, text in english_rows])
     return {
-        row_id: vectors.to_bytes(vector)
+        row_id: vector_index.to_bytes(vector)
         for (row_id, _), vector in zip(english_rows, vectors, strict=True)
         if vector is not None  # longer than the embedder reads whole
     }

@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from cache import purge_log
 from cache.models import CacheEntry
-from cache.semantic import vectors
+from cache.semantic import vector_index
 
 log = logging.getLogger(__name__)
 _BATCH = 5000
@@ -75,7 +75,7 @@ def load_changed(after: Cursor | None) -> Cursor | None:
     their new expiry. Conversations the index holds already only get their expiry; the
     text and vector are read for the others. Rows without a vector cost one (id, key,
     updated_at) triple: every answer of a model without semantic matching passes here."""
-    index = vectors.index()
+    index = vector_index.index()
     while True:
         now = timezone.now()
         changed = CacheEntry.objects.filter(expires_at__gt=now)
@@ -119,7 +119,7 @@ def _vectors(
     ).values_list(
         "partition", "key", "prompt_text", "expires_at", "embedding", "namespace", "model"
     ):
-        vector = vectors.from_bytes(embedding)
+        vector = vector_index.from_bytes(embedding)
         yield partition, key, text, expires_at.timestamp(), vector, (namespace, model)
 
 
@@ -141,7 +141,7 @@ def _follow_forever(preload_embedder: Callable[[], bool]) -> None:
             cursor = found if cursor is None or (found and found > cursor) else cursor
             known_keys.loaded = True
             if time.monotonic() - last_sweep > 60:
-                vectors.index().drop_expired()
+                vector_index.index().drop_expired()
                 last_sweep = time.monotonic()
         except Exception:
             log.warning("semantic index sync failed; retrying", exc_info=True)

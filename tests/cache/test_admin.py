@@ -37,7 +37,7 @@ def add_warmup_prompt(browser: BrowserClient, **fields: str) -> str:
         "model": "warm-model", "messages": '[{"role": "user", "content": "Opening hours?"}]',
         "parameters": "{}", "enabled": "on", **fields,
     }  # fmt: skip
-    response = browser.post("/admin/cache/warmupprompt/add/", form, follow=True)
+    response = browser.post("/admin/gateway/warmupprompt/add/", form, follow=True)
     assert response.status_code == 200
     return html.unescape(response.content.decode())
 

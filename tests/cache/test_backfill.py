@@ -11,7 +11,7 @@ from django.test import Client as BrowserClient
 from django.utils import timezone
 
 from cache.models import CacheEntry
-from cache.semantic import backfill, switch, vectors
+from cache.semantic import backfill, switch, vector_index
 from cache.semantic.embedder import get_embedder
 from routing import importer
 from routing.models import Route
@@ -112,7 +112,7 @@ def test_the_backfill_embeds_in_batches_what_the_lookup_compares_and_nothing_els
     other_model = make_row("other", "other", QUESTION)
     vector = get_embedder().embed_whole([f"user: {PARAPHRASE}"])[0]
     assert vector is not None
-    done = make_row("m", "done", PARAPHRASE, embedding=vectors.to_bytes(vector))
+    done = make_row("m", "done", PARAPHRASE, embedding=vector_index.to_bytes(vector))
     before = timezone.now()
 
     result = backfill.embed_unembedded("m", batch_size=2)
@@ -123,7 +123,7 @@ def test_the_backfill_embeds_in_batches_what_the_lookup_compares_and_nothing_els
         assert row.embedding is not None and row.updated_at >= before
         same_as_writer = get_embedder().embed_whole([row.prompt_text])[0]
         assert same_as_writer is not None
-        assert bytes(row.embedding) == vectors.to_bytes(same_as_writer)
+        assert bytes(row.embedding) == vector_index.to_bytes(same_as_writer)
     for row in (too_long, portuguese, with_tools, expired, other_model):
         row.refresh_from_db()
         assert row.embedding is None and row.updated_at < before

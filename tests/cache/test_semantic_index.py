@@ -1,12 +1,12 @@
-"""The semantic index's life (cache/semantic/vectors.py): flat → HNSW, removals, rebuilds, bounds,
-expiry. Random unit vectors stand in for embeddings: each must find itself."""
+"""The semantic index's life (cache/semantic/vector_index.py): flat → HNSW, removals, rebuilds,
+bounds, expiry. Random unit vectors stand in for embeddings: each must find itself."""
 
 import time
 
 import numpy as np
 import pytest
 
-from cache.semantic import vectors
+from cache.semantic import vector_index
 
 DIM = 384
 
@@ -16,20 +16,20 @@ def random_vectors(n: int, seed: int = 0) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def best_key(index: vectors.PartitionIndex, vector: np.ndarray) -> str | None:
+def best_key(index: vector_index.PartitionIndex, vector: np.ndarray) -> str | None:
     found = index.search(vector, 1, time.time())
     return found[0].key if found else None
 
 
 @pytest.fixture
 def small_hnsw(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(vectors, "HNSW_MIN_ENTRIES", 60)
+    monkeypatch.setattr(vector_index, "HNSW_MIN_ENTRIES", 60)
 
 
 def test_moving_to_hnsw_and_rebuilding_after_removals_keeps_every_live_vector(
     small_hnsw: None,
 ) -> None:
-    index = vectors.PartitionIndex(DIM)
+    index = vector_index.PartitionIndex(DIM)
     v = random_vectors(100)
     later = time.time() + 3600
     for i in range(100):
@@ -51,7 +51,7 @@ def test_moving_to_hnsw_and_rebuilding_after_removals_keeps_every_live_vector(
 def test_a_lookup_scouts_with_a_small_beam_and_searches_fully_only_near_the_floor(
     small_hnsw: None,
 ) -> None:
-    index = vectors.PartitionIndex(DIM)
+    index = vector_index.PartitionIndex(DIM)
     v = random_vectors(2000)
     for i in range(2000):
         index.add(f"k{i}", f"text {i}", time.time() + 3600, v[i])
@@ -75,12 +75,12 @@ def test_a_lookup_scouts_with_a_small_beam_and_searches_fully_only_near_the_floo
     for q in random_vectors(40, seed=2):  # nothing near: the scout's answer stands
         searches.clear()
         found = index.search(q, 4, time.time(), floor)
-        assert found[0].cosine < floor - vectors.SCOUT_MARGIN
+        assert found[0].cosine < floor - vector_index.SCOUT_MARGIN
         assert len(searches) == 1 and searches[0] is not None
 
 
 def test_replacing_a_key_keeps_one_vector_for_it() -> None:
-    index = vectors.PartitionIndex(DIM)
+    index = vector_index.PartitionIndex(DIM)
     v = random_vectors(2)
     index.add("k", "first", time.time() + 60, v[0])
     index.add("k", "second", time.time() + 60, v[1])
@@ -91,7 +91,7 @@ def test_replacing_a_key_keeps_one_vector_for_it() -> None:
 def test_storing_the_same_conversation_again_only_moves_its_expiry(small_hnsw: None) -> None:
     """Every answer this process stores comes back to it from L3 (the sync thread): that
     must not replace its vector, or an HNSW index fills with tombstones and rebuilds."""
-    index = vectors.SemanticIndex(DIM, max_entries=100)
+    index = vector_index.SemanticIndex(DIM, max_entries=100)
     v = random_vectors(80)
     for i in range(80):
         index.add("p", f"k{i}", f"text {i}", time.time() + 60, v[i])
@@ -107,7 +107,7 @@ def test_storing_the_same_conversation_again_only_moves_its_expiry(small_hnsw: N
 
 
 def test_expired_vectors_are_never_returned_and_are_dropped() -> None:
-    index = vectors.SemanticIndex(DIM, max_entries=100)
+    index = vector_index.SemanticIndex(DIM, max_entries=100)
     v = random_vectors(2)
     index.add("p", "old", "old text", time.time() - 1, v[0])
     index.add("p", "new", "new text", time.time() + 60, v[1])
@@ -119,7 +119,7 @@ def test_the_bound_counts_live_vectors_only_and_evicts_the_stalest() -> None:
     """Slots of replaced, expired or purged vectors stayed in the eviction order: they
     counted against the bound, and a stale slot of a key stored again evicted its fresh
     vector."""
-    index = vectors.SemanticIndex(DIM, max_entries=3)
+    index = vector_index.SemanticIndex(DIM, max_entries=3)
     v = random_vectors(6)
     index.add("p", "k0", "first text", time.time() + 60, v[0])
     index.add("p", "k1", "text 1", time.time() + 60, v[1])
@@ -135,7 +135,7 @@ def test_the_bound_counts_live_vectors_only_and_evicts_the_stalest() -> None:
 
 
 def test_a_purge_drops_the_vectors_it_covers_at_once() -> None:
-    index = vectors.SemanticIndex(DIM, max_entries=3)
+    index = vector_index.SemanticIndex(DIM, max_entries=3)
     v = random_vectors(5)
     index.add("p", "k0", "text 0", time.time() + 60, v[0], owner=("ns", "purged-model"))
     index.add("p", "k1", "text 1", time.time() + 60, v[1], owner=("ns", "purged-model"))
@@ -152,7 +152,7 @@ def test_a_purge_drops_the_vectors_it_covers_at_once() -> None:
 
 
 def test_the_whole_index_is_bounded_oldest_out_first() -> None:
-    index = vectors.SemanticIndex(DIM, max_entries=10)
+    index = vector_index.SemanticIndex(DIM, max_entries=10)
     v = random_vectors(15)
     for i in range(15):
         index.add(f"partition-{i % 3}", f"k{i}", "", time.time() + 60, v[i])
@@ -168,8 +168,8 @@ def test_following_l3_indexes_other_processes_rows_and_refreshes_known_ones(
     from cache.semantic import index_sync
     from cache.tiers import DatabaseTier, Entry, L3Row
 
-    index = vectors.SemanticIndex(DIM, max_entries=100)
-    monkeypatch.setattr(vectors, "index", lambda: index)
+    index = vector_index.SemanticIndex(DIM, max_entries=100)
+    monkeypatch.setattr(vector_index, "index", lambda: index)
     v = random_vectors(2)
     later = time.time() + 3600
     mine, theirs = "a" * 64, "b" * 64  # exact keys are hex digests
@@ -179,7 +179,7 @@ def test_following_l3_indexes_other_processes_rows_and_refreshes_known_ones(
                       semantic_eligible=True, request={}, response={"choices": []},
                       tokens_in=1, tokens_out=1, endpoint="e", created_at=0,
                       expires_at=later, size_bytes=10)  # fmt: skip
-        return DatabaseTier.row(entry, vectors.to_bytes(vector))
+        return DatabaseTier.row(entry, vector_index.to_bytes(vector))
 
     index.add("p", mine, "my text", time.time() + 60, v[0])  # stored by this process
     # A row put there by hand, with a key that is no digest, must not stop the sync.
@@ -208,8 +208,8 @@ def test_following_l3_sees_rows_stored_again_and_rows_committed_late(
     from cache.semantic import index_sync
     from cache.tiers import DatabaseTier, Entry
 
-    index = vectors.SemanticIndex(DIM, max_entries=100)
-    monkeypatch.setattr(vectors, "index", lambda: index)
+    index = vector_index.SemanticIndex(DIM, max_entries=100)
+    monkeypatch.setattr(vector_index, "index", lambda: index)
     v = random_vectors(2)
 
     def put(key: str, text: str, vector: np.ndarray, expires_at: float) -> None:
@@ -217,7 +217,7 @@ def test_following_l3_sees_rows_stored_again_and_rows_committed_late(
                       semantic_eligible=True, request={}, response={"choices": []},
                       tokens_in=1, tokens_out=1, endpoint="e", created_at=time.time(),
                       expires_at=expires_at, size_bytes=10)  # fmt: skip
-        DatabaseTier(ttl_s=3600).put_rows([DatabaseTier.row(entry, vectors.to_bytes(vector))])
+        DatabaseTier(ttl_s=3600).put_rows([DatabaseTier.row(entry, vector_index.to_bytes(vector))])
 
     soon, later = time.time() + 60, time.time() + 3600
     put("a" * 64, "first", v[0], soon)

@@ -12,7 +12,7 @@ from django.db import connection
 from cache import keys, service
 from cache import writer as cache_writer
 from cache.models import CacheEntry
-from cache.semantic import vectors
+from cache.semantic import vector_index
 from cache.streams import StreamAssembler, replay
 from cache.tiers import DatabaseTier, Entry, MemoryTier
 from tests.conftest import wait_until
@@ -170,7 +170,7 @@ def test_cached_answers_add_nothing_for_the_garbage_collector_to_walk() -> None:
     way to L3 (a NamedTuple, an object per entry or a queued Entry was: 20k tracked L1
     entries, 2 objects per indexed conversation, ~10 per answer waiting for L3)."""
     l1 = MemoryTier(max_entries=5_000, max_bytes=10**9, ttl_s=60)
-    index = vectors.PartitionIndex(384)
+    index = vector_index.PartitionIndex(384)
     vector = np.ones(384, dtype=np.float32) / np.sqrt(384)
     gc.collect()
     before = len(gc.get_objects())
