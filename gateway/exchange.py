@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from beastmode.lib.errors import GatewayError
 from beastmode.lib.usage import token_count
-from monitoring import recorder
+from monitoring import recorder, records
 from routing.registry import KeyConfig, RouteConfig
 from routing.router import Trace
 
@@ -39,7 +39,7 @@ def new_request_id(incoming: str | None) -> str:
 class CacheOutcome:
     """How the cache took part in a request (for its record and response headers)."""
 
-    outcome: str  # "miss", "exact", "semantic" or "shadow"
+    outcome: str  # "miss", "exact", "semantic" or "shadow" ("": not looked up)
     tier: str = ""
     similarity: float | None = None
     entry_key: str = ""
@@ -118,35 +118,42 @@ class Exchange:
         endpoint = self.trace.endpoint
         if outcome is None:
             outcome = _outcome(status, error)
+        cache = self.cache or CacheOutcome(outcome="")  # "": the cache did not see it
         recorder.submit(
-            {
-                "request_id": self.request_id,
-                "created_at": self.created_at,
-                "method": self.method,
-                "path": self.path[:200],
-                "service_key_id": self.key.id if self.key else None,
-                "service_key_name": self.key.name if self.key else "",
-                "model": self.model[:200],
-                "endpoint": _endpoint_name(self.trace),
-                "stream": self.stream,
-                "is_async_job": self.is_async_job,
-                "attempts": len(self.trace.attempts),
-                "fallbacks": self.trace.fallbacks,
-                "attempt_log": [vars(attempt) for attempt in self.trace.attempts],
-                "outcome": outcome,
-                "status_code": status,
-                "latency_ms": round(latency_ms, 3),
-                "upstream_latency_ms": round(self.trace.upstream_ms, 3),
-                "overhead_ms": round(max(0.0, latency_ms - self.trace.upstream_ms), 3),
-                "tokens_in": self.tokens_in,
-                "tokens_out": self.tokens_out,
-                "cost_usd": endpoint.cost_usd(self.tokens_in, self.tokens_out) if endpoint else 0.0,
-                "is_warming": self.is_warming,
-                **_cache_fields(self.cache),
-                "error_class": error.error_class if error else "",
-                "error_message": error.message if error else "",
-                "error_tips": error.tips if error else [],
-            }
+            records.request_row(
+                request_id=self.request_id,
+                created_at=self.created_at,
+                method=self.method,
+                path=self.path[:200],
+                service_key_id=self.key.id if self.key else None,
+                service_key_name=self.key.name if self.key else "",
+                model=self.model[:200],
+                endpoint=_endpoint_name(self.trace),
+                stream=self.stream,
+                is_async_job=self.is_async_job,
+                attempts=len(self.trace.attempts),
+                fallbacks=self.trace.fallbacks,
+                attempt_log=[vars(attempt) for attempt in self.trace.attempts],
+                outcome=outcome,
+                status_code=status,
+                latency_ms=round(latency_ms, 3),
+                upstream_latency_ms=round(self.trace.upstream_ms, 3),
+                overhead_ms=round(max(0.0, latency_ms - self.trace.upstream_ms), 3),
+                tokens_in=self.tokens_in,
+                tokens_out=self.tokens_out,
+                cost_usd=endpoint.cost_usd(self.tokens_in, self.tokens_out) if endpoint else 0.0,
+                is_warming=self.is_warming,
+                cache_outcome=cache.outcome,
+                cache_tier=cache.tier,
+                cache_similarity=cache.similarity,
+                cache_entry_key=cache.entry_key,
+                saved_tokens_in=cache.saved_tokens_in,
+                saved_tokens_out=cache.saved_tokens_out,
+                cost_saved_usd=cache.cost_saved_usd,
+                error_class=error.error_class if error else "",
+                error_message=error.message if error else "",
+                error_tips=error.tips if error else [],
+            )
         )
 
 
@@ -155,20 +162,6 @@ def _endpoint_name(trace: Trace) -> str:
     if trace.endpoint:
         return trace.endpoint.name
     return trace.attempts[-1].endpoint if trace.attempts else ""
-
-
-def _cache_fields(cache: CacheOutcome | None) -> dict[str, Any]:
-    if cache is None:
-        return {}
-    return {
-        "cache_outcome": cache.outcome,
-        "cache_tier": cache.tier,
-        "cache_similarity": cache.similarity,
-        "cache_entry_key": cache.entry_key,
-        "saved_tokens_in": cache.saved_tokens_in,
-        "saved_tokens_out": cache.saved_tokens_out,
-        "cost_saved_usd": cache.cost_saved_usd,
-    }
 
 
 def _outcome(status: int, error: GatewayError | None) -> str:

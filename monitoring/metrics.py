@@ -14,6 +14,7 @@ import bisect
 from collections import defaultdict
 from typing import Any
 
+from monitoring.records import RequestRow
 from routing import breaker, registry
 
 # Sub-millisecond buckets too: cache hits and rejections take well under 10 ms.
@@ -67,31 +68,31 @@ _tokens_saved: defaultdict[tuple[str, str], int] = defaultdict(int)
 _written = [0]
 
 
-def observe_request(record: dict[str, Any]) -> None:
-    model = record.get("model") or ""
-    if record.get("is_warming"):  # the cache warming itself, not client traffic
+def observe_request(record: RequestRow) -> None:
+    model = record["model"]
+    if record["is_warming"]:  # the cache warming itself, not client traffic
         _warming[(model, record["outcome"])] += 1
         return
     _requests[(model, record["outcome"])] += 1
-    if record.get("path") not in _CHAT_PATHS:
+    if record["path"] not in _CHAT_PATHS:
         return
-    error_type = record.get("error_class") or ""
+    error_type = record["error_class"]
     chat = (("gen_ai_operation_name", "chat"), ("gen_ai_request_model", model))
     _server_duration.observe((*chat, ("error_type", error_type)), record["latency_ms"] / 1000)
-    for attempt in record.get("attempt_log", ()):
+    for attempt in record["attempt_log"]:
         labels = (("endpoint", attempt["endpoint"]), ("error_type", attempt["error_class"] or ""))
         _client_duration.observe(labels, attempt["latency_ms"] / 1000)
-    tokens = (("input", record.get("tokens_in", 0)), ("output", record.get("tokens_out", 0)))
+    tokens = (("input", record["tokens_in"]), ("output", record["tokens_out"]))
     for token_type, count in tokens:
         if count:
             _token_usage.observe((*chat, ("gen_ai_token_type", token_type)), count)
-    if kind := record.get("cache_outcome"):
-        _cache[(model, kind, record.get("cache_tier") or "")] += 1
-    _cost_usd[model] += record.get("cost_usd", 0.0)
-    if saved := record.get("cost_saved_usd", 0.0):
+    if kind := record["cache_outcome"]:
+        _cache[(model, kind, record["cache_tier"])] += 1
+    _cost_usd[model] += record["cost_usd"]
+    if saved := record["cost_saved_usd"]:
         _cost_saved_usd[model] += saved
-    _tokens_saved[(model, "input")] += record.get("saved_tokens_in", 0)
-    _tokens_saved[(model, "output")] += record.get("saved_tokens_out", 0)
+    _tokens_saved[(model, "input")] += record["saved_tokens_in"]
+    _tokens_saved[(model, "output")] += record["saved_tokens_out"]
 
 
 def observe_written(count: int) -> None:

@@ -18,7 +18,7 @@ from collections import deque
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from django.conf import settings
@@ -28,6 +28,7 @@ from beastmode.lib import fastjson
 from beastmode.lib.rows import insert_json_rows, sqlite_datetime
 from monitoring import metrics, rollups
 from monitoring.models import RequestRecord
+from monitoring.records import RequestRow
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,8 @@ _writer: threading.Thread | None = None
 _start_lock = threading.Lock()
 
 
-def submit(record: dict[str, Any]) -> None:
-    """Queue one record (field names of RequestRecord). Safe from any thread."""
+def submit(record: RequestRow) -> None:
+    """Queue one record. Safe from any thread."""
     metrics.observe_request(record)
     _pending.append(_pack(record))
     if _writer is None:
@@ -193,16 +194,17 @@ def _replay_spool() -> None:
     log.info("replaying %d spooled request records", len(_pending))
 
 
-def _pack(record: dict[str, Any]) -> bytes:
-    """A record as the JSON object `insert_json_rows` inserts: every column, the time as
-    Django stores it on SQLite (Postgres reads the same text)."""
+def _pack(record: RequestRow) -> bytes:
+    """A record as the JSON object `insert_json_rows` inserts: every column (the defaults
+    fill in what an older version's spooled record lacks), the time as Django stores it on
+    SQLite (Postgres reads the same text)."""
     return fastjson.dumps(
         {**_defaults(), **record, "created_at": sqlite_datetime(record["created_at"])}
     )
 
 
-def _unpack(packed: bytes) -> dict[str, Any]:
-    """A packed record as a dict, its time aware (ValueError if it is not a record).
+def _unpack(packed: bytes) -> RequestRow:
+    """A packed record, its time aware (ValueError if it is not a record).
     orjson: the bytes are its own output (`_pack`), where it and json.loads agree."""
     try:
         record: dict[str, Any] = orjson.loads(packed)
@@ -210,7 +212,7 @@ def _unpack(packed: bytes) -> dict[str, Any]:
     except (KeyError, TypeError) as exc:
         raise ValueError(f"not a packed request record: {exc!r}") from None
     record["created_at"] = created_at if created_at.tzinfo else created_at.replace(tzinfo=UTC)
-    return record
+    return cast(RequestRow, record)  # complete unless an older version spooled it: _repack
 
 
 def _repack(line: bytes) -> bytes:

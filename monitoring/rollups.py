@@ -19,6 +19,7 @@ from django.db import connection, transaction
 from beastmode.lib.rows import write_rows
 from monitoring import histogram as hist
 from monitoring.models import ERROR_OUTCOMES, REJECTED_OUTCOMES, DashboardRollup
+from monitoring.records import RequestRow
 
 DASHBOARD_BUCKETS_S = (60, 3600, 86400)
 COUNTS = (
@@ -58,7 +59,7 @@ def bucket_start(moment: datetime, bucket_s: int) -> datetime:
     return datetime.fromtimestamp(int(moment.timestamp()) // bucket_s * bucket_s, tz=UTC)
 
 
-def dashboard_aggregate(records: list[dict[str, Any]]) -> dict[tuple[Any, ...], DashboardSums]:
+def dashboard_aggregate(records: list[RequestRow]) -> dict[tuple[Any, ...], DashboardSums]:
     """Sums per (bucket_s, bucket_start, is_total, model, endpoint); warming left out.
 
     Records are summed per (minute, model, endpoint) first, and those few groups then into
@@ -66,10 +67,10 @@ def dashboard_aggregate(records: list[dict[str, Any]]) -> dict[tuple[Any, ...], 
     runs in the record writer, under the GIL the requests being served need)."""
     per_minute: dict[tuple[int, str, str], DashboardSums] = {}
     for record in records:
-        if record.get("is_warming"):
+        if record["is_warming"]:
             continue
         minute = int(record["created_at"].timestamp()) // 60 * 60
-        key = (minute, record.get("model") or "", record.get("endpoint") or "")
+        key = (minute, record["model"], record["endpoint"])
         if (group := per_minute.get(key)) is None:
             group = per_minute[key] = DashboardSums()
         group.add(_counts_of(record), str(hist.bucket_of(record["latency_ms"])))
@@ -82,8 +83,8 @@ def dashboard_aggregate(records: list[dict[str, Any]]) -> dict[tuple[Any, ...], 
     return sums
 
 
-def _counts_of(record: dict[str, Any]) -> dict[str, float]:
-    cache_outcome = record.get("cache_outcome") or ""
+def _counts_of(record: RequestRow) -> dict[str, float]:
+    cache_outcome = record["cache_outcome"]
     counts: dict[str, float] = {
         "requests": 1,
         "errors": record["outcome"] in ERROR_OUTCOMES,
@@ -91,15 +92,15 @@ def _counts_of(record: dict[str, Any]) -> dict[str, float]:
         "looked_up": bool(cache_outcome),
         "exact_hits": cache_outcome == "exact",
         "semantic_hits": cache_outcome == "semantic",
-        "cost_usd": record.get("cost_usd", 0.0),
-        "cost_saved_usd": record.get("cost_saved_usd", 0.0),
+        "cost_usd": record["cost_usd"],
+        "cost_saved_usd": record["cost_saved_usd"],
     }
-    if tier := _TIER_COUNTS.get(record.get("cache_tier") or ""):
+    if tier := _TIER_COUNTS.get(record["cache_tier"]):
         counts[tier] = 1
     return counts
 
 
-def update_from(records: list[dict[str, Any]]) -> None:
+def update_from(records: list[RequestRow]) -> None:
     """Add the records to their DashboardRollup rows. Writers take turns: a
     transaction-scoped lock (Postgres; SQLite transactions are serialised already) held
     from here to the commit of the batch, a few milliseconds. It is the only lock writers

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from monitoring import histogram, recorder, rollups, snapshot
 from monitoring.models import ERROR_OUTCOMES, REJECTED_OUTCOMES, DashboardRollup, RequestRecord
+from monitoring.records import RequestRow, request_row
 from routing import registry
 from tests.conftest import make_endpoint
 
@@ -27,7 +28,7 @@ NOW = datetime(2026, 3, 10, 13, 37, 20, 250000, tzinfo=UTC)
 ROUTES = {"alpha": ("alpha-a", "alpha-b"), "beta": ("beta-a",)}
 
 
-def traffic(count: int, seed: int = 3) -> list[dict[str, Any]]:
+def traffic(count: int, seed: int = 3) -> list[RequestRow]:
     """Records over the 8 days before NOW: answers, cache hits in every tier, errors,
     rejections, warming; the request-record fields gateway/exchange.py fills in."""
     rng = random.Random(seed)
@@ -42,34 +43,34 @@ def traffic(count: int, seed: int = 3) -> list[dict[str, Any]]:
         hit = cache in ("exact", "semantic")
         served = outcome == "success" and not hit and model != ""
         span_s = 3600 if n % 5 == 0 else 8 * 86400  # the short windows get something too
-        records.append({
-            "request_id": f"dr{seed}-{n}",
-            "created_at": NOW - timedelta(seconds=rng.uniform(0, span_s)),
-            "path": "/v1/chat/completions", "model": model,
-            "endpoint": rng.choice(ROUTES[model]) if served else "",
-            "outcome": outcome, "status_code": 200 if outcome == "success" else 502,
-            "latency_ms": rng.lognormvariate(1 if hit else 5, 1.0),
-            "cost_usd": rng.uniform(0, 0.01) if served else 0.0,
-            "cost_saved_usd": rng.uniform(0, 0.01) if hit else 0.0,
-            "cache_outcome": cache, "cache_tier": rng.choice(["L1", "L2", "L3"]) if hit else "",
-            "is_warming": served and rng.random() < 0.05,
-        })  # fmt: skip
+        records.append(request_row(
+            request_id=f"dr{seed}-{n}",
+            created_at=NOW - timedelta(seconds=rng.uniform(0, span_s)),
+            path="/v1/chat/completions", model=model,
+            endpoint=rng.choice(ROUTES[model]) if served else "",
+            outcome=outcome, status_code=200 if outcome == "success" else 502,
+            latency_ms=rng.lognormvariate(1 if hit else 5, 1.0),
+            cost_usd=rng.uniform(0, 0.01) if served else 0.0,
+            cost_saved_usd=rng.uniform(0, 0.01) if hit else 0.0,
+            cache_outcome=cache, cache_tier=rng.choice(["L1", "L2", "L3"]) if hit else "",
+            is_warming=served and rng.random() < 0.05,
+        ))  # fmt: skip
     return records
 
 
-def write(records: list[dict[str, Any]]) -> None:
+def write(records: list[RequestRow]) -> None:
     recorder._pending.extend(map(recorder._pack, records))
     recorder.flush()
 
 
-def histogram_of(records: list[dict[str, Any]]) -> histogram.Histogram:
+def histogram_of(records: list[RequestRow]) -> histogram.Histogram:
     result: histogram.Histogram = {}
     for record in records:
         histogram.add(result, record["latency_ms"])
     return result
 
 
-def p(records: list[dict[str, Any]], q: float) -> float | None:
+def p(records: list[RequestRow], q: float) -> float | None:
     value = histogram.percentile(histogram_of(records), q)
     return round(value, 3) if value is not None else None
 
@@ -91,7 +92,7 @@ def test_every_window_shows_what_the_raw_records_say(routed: None) -> None:
         assert_shows(window, records)
 
 
-def assert_shows(window: str, records: list[dict[str, Any]]) -> None:
+def assert_shows(window: str, records: list[RequestRow]) -> None:
     length_s, bucket_s = snapshot.WINDOWS[window]
     since = NOW - timedelta(seconds=length_s)
     shown = [
@@ -162,7 +163,7 @@ def test_writers_in_several_processes_lose_no_count(transactional_db: None) -> N
     records = traffic(1200, seed=5)
     barrier = threading.Barrier(4)
 
-    def writer(part: list[dict[str, Any]]) -> None:
+    def writer(part: list[RequestRow]) -> None:
         barrier.wait()
         try:
             for start in range(0, len(part), 50):  # many small flushes of the same buckets
@@ -223,7 +224,7 @@ def wait_for_late_records() -> None:
         time.sleep(settings.RECORD_FLUSH_INTERVAL_S + 0.5)
 
 
-def rollup_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def rollup_rows(records: list[RequestRow]) -> list[dict[str, Any]]:
     """The Rollup rows (minute and hour) the record writer wrote for these records before
     migration 0005, by two writer processes."""
     rows: dict[tuple[Any, ...], dict[str, Any]] = {}

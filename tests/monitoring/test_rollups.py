@@ -3,6 +3,7 @@
 import math
 import random
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -10,16 +11,17 @@ from django.test.utils import CaptureQueriesContext
 
 from monitoring import histogram, metrics, recorder, rollups, snapshot
 from monitoring.models import DashboardRollup, RequestRecord
+from monitoring.records import RequestRow, request_row
 
 NOW = datetime.now(UTC)
 
 
-def record(n: int, latency_ms: float, **fields: object) -> dict:
-    return {
+def record(n: int, latency_ms: float, **fields: Any) -> RequestRow:
+    return request_row(**{
         "request_id": f"r{n}", "created_at": NOW - timedelta(seconds=n % 1800),
         "path": "/v1/chat/completions", "model": "demo", "endpoint": "ep", "outcome": "success",
         "status_code": 200, "latency_ms": latency_ms, "cost_usd": 0.001, **fields,
-    }  # fmt: skip
+    })  # fmt: skip
 
 
 def exact_percentile(values: list[float], q: float) -> float:
