@@ -14,6 +14,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from asgiref.sync import sync_to_async
+
 from beastmode.lib.chat_request import ChatRequest
 from beastmode.lib.errors import GatewayError
 from cache import flights, streams
@@ -107,7 +109,7 @@ async def _answer(exchange: Exchange, question: Question, sink: StreamSink | Non
             return Answer(None, headers)
         completion = await router.complete(chat.model, route, chat.body, exchange.trace)
         exchange.add_usage(completion.get("usage"))
-        stored = _store(exchange, question, plan, completion, flight)
+        stored = await _store(exchange, question, plan, completion, flight)
         exchange.finish(status=200)
         return Answer(completion, headers, stored=stored)
 
@@ -165,7 +167,7 @@ async def _relay_stream(
     finally:
         stream.close()
     if assembled.lossless:
-        _store(exchange, question, plan, assembled.completion(), flight)
+        await _store(exchange, question, plan, assembled.completion(), flight)
     try:
         await sink.write(events + DONE_EVENT, more=False)
     except ClientDisconnected:
@@ -195,7 +197,7 @@ def _client_events(
     return b"".join(events)
 
 
-def _store(
+async def _store(
     exchange: Exchange,
     question: Question,
     plan: cache_service.CachePlan | None,
@@ -207,7 +209,11 @@ def _store(
     endpoint = exchange.trace.endpoint
     if plan is None or endpoint is None:
         return False
-    entry = cache_service.store(plan, completion, endpoint.name, wait=question.store_durably)
+    if question.store_durably:  # the lower tiers are written now, in a thread (the ORM)
+        store = sync_to_async(cache_service.store)
+        entry = await store(plan, completion, endpoint.name, wait=True)
+    else:
+        entry = cache_service.store(plan, completion, endpoint.name)
     if entry is not None and exchange.cache is not None:
         exchange.cache.entry_key = entry.key
     flight.share(completion, endpoint.name, entry)

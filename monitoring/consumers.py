@@ -9,7 +9,7 @@ from monitoring.snapshot import WINDOWS
 class DashboardConsumer(AsyncJsonWebsocketConsumer):
     """Forwards the producer's snapshots to one staff member's dashboard.
 
-    Client → server: {"window": "15m" | "1h" | "24h" | "7d"}. Server → client: Snapshot.
+    Client → server: {"window": "15m" | "1h" | "24h" | "7d"}. Server → client: DashboardSnapshot.
     """
 
     window = "1h"

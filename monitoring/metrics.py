@@ -29,7 +29,7 @@ _CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
 Labels = tuple[tuple[str, str], ...]
 
 
-class Histogram:
+class PrometheusHistogram:
     """A Prometheus histogram per label set: bucket counts (non-cumulative) and a sum."""
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
@@ -58,9 +58,9 @@ class Histogram:
 
 _requests: defaultdict[tuple[str, str], int] = defaultdict(int)
 _warming: defaultdict[tuple[str, str], int] = defaultdict(int)
-_server_duration = Histogram(DURATION_BUCKETS_S)
-_client_duration = Histogram(DURATION_BUCKETS_S)  # per upstream attempt, by endpoint name
-_token_usage = Histogram(TOKEN_BUCKETS)
+_server_duration = PrometheusHistogram(DURATION_BUCKETS_S)
+_client_duration = PrometheusHistogram(DURATION_BUCKETS_S)  # per upstream attempt, by endpoint name
+_token_usage = PrometheusHistogram(TOKEN_BUCKETS)
 _cache: defaultdict[tuple[str, str, str], int] = defaultdict(int)
 _cost_usd: defaultdict[str, float] = defaultdict(float)
 _cost_saved_usd: defaultdict[str, float] = defaultdict(float)

@@ -17,13 +17,13 @@ from django.conf import settings
 from django.core.cache import cache
 
 from monitoring import recorder
-from monitoring.snapshot import WINDOWS, Snapshot, compute
+from monitoring.snapshot import WINDOWS, DashboardSnapshot, compute
 
 log = logging.getLogger(__name__)
 LEADER_KEY = "bm:monitoring:producer"
 _token = secrets.token_hex(8)
 _task: asyncio.Task[None] | None = None
-_latest: dict[str, Snapshot] = {}
+_latest: dict[str, DashboardSnapshot] = {}
 computations = [0]  # snapshots computed by this process (tests read it)
 
 
@@ -37,14 +37,14 @@ def ensure_running() -> None:
         _task = asyncio.get_running_loop().create_task(_run_forever())
 
 
-async def latest(window: str) -> Snapshot:
+async def latest(window: str) -> DashboardSnapshot:
     """The newest snapshot of the window; computed now if this process has none yet."""
     if window not in _latest:
         _latest[window] = await database_sync_to_async(_compute)(window)
     return _latest[window]
 
 
-def _compute(window: str) -> Snapshot:
+def _compute(window: str) -> DashboardSnapshot:
     computations[0] += 1
     return compute(window)
 

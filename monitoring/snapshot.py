@@ -1,7 +1,7 @@
 """The dashboard's numbers for one window, computed from DashboardRollup rows (not raw
 records; only the recent errors come from the records, through an index).
 
-`Snapshot` is the one message shape shared by the producer, the websocket consumer,
+`DashboardSnapshot` is the one message shape shared by the producer, the websocket consumer,
 the JSON API, the page and the tests.
 """
 
@@ -83,7 +83,7 @@ class ErrorRow(TypedDict):
     tips: list[str]
 
 
-class Snapshot(TypedDict):
+class DashboardSnapshot(TypedDict):
     window: str
     generated_at: str
     kpis: Kpis
@@ -94,13 +94,13 @@ class Snapshot(TypedDict):
     recent_errors: list[ErrorRow]
 
 
-def compute(window: str = "1h") -> Snapshot:
+def compute(window: str = "1h") -> DashboardSnapshot:
     length_s, bucket_s = WINDOWS[window]
     now = timezone.now()
     since = now - timedelta(seconds=length_s)
     totals, pairs = _rollups(since, now, bucket_s)
     recent = _recent_errors(since)
-    return Snapshot(
+    return DashboardSnapshot(
         window=window,
         generated_at=now.isoformat(),
         kpis=_kpis(totals),

@@ -7,8 +7,8 @@ import openai
 import pytest
 from django.conf import settings
 
-from cache import tasks
 from cache.models import CacheEntry, CacheNamespace
+from gateway import tasks
 from gateway.models import WarmupPrompt
 from monitoring.models import RequestRecord
 from routing.models import ServiceKey

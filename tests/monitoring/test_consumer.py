@@ -8,10 +8,10 @@ from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
 from django.test import Client as BrowserClient
 
-from monitoring.snapshot import Snapshot
+from monitoring.snapshot import DashboardSnapshot
 from monitoring.websocket_urls import websocket_application
 
-SNAPSHOT_KEYS = set(Snapshot.__annotations__)
+SNAPSHOT_KEYS = set(DashboardSnapshot.__annotations__)
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ from django.test import Client as BrowserClient
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from monitoring.snapshot import WINDOWS, Snapshot
+from monitoring.snapshot import WINDOWS, DashboardSnapshot
 from tests.conftest import (
     Process,
     http,
@@ -21,7 +21,7 @@ from tests.conftest import (
     wait_until,
 )
 
-SNAPSHOT_KEYS = set(Snapshot.__annotations__)
+SNAPSHOT_KEYS = set(DashboardSnapshot.__annotations__)
 
 
 @pytest.fixture(scope="module")
