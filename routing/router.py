@@ -137,8 +137,8 @@ async def _run(
                 endpoint_breaker.record_failure(error.error_class)
                 last_error = error
                 delay_s = _retry_delay_s(attempt, endpoint.max_retries, error)
-                if delay_s is None:
-                    break
+                if delay_s is None or endpoint_breaker.state == breaker.OPEN:
+                    break  # an open circuit would refuse the retry: no waiting for it
                 await sleep(delay_s)
                 continue
             except BaseException:

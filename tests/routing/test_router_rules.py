@@ -297,6 +297,7 @@ def test_a_request_stops_retrying_an_endpoint_once_its_circuit_opens(
 
     assert answer == ANSWER
     assert up.calls == ["primary"] * 3 + ["fallback"], "threshold 3 opened it mid-request"
+    assert len(clock.sleeps) == 2, "no wait for a retry the open circuit refuses"
 
 
 def test_every_circuit_open_is_circuit_open_with_the_shortest_retry_after(
@@ -356,8 +357,9 @@ def test_a_failed_probe_reopens_the_circuit_and_the_request_falls_back(
 
     assert answer == ANSWER
     assert up.calls == ["primary", "fallback"], "one probe, no retries on a half-open circuit"
+    assert clock.sleeps == [], "no wait for a retry the reopened circuit refuses"
     primary = breaker.for_endpoint(endpoint("primary").id)
-    assert primary.state == breaker.OPEN
+    assert primary.state == breaker.OPEN and primary.retry_after_s() == 30
 
 
 def test_while_one_request_probes_the_others_fall_back(
