@@ -13,6 +13,10 @@ CLOSED = "closed"
 OPEN = "open"
 HALF_OPEN = "half_open"
 
+# The breakers' clock. Tests put a fake one here to cross cooldowns without waiting; it is
+# read only while a circuit is open or opening, never on a closed circuit's requests.
+clock = time.monotonic
+
 
 @dataclass
 class CircuitBreaker:
@@ -27,7 +31,7 @@ class CircuitBreaker:
     def allow_request(self) -> bool:
         if self.state == CLOSED:
             return True
-        if self.state == OPEN and time.monotonic() - self.opened_at >= self.cooldown_s:
+        if self.state == OPEN and clock() - self.opened_at >= self.cooldown_s:
             self.state = HALF_OPEN
             self.probe_in_flight = False
         if self.state == HALF_OPEN and not self.probe_in_flight:
@@ -36,7 +40,7 @@ class CircuitBreaker:
         return False
 
     def retry_after_s(self) -> float:
-        return max(0.0, self.cooldown_s - (time.monotonic() - self.opened_at))
+        return max(0.0, self.cooldown_s - (clock() - self.opened_at))
 
     def record_success(self) -> None:
         self.state = CLOSED
@@ -48,7 +52,7 @@ class CircuitBreaker:
         self.consecutive_failures += 1
         if self.state == HALF_OPEN or self.consecutive_failures >= self.failure_threshold:
             self.state = OPEN
-            self.opened_at = time.monotonic()
+            self.opened_at = clock()
             self.probe_in_flight = False
 
     def release_probe(self) -> None:

@@ -19,6 +19,10 @@ from routing.registry import EndpointConfig, RouteConfig
 
 T = TypeVar("T")
 
+# How the router waits before a retry. Tests put a fake clock here (tests/routing/
+# test_router_rules.py); production looks up this name once per retry, never per request.
+sleep = asyncio.sleep
+
 
 @dataclass
 class Attempt:
@@ -133,9 +137,9 @@ async def _run(
                 endpoint_breaker.record_failure(error.error_class)
                 last_error = error
                 delay_s = _retry_delay_s(attempt, endpoint.max_retries, error)
-                if delay_s is None:
-                    break
-                await asyncio.sleep(delay_s)
+                if delay_s is None or endpoint_breaker.state == breaker.OPEN:
+                    break  # an open circuit would refuse the retry: no waiting for it
+                await sleep(delay_s)
                 continue
             except BaseException:
                 # Cancelled (client gone) or a bug: no verdict on the endpoint's health.

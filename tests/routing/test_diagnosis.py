@@ -48,3 +48,31 @@ def test_a_connect_timeout_is_told_apart_from_a_first_byte_timeout() -> None:
         "connect_timeout", "first_byte_timeout", "total_timeout"
     )  # fmt: skip
     assert connect.status == 504 and "'main' (api.example.com)" in connect.message
+
+
+@pytest.mark.parametrize(
+    ("status", "error_class", "http_status", "tip"),
+    [
+        (400, "upstream_bad_request", 400, None),  # the caller's request: passed on as 400
+        (401, "upstream_auth", 502, "API key"),
+        (403, "upstream_auth", 502, "permission"),
+        (404, "upstream_not_found", 502, "/v1"),
+        (429, "upstream_rate_limited", 429, "Retry-After"),
+        (500, "upstream_server_error", 502, "retry"),
+        (503, "upstream_server_error", 502, "retry"),
+    ],
+)
+def test_an_upstream_status_is_classified_with_what_to_do(
+    status: int, error_class: str, http_status: int, tip: str | None
+) -> None:
+    error = diagnosis.from_status(
+        model_name="m", endpoint=ENDPOINT, status=status, upstream_message="no",
+        retry_after_s=None,
+    )  # fmt: skip
+    assert (error.error_class, error.status, error.upstream_status) == (
+        error_class, http_status, status
+    )  # fmt: skip
+    assert f"'main' (api.example.com) answered HTTP {status}" in error.message
+    assert "Upstream said: no" in error.message
+    if tip is not None:
+        assert any(tip in t for t in error.tips), error.tips
