@@ -9,7 +9,8 @@ test:
 	@scripts/test.sh
 
 lint:
-	@scripts/venv.sh && .venv/bin/ruff check . && .venv/bin/ruff format --check .
+	@scripts/venv.sh requirements-dev.txt && .venv/bin/ruff check . && .venv/bin/ruff format --check . \
+	  && .venv/bin/mypy
 
 bench:
-	@scripts/venv.sh && .venv/bin/python bench/gateway.py
+	@scripts/venv.sh requirements-dev.txt && .venv/bin/python bench/gateway.py

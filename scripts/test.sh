@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# `make test`: lint, the whole suite against real Postgres and Redis, then the tests
-# marked `embedded` against the embedded default (SQLite, no Redis, in-process tasks).
+# `make test`: lint, type-check, the whole suite against real Postgres and Redis, then the
+# tests marked `embedded` against the embedded default (SQLite, no Redis, in-process tasks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/venv.sh
+scripts/venv.sh requirements-dev.txt
 scripts/services.sh
 scripts/browser.sh
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/mypy  # the packages in pyproject.toml's [tool.mypy] files
 
 echo "== suite against PostgreSQL and Redis" >&2
 env DATABASE_URL="postgres://postgres@127.0.0.1:5432/beastmode" \
