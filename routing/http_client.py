@@ -1,13 +1,11 @@
-"""The upstream HTTP client: HTTP/1.1 over asyncio transports, parsed by httptools, with
-a pool of keep-alive connections per event loop.
+"""The upstream HTTP client: HTTP/1.1 over asyncio transports, parsed by httptools, with a
+pool of keep-alive connections per event loop.
 
-Why not aiohttp, which served here before: one POST and its answer cost 157 µs of CPU
-through aiohttp and 58 µs this way, against the same upstream on the same loop
-(bench/upstream_client.py, docs/PERFORMANCE.md); on a cache miss that difference was a
-third of the gateway's event-loop work.
-This client does only what an upstream call needs: POST a body, read the whole answer or
-its lines as they come, reuse the connection. Parsing (chunked bodies, keep-alive rules)
-is httptools', the parser uvicorn serves with.
+Not aiohttp, which served here before: it cost several times the CPU per call
+(bench/upstream_client.py, docs/PERFORMANCE.md). This client does only what an upstream
+call needs: POST a body, read the whole answer or its lines as they come, reuse the
+connection. Parsing (chunked bodies, keep-alive rules) is httptools', the parser uvicorn
+serves with.
 
 Failures leave as the exceptions `routing.diagnosis` classifies: ConnectTimeout,
 socket.gaierror (DNS), ssl.SSLError (TLS), ConnectionRefusedError, ServerDisconnected,

@@ -2,10 +2,9 @@
 multi-row INSERT statements of plain values, optionally upserting, or of JSON objects
 that the database unpacks itself.
 
-Not the ORM's bulk_create / bulk_update: they spent more CPU compiling SQL, under the GIL
-the requests being served need, than the database spent writing. Not executemany: it
-hands the GIL over for every row, and with the event loop busy each hand-back waited for
-the switch interval, so the writers fell behind under load (docs/PERFORMANCE.md).
+Not the ORM's bulk_create (it spends more CPU, under the GIL the requests need, compiling
+SQL than the database spends writing) nor executemany (it hands the GIL over per row);
+docs/PERFORMANCE.md has the measurements.
 """
 
 import re

@@ -6,16 +6,11 @@ WordPiece tokenizer). Nothing is downloaded and neither package's code is run: o
 files are read. What text gets embedded (system prompt, history, tools...) is the caller's
 business; inputs longer than ``MAX_TOKENS`` are truncated from the end.
 
-The model stores int8 weights that the graph dequantizes (Cast, Mul); onnxruntime would fold
-that into fp32 constants at load (the 30522x384 word-embedding table alone is 47 MB) and
-multiply in fp32. The graph is rewritten in memory instead: ``_gather_before_dequantize``
-keeps the embedding tables int8 and dequantizes only the looked-up rows (same outputs), and
-``_matmul_on_int8_weights`` multiplies in int8 on the stored weights (3x faster; the
-similarity scale in ``cache/semantic/similarity.py`` is calibrated on these embeddings). Then
-``_fold_bias``, ``_fuse_attention`` and ``_fuse_gelu`` replace the exported graph's ~45
-small ops per layer by 11, and onnxruntime's SkipLayerNormalization fusion is left off (its
-CPU kernel is slower than the Add and LayerNormalization it replaces): 25-30% faster
-again, see docs/semantic-cache.md.
+The graph is rewritten in memory so that it stays int8 and small: the embedding tables are
+dequantized only for the looked-up rows, matrix products run on the stored int8 weights (the
+similarity scale in ``similarity.py`` is calibrated on these embeddings), and the exported
+graph's small ops are fused; onnxruntime's SkipLayerNormalization fusion stays off (slower
+on the CPU). Why and how much: docs/semantic-cache.md.
 
 Importable without Django settings.
 """

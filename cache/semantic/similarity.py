@@ -3,10 +3,7 @@
 ``score(cosine)`` maps the cosine of two all-MiniLM-L6-v2 embeddings (as cache/semantic/embedder.py
 computes them: int8 products) to the "similarity" that operators configure. It is piecewise
 linear and increasing, through (0, 0), (0.9075, 0.95) and (1, 1): the default threshold
-0.95 is cosine 0.9075, the lowest cosine at which, with the default guards, paraphrase
-traffic (the GPTCache pairs) keeps precision >= 0.97. The same threshold gives precision ~0.77 on
-deliberately same-topic Quora questions (QQP, labels protocol). Other points, measured:
-docs/semantic-cache.md.
+0.95 is cosine 0.9075 (how it was chosen, and its precision: docs/semantic-cache.md).
 
 ``choose(asked, candidates)`` picks which cached entry, if any, serves ``asked``: among the
 top-k search results whose score reaches the threshold and that no guard refuses, the best

@@ -1,21 +1,22 @@
 """Guards against near-miss cache hits that sentence embeddings do not see.
 
-A semantic hit (similarity above the threshold) is only served when ``refusal_reason(asked,
-cached)`` is None. Each guard is a small function ``(asked, cached) -> bool`` (True = refuse)
-named in ``GUARDS``, so the eval (bench/semantic_eval.py) can switch them off one at a time.
+A semantic hit (similarity above the threshold) is only served when
+``refusal_reason(asked, cached)`` is None. Each guard is a small function ``(asked,
+cached) -> bool`` (True = refuse) named in ``GUARDS``, so the eval
+(bench/semantic_eval.py) can switch them off one at a time.
 
-Every guard refuses only on concrete conflicting evidence, never because wording differs: two
-different numbers or ordinals, a negation on one side only, a word negated by a prefix on one
-side only (healthy / unhealthy), opposite members of a direction/role group or opposite
-particles (zoom in / out) on the two sides, different units, a programming language or format
-the other side lacks, quoted text, code identifiers or operators on each side that the other
-lacks, different output constraints, the same instruction on other input ("...Animal: octopus"
-/ "...Animal: penguin"), the same key words in another order, a different name
-in each text, or a different question type (why vs yes/no vs how...). All guards are
-symmetric and pure Python; together they cost 0.1-0.2 ms per pair of texts not seen before
-(each text's features are cached). The texts are the turns as embedded ("role: content";
-cache/keys.py). Measured effect per guard: docs/semantic-cache.md. The guards live by topic
-in cache/semantic/guards/meaning.py, code.py and form.py.
+Every guard refuses only on concrete conflicting evidence, never because wording differs:
+two different numbers or ordinals, a negation on one side only, a word negated by a prefix
+on one side only (healthy / unhealthy), opposite members of a direction/role group or
+opposite particles (zoom in / out) on the two sides, different units, a programming
+language or format the other side lacks, quoted text, code identifiers or operators on
+each side that the other lacks, different output constraints, the same instruction on
+other input ("...Animal: octopus" / "...Animal: penguin"), the same key words in another
+order, a different name in each text, or a different question type (why vs yes/no vs
+how...). All guards are symmetric and pure Python; each text's features are cached. The
+texts are the turns as embedded ("role: content"; cache/keys.py). Measured effect per
+guard: docs/semantic-cache.md. The guards live by topic in
+cache/semantic/guards/meaning.py, code.py and form.py.
 """
 
 from __future__ import annotations
