@@ -1,39 +1,37 @@
-"""Shared fixtures: real processes on loopback, personas, and waiting helpers.
+"""Shared fixtures: the gateway and the fake upstream as real processes, the personas.
+Helpers live in tests/processes.py (processes, HTTP, waiting) and tests/personas.py.
 
 The gateway under test runs as a real daphne process against the test database,
 and upstreams are the fake OpenAI server (devtools/fake_upstream.py) in its own
 process, so timeouts, retries, pooling and records are exercised for real.
 """
 
-import contextlib
 import itertools
-import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
 from django.conf import settings
 from django.core.management import CommandError
-from django.db import OperationalError, connection, transaction
+from django.db import OperationalError, connection
 from django.test import Client as BrowserClient
 from django.test import TransactionTestCase
 
-from monitoring.models import RequestRecord
-from routing.models import ModelEndpoint, Route, RouteEndpoint
-from routing.service_keys import create_service_key
-
-ROOT = Path(__file__).resolve().parent.parent
-T = TypeVar("T")
+from routing.models import ModelEndpoint
+from tests.personas import (
+    Client,
+    ModelFactory,
+    make_client,
+    make_endpoint,
+    make_model,
+    wait_for_key,
+    wait_for_model,
+)
+from tests.processes import Process, free_port, start_gateway, start_process, stop_process
 
 
 def _flush_retrying_deadlocks(self: TransactionTestCase) -> None:
@@ -53,74 +51,6 @@ _original_fixture_teardown = TransactionTestCase._fixture_teardown
 TransactionTestCase._fixture_teardown = _flush_retrying_deadlocks  # type: ignore[method-assign]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listened on port {port} within {timeout_s}s")
-
-
-def wait_until(check: Callable[[], T], timeout_s: float = 5.0, interval_s: float = 0.05) -> T:
-    """Poll until `check()` returns something truthy; returns it (or fails the test)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout_s}s (last: {result!r})")
-        time.sleep(interval_s)
-
-
-@dataclass
-class Process:
-    url: str
-    port: int
-    log_path: Path
-    popen: subprocess.Popen
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-def start_process(args: list[str], port: int, name: str, env: dict[str, str]) -> Process:
-    log_path = ROOT / "var" / f"test-{name}-{port}.log"
-    log_path.parent.mkdir(exist_ok=True)
-    log_file = log_path.open("w")
-    popen = subprocess.Popen(
-        args, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    process = Process(url=f"http://127.0.0.1:{port}", port=port, log_path=log_path, popen=popen)
-    try:
-        wait_for_port(port, popen)
-    except BaseException:
-        stop_process(process)  # not left running (holding the test database) when it fails
-        raise
-    return process
-
-
-def stop_process(process: Process) -> None:
-    """Stop the process and everything it started (it leads its own session)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.popen.pid, signal.SIGTERM)
-    try:
-        process.popen.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.popen.pid, signal.SIGKILL)
-
-
 @pytest.fixture(scope="session")
 def fake_upstream() -> Iterator[Process]:
     """The fake OpenAI server; path prefixes choose its failure modes."""
@@ -133,21 +63,6 @@ def fake_upstream() -> Iterator[Process]:
     )
     yield process
     stop_process(process)
-
-
-def server_env() -> dict[str, str]:
-    """Environment for a gateway process that shares this session's test database."""
-    env = dict(os.environ)
-    env["DJANGO_SETTINGS_MODULE"] = "beastmode.settings_test"
-    settings_dict = connection.settings_dict
-    if settings_dict["ENGINE"].endswith("postgresql"):
-        env["DATABASE_URL"] = (
-            f"postgres://{settings_dict['USER']}@{settings_dict['HOST']}:"
-            f"{settings_dict['PORT'] or 5432}/{settings_dict['NAME']}"
-        )
-    else:
-        env["BEASTMODE_TEST_SQLITE_NAME"] = str(settings_dict["NAME"])
-    return env
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -205,16 +120,6 @@ def no_sessions_left_at_teardown(django_db_setup: None, django_db_blocker: Any) 
                 )
 
 
-def start_gateway(
-    name: str, env: dict[str, str] | None = None, daphne_args: tuple[str, ...] = ()
-) -> Process:
-    """A BeastMode process under daphne (the default server) on a free port."""
-    port = free_port()
-    args = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *daphne_args,
-            "beastmode.asgi:application"]  # fmt: skip
-    return start_process(args, port, name, env or server_env())
-
-
 @pytest.fixture(scope="session")
 def gateway(django_db_setup: None, django_db_blocker: Any) -> Iterator[Process]:
     """BeastMode itself, shared by the session."""
@@ -224,47 +129,6 @@ def gateway(django_db_setup: None, django_db_blocker: Any) -> Iterator[Process]:
 
 
 # --- personas and factories -------------------------------------------------------
-
-
-@dataclass
-class Client:
-    """A service calling BeastMode: its raw key and the id of its key row."""
-
-    name: str
-    key: str
-    key_id: int
-
-
-def make_client(name: str, **kwargs: Any) -> Client:
-    row, raw_key = create_service_key(name, **kwargs)
-    return Client(name=name, key=raw_key, key_id=row.id)
-
-
-def make_model(model_name: str, endpoints: list[ModelEndpoint], **route_fields: Any) -> Route:
-    # In one transaction, as admin saves a route with its endpoints: a gateway refreshing
-    # its registry in between would see the model without endpoints (503 no_endpoint).
-    with transaction.atomic():
-        route = Route.objects.create(model_name=model_name, **route_fields)
-        for position, endpoint in enumerate(endpoints):
-            RouteEndpoint.objects.create(route=route, endpoint=endpoint, position=position)
-    return route
-
-
-def make_endpoint(name: str, base_url: str, **fields: Any) -> ModelEndpoint:
-    api_key = fields.pop("api_key", "")
-    defaults: dict[str, Any] = {
-        "upstream_model": f"{name}-model",
-        "connect_timeout_s": 1.0,
-        "first_byte_timeout_s": 2.0,
-        "total_timeout_s": 5.0,
-        "max_retries": 0,
-        "input_cost_per_1m": 1,
-        "output_cost_per_1m": 2,
-    }
-    endpoint = ModelEndpoint(name=name, base_url=base_url, **{**defaults, **fields})
-    endpoint.set_api_key(api_key)
-    endpoint.save()
-    return endpoint
 
 
 @pytest.fixture
@@ -279,7 +143,6 @@ def bob(transactional_db: None, gateway: Process) -> Client:
     return wait_for_key(gateway, make_client("bob-service", allowed_models=["bob-only"]))
 
 
-ModelFactory = Callable[..., str]
 _model_numbers = itertools.count()  # session-wide: the gateway's metrics outlive a test
 
 
@@ -323,68 +186,3 @@ def admin_browser(transactional_db: None, django_user_model: Any) -> BrowserClie
 
 
 # --- talking to the gateway --------------------------------------------------------
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-def http(
-    url: str,
-    *,
-    method: str = "GET",
-    body: Any = None,
-    key: str | None = None,
-    headers: dict[str, str] | None = None,
-    timeout_s: float = 30,
-) -> Reply:
-    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    if key:
-        request.add_header("Authorization", f"Bearer {key}")
-    if data is not None and not request.has_header("Content-type"):
-        request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return Reply(response.status, {k.lower(): v for k, v in response.headers.items()},
-                         response.read())  # fmt: skip
-    except urllib.error.HTTPError as error:
-        return Reply(error.code, {k.lower(): v for k, v in error.headers.items()}, error.read())
-
-
-def record_for(request_id: str, timeout_s: float = 5.0) -> RequestRecord:
-    """The request's record, once the gateway's batch writer has written it."""
-    return wait_until(
-        lambda: RequestRecord.objects.filter(request_id=request_id).first(), timeout_s=timeout_s
-    )
-
-
-def wait_for_model(gateway: Process, client: Client, model_name: str) -> None:
-    """Block until the gateway's in-process registry has picked up a new route."""
-
-    def visible() -> bool:
-        reply = http(f"{gateway.url}/v1/models", key=client.key)
-        return reply.status == 200 and model_name in {m["id"] for m in reply.json()["data"]}
-
-    wait_until(visible)
-
-
-def wait_for_key(gateway: Process, client: Client) -> Client:
-    """Block until the gateway's in-process registry knows a new key."""
-    wait_until(lambda: http(f"{gateway.url}/v1/models", key=client.key).status == 200)
-    return client
-
-
-def upstream_hits(fake_upstream: Process, path: str) -> int:
-    return http(f"{fake_upstream.url}/_stats").json().get(path, 0)
-
-
-def upstream_peak(fake_upstream: Process, path: str) -> int:
-    """The most requests the fake upstream had in progress at once on that path."""
-    return http(f"{fake_upstream.url}/_peak").json().get(path, 0)

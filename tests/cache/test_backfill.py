@@ -17,7 +17,8 @@ from routing import importer
 from routing.models import Route
 from tests.cache.test_exact_cache import ask, stored
 from tests.cache.test_semantic_cache import PARAPHRASE, QUESTION, paraphrase_is
-from tests.conftest import Client, ModelFactory, Process, make_endpoint, make_model, wait_until
+from tests.personas import Client, ModelFactory, make_endpoint, make_model
+from tests.processes import Process, wait_until
 
 pytestmark = pytest.mark.embedded
 

@@ -13,18 +13,14 @@ from gateway.models import WarmupPrompt
 from monitoring.models import RequestRecord
 from routing.models import ServiceKey
 from routing.service_keys import assign_new_key
-from tests.conftest import (
-    Client,
-    ModelFactory,
+from tests.personas import Client, ModelFactory, make_client, record_for, wait_for_key
+from tests.processes import (
     Process,
     Reply,
     http,
-    make_client,
-    record_for,
     start_gateway,
     stop_process,
     upstream_hits,
-    wait_for_key,
     wait_until,
 )
 
@@ -46,6 +42,15 @@ def ask(
 
 def stored(model: str) -> int:
     return CacheEntry.objects.filter(model=model).count()
+
+
+def wait_for_l3_writes(gateway: Process, client: Client, model_with: ModelFactory) -> None:
+    """Return once every answer `gateway` stored so far is in L3: its one writer thread
+    writes in order, so a storable answer asked now reaching L3 means the earlier ones
+    did, if they were stored at all."""
+    barrier = model_with("")
+    ask(gateway, client, barrier, "barrier")
+    wait_until(lambda: stored(barrier) == 1)
 
 
 def test_a_repeated_request_is_an_exact_hit_that_saves_its_cost(
@@ -169,7 +174,7 @@ def test_errors_and_truncated_answers_are_never_stored(
     for _ in range(2):
         assert ask(gateway, alice, truncated).headers["x-beastmode-cache"] == "miss"
         assert ask(gateway, alice, failing).status == 502
-    time.sleep(0.3)
+    wait_for_l3_writes(gateway, alice, model_with)
     assert stored(truncated) == 0 and stored(failing) == 0
 
 
@@ -179,7 +184,7 @@ def test_a_cut_stream_is_not_stored(
     model = model_with("cut")
     reply = ask(gateway, alice, model, stream=True)
     assert b"stream_interrupted" in reply.body
-    time.sleep(0.3)
+    wait_for_l3_writes(gateway, alice, model_with)
     assert stored(model) == 0
 
 

@@ -20,19 +20,15 @@ from cache.policy import CachePolicy
 from monitoring.models import RequestRecord
 from routing import router
 from routing.registry import EndpointConfig, RouteConfig
-from tests.conftest import (
-    Client,
-    ModelFactory,
+from tests.personas import Client, ModelFactory, record_for, wait_for_key, wait_for_model
+from tests.processes import (
     Process,
     Reply,
     http,
-    record_for,
     start_gateway,
     stop_process,
     upstream_hits,
     upstream_peak,
-    wait_for_key,
-    wait_for_model,
     wait_until,
 )
 

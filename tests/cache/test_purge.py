@@ -13,17 +13,8 @@ from cache import keys, purge, tasks
 from cache.models import CacheEntry
 from routing.models import ServiceKey
 from tests.cache.test_exact_cache import ask, stored
-from tests.conftest import (
-    Client,
-    ModelFactory,
-    Process,
-    record_for,
-    server_env,
-    start_gateway,
-    stop_process,
-    wait_for_model,
-    wait_until,
-)
+from tests.personas import Client, ModelFactory, record_for, wait_for_model
+from tests.processes import Process, server_env, start_gateway, stop_process, wait_until
 
 pytestmark = pytest.mark.embedded
 

@@ -8,9 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import (
-    Client,
-    ModelFactory,
+from tests.personas import Client, ModelFactory
+from tests.processes import (
     Process,
     free_port,
     http,

@@ -12,7 +12,8 @@ from cache import controls, purge, purge_log, tasks
 from cache.models import CachePurge, SemanticPair
 from cache.semantic import false_pairs
 from tests.cache.test_exact_cache import ask
-from tests.conftest import Client, ModelFactory, Process, wait_until
+from tests.personas import Client, ModelFactory
+from tests.processes import Process, wait_until
 
 pytestmark = pytest.mark.embedded
 

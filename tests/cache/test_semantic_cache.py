@@ -8,15 +8,8 @@ from django.test import Client as BrowserClient
 from cache.models import SemanticPair
 from gateway import warming
 from tests.cache.test_exact_cache import ask, stored
-from tests.conftest import (
-    Client,
-    ModelFactory,
-    Process,
-    record_for,
-    start_gateway,
-    stop_process,
-    wait_until,
-)
+from tests.personas import Client, ModelFactory, record_for
+from tests.processes import Process, start_gateway, stop_process, wait_until
 
 pytestmark = pytest.mark.embedded
 

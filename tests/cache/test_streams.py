@@ -14,7 +14,8 @@ from openai.types.chat import ChatCompletion
 from cache.models import CacheEntry
 from cache.streams import StreamAssembler
 from devtools.fake_upstream import FINGERPRINT
-from tests.conftest import Client, ModelFactory, Process, wait_until
+from tests.personas import Client, ModelFactory
+from tests.processes import Process, wait_until
 
 pytestmark = pytest.mark.embedded
 

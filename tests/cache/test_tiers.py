@@ -15,7 +15,7 @@ from cache.models import CacheEntry
 from cache.semantic import vector_index
 from cache.streams import StreamAssembler, replay
 from cache.tiers import DatabaseTier, Entry, MemoryTier
-from tests.conftest import wait_until
+from tests.processes import wait_until
 
 
 def entry(key: str, size: int = 100, expires_at: float = 1e12) -> Entry:

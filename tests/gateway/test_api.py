@@ -10,7 +10,8 @@ import pytest
 from django.utils import timezone
 
 from routing.models import ServiceKey
-from tests.conftest import Client, ModelFactory, Process, http, make_client, record_for, wait_until
+from tests.personas import Client, ModelFactory, make_client, record_for
+from tests.processes import Process, http, wait_until
 
 pytestmark = pytest.mark.embedded
 

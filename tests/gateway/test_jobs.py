@@ -8,9 +8,8 @@ from django.conf import settings
 
 from cache.models import CacheEntry
 from monitoring.models import RequestRecord
-from tests.conftest import (
-    Client,
-    ModelFactory,
+from tests.personas import Client, ModelFactory
+from tests.processes import (
     Process,
     free_port,
     http,

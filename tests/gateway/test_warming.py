@@ -14,7 +14,8 @@ from gateway.models import WarmupPrompt
 from monitoring.models import RequestRecord
 from routing.models import ServiceKey
 from tests.cache.test_exact_cache import ask
-from tests.conftest import Client, ModelFactory, Process, upstream_hits, wait_until
+from tests.personas import Client, ModelFactory
+from tests.processes import Process, upstream_hits, wait_until
 
 pytestmark = pytest.mark.embedded
 

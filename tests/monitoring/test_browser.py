@@ -8,17 +8,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from tests.conftest import (
-    ROOT,
-    Client,
-    ModelFactory,
-    Process,
-    http,
-    record_for,
-    server_env,
-    start_gateway,
-    stop_process,
-)
+from tests.personas import Client, ModelFactory, record_for
+from tests.processes import ROOT, Process, http, server_env, start_gateway, stop_process
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = ROOT / "test-artifacts" / "monitoring.png"

@@ -12,14 +12,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from monitoring.snapshot import WINDOWS, DashboardSnapshot
-from tests.conftest import (
-    Process,
-    http,
-    server_env,
-    start_gateway,
-    stop_process,
-    wait_until,
-)
+from tests.processes import Process, http, server_env, start_gateway, stop_process, wait_until
 
 SNAPSHOT_KEYS = set(DashboardSnapshot.__annotations__)
 

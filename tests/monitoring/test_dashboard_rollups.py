@@ -21,7 +21,7 @@ from monitoring import histogram, recorder, rollups, snapshot
 from monitoring.models import ERROR_OUTCOMES, REJECTED_OUTCOMES, DashboardRollup, RequestRecord
 from monitoring.records import RequestRow, request_row
 from routing import registry
-from tests.conftest import make_endpoint
+from tests.personas import make_endpoint
 
 # Not on a bucket boundary, so the 7d window starts and ends inside a day and an hour.
 NOW = datetime(2026, 3, 10, 13, 37, 20, 250000, tzinfo=UTC)
@@ -76,7 +76,16 @@ def p(records: list[RequestRow], q: float) -> float | None:
 
 
 @pytest.fixture
-def routed(db: None) -> None:
+def quiet(transactional_db: None) -> None:
+    """No record or rollup but the test's own: the gateways of earlier tests may still be
+    writing their last ones into this database."""
+    wait_for_late_records()
+    RequestRecord.objects.all().delete()
+    DashboardRollup.objects.all().delete()
+
+
+@pytest.fixture
+def routed(quiet: None) -> None:
     """The endpoints of ROUTES, known to this process's registry."""
     for names in ROUTES.values():
         for name in names:
@@ -157,7 +166,7 @@ def test_recent_errors_are_read_from_the_partial_index(routed: None) -> None:
     assert "monitoring_recent_errors" in plan, plan
 
 
-def test_writers_in_several_processes_lose_no_count(transactional_db: None) -> None:
+def test_writers_in_several_processes_lose_no_count(quiet: None) -> None:
     if connection.vendor != "postgresql":
         pytest.skip("SQLite runs one write transaction at a time anyway")
     records = traffic(1200, seed=5)
@@ -186,12 +195,10 @@ def test_writers_in_several_processes_lose_no_count(transactional_db: None) -> N
 
 
 @pytest.mark.embedded
-def test_the_migration_carries_rollup_history_over(transactional_db: None) -> None:
+def test_the_migration_carries_rollup_history_over(quiet: None) -> None:
     """Migration 0004 filled DashboardRollup from the Rollup rows written until then (0005
     dropped the table): from the Rollup rows of some records it makes what the record
     writer now writes for them."""
-    wait_for_late_records()
-    DashboardRollup.objects.all().delete()
     records = traffic(1000, seed=9)
     write(records)
     written = {rollups._dashboard_key(row): row for row in DashboardRollup.objects.all()}

@@ -9,15 +9,8 @@ import pytest
 
 from monitoring import recorder
 from monitoring.models import RequestRecord
-from tests.conftest import (
-    Client,
-    ModelFactory,
-    Process,
-    Reply,
-    http,
-    record_for,
-    wait_until,
-)
+from tests.personas import Client, ModelFactory, record_for
+from tests.processes import Process, Reply, http, wait_until
 
 
 def metric(text: str, name: str, **labels: str) -> float:

@@ -13,9 +13,8 @@ from django.conf import settings
 from cache.models import CacheEntry
 from monitoring import recorder
 from monitoring.models import RequestRecord
-from tests.conftest import (
-    Client,
-    ModelFactory,
+from tests.personas import Client, ModelFactory
+from tests.processes import (
     Process,
     free_port,
     http,
@@ -38,7 +37,11 @@ def test_sigterm_flushes_queued_records_and_cache_entries(
 ) -> None:
     model = model_with("")
     port = free_port()
-    env = {**server_env(), "BEASTMODE_RECORD_FLUSH_INTERVAL_S": "3600"}  # never on its own
+    env = {  # neither records nor L3 writes leave on their own: only the shutdown flushes
+        **server_env(),
+        "BEASTMODE_RECORD_FLUSH_INTERVAL_S": "3600",
+        "BEASTMODE_CACHE_L3_WRITE_INTERVAL_S": "3600",
+    }
     args = [sys.executable, *(a.replace("{port}", str(port)) for a in SERVERS[server])]
     process: Process = start_process(args, port, f"shutdown-{server}", env)
     try:

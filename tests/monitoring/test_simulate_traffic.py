@@ -20,7 +20,8 @@ from cache.semantic.guards import refusal_reason
 from cache.semantic.similarity import DEFAULT_THRESHOLD, min_cosine
 from devtools import traffic_mix
 from monitoring.models import RequestRecord
-from tests.conftest import ROOT, Client, ModelFactory, Process, free_port, server_env, wait_until
+from tests.personas import Client, ModelFactory
+from tests.processes import ROOT, Process, free_port, server_env, wait_until
 
 pytestmark = pytest.mark.embedded
 

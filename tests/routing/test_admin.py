@@ -5,7 +5,8 @@ from django.test import Client as BrowserClient
 
 from routing.models import ModelEndpoint, Route, ServiceKey
 from routing.service_keys import create_service_key, hash_key
-from tests.conftest import Process, free_port, make_endpoint
+from tests.personas import make_endpoint
+from tests.processes import Process, free_port
 
 
 def run_action(browser: BrowserClient, url: str, action: str, ids: list[int]) -> str:

@@ -10,7 +10,8 @@ from cryptography.fernet import Fernet
 
 from routing import breaker, tasks
 from routing.models import EndpointProbe
-from tests.conftest import ROOT, Process, free_port, make_endpoint
+from tests.personas import make_endpoint
+from tests.processes import ROOT, Process, free_port
 
 
 def test_probe_task_records_each_endpoints_health_and_feeds_its_breaker(

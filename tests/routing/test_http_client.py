@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from routing import http_client
-from tests.conftest import Process, free_port
+from tests.processes import Process, free_port
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

@@ -9,7 +9,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from routing.models import ModelEndpoint, RegistryVersion, Route
-from tests.conftest import ROOT, server_env
+from tests.processes import ROOT, server_env
 
 CONFIG = """
 models:

@@ -19,16 +19,8 @@ from routing import repointing
 from routing.models import ModelEndpoint, Route, RouteEndpoint
 from routing.upstreams import Upstream
 from tests.cache.test_exact_cache import ask, stored
-from tests.conftest import (
-    Client,
-    ModelFactory,
-    Process,
-    Reply,
-    make_endpoint,
-    make_model,
-    wait_for_model,
-    wait_until,
-)
+from tests.personas import Client, ModelFactory, make_endpoint, make_model, wait_for_model
+from tests.processes import Process, Reply, wait_until
 
 pytestmark = pytest.mark.embedded
 

@@ -11,16 +11,8 @@ import time
 import openai
 import pytest
 
-from tests.conftest import (
-    Client,
-    ModelFactory,
-    Process,
-    Reply,
-    free_port,
-    http,
-    record_for,
-    upstream_hits,
-)
+from tests.personas import Client, ModelFactory, record_for
+from tests.processes import Process, Reply, free_port, http, upstream_hits
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 _questions = itertools.count()

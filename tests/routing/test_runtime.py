@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from beastmode.lib.runtime import media_type
-from tests.conftest import free_port, http, server_env, start_process, stop_process, wait_until
+from tests.processes import free_port, http, server_env, start_process, stop_process, wait_until
 
 
 def twisted_own(line: bytes) -> bytes:

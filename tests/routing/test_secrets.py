@@ -11,7 +11,8 @@ from django.db import connection
 from django.test import Client as BrowserClient
 
 from routing.models import ModelEndpoint
-from tests.conftest import Client, ModelFactory, Process, http, record_for
+from tests.personas import Client, ModelFactory, record_for
+from tests.processes import Process, http
 
 UPSTREAM_KEY = "sk-proj-TOPSECRET0123456789abcdef"
 

@@ -6,7 +6,8 @@ import pytest
 
 from beastmode.lib.chat_request import check_chat_body
 from beastmode.lib.errors import GatewayError
-from tests.conftest import Client, ModelFactory, Process, Reply, http, record_for
+from tests.personas import Client, ModelFactory, record_for
+from tests.processes import Process, Reply, http
 
 pytestmark = pytest.mark.embedded
 
