@@ -2,6 +2,9 @@
 (function-level and TYPE_CHECKING ones too), points down this list or stays in its app."""
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,3 +66,11 @@ def test_the_layering_test_sees_an_upward_import(tmp_path: Path) -> None:
     module.write_text("def f():\n    from gateway import answer\n")
     assert imports_of(module) == ["gateway"]
     assert LAYERS.index(layer_of("gateway")) < LAYERS.index(layer_of("cache.service"))
+
+
+def test_the_helpers_and_the_cache_keys_import_without_django_settings() -> None:
+    """Benchmarks and tools import them bare: beastmode/lib must not pull in the wiring."""
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    code = "import beastmode.lib.fastjson, cache.keys, cache.semantic.similarity"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True)
+    assert result.returncode == 0, result.stderr.decode()
