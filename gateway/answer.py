@@ -39,7 +39,7 @@ class StreamSink(Protocol):
     async def write(self, body: bytes, *, more: bool) -> None: ...
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Answer:
     """A completed answer: `completion` to send (None when it was streamed), the cache
     headers, and whether the answer was stored (warming reports it)."""
@@ -49,7 +49,7 @@ class Answer:
     stored: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Question:
     """What is asked, by whom, of which route, with the caller's cache controls."""
 

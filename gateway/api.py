@@ -100,7 +100,8 @@ async def _chat_completions(
     if (header(scope, b"x-beastmode-async") or "").lower() == "true":
         await _submit_job(send, exchange, question, base_headers)
         return
-    reply = await answer.answer(exchange, question, _SseSink(send, base_headers))
+    sink = _SseSink(send, base_headers) if chat.stream else None
+    reply = await answer.answer(exchange, question, sink)
     if reply.completion is not None:
         await send_json(send, 200, reply.completion, [*base_headers, *reply.headers])
 

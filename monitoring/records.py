@@ -2,7 +2,6 @@
 id. A TypedDict, so a misspelt key is a type error and a record costs no more than a dict
 on the hot path."""
 
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TypedDict
 
@@ -59,7 +58,7 @@ def request_row(
     is_async_job: bool = False,
     attempts: int = 0,
     fallbacks: int = 0,
-    attempt_log: Sequence[dict[str, Any]] = (),
+    attempt_log: list[dict[str, Any]] | None = None,
     upstream_latency_ms: float = 0.0,
     overhead_ms: float = 0.0,
     tokens_in: int = 0,
@@ -75,7 +74,7 @@ def request_row(
     cost_saved_usd: float = 0.0,
     error_class: str = "",
     error_message: str = "",
-    error_tips: Sequence[str] = (),
+    error_tips: list[str] | None = None,
 ) -> RequestRow:
     """A record; the defaults are RequestRecord's (tests/monitoring/test_records.py)."""
     return {
@@ -91,7 +90,7 @@ def request_row(
         "is_async_job": is_async_job,
         "attempts": attempts,
         "fallbacks": fallbacks,
-        "attempt_log": list(attempt_log),
+        "attempt_log": [] if attempt_log is None else attempt_log,
         "outcome": outcome,
         "status_code": status_code,
         "latency_ms": latency_ms,
@@ -110,5 +109,5 @@ def request_row(
         "cost_saved_usd": cost_saved_usd,
         "error_class": error_class,
         "error_message": error_message,
-        "error_tips": list(error_tips),
+        "error_tips": [] if error_tips is None else error_tips,
     }
