@@ -700,9 +700,9 @@ def time_flushes(anchor: datetime, batch: int, flushes: int) -> FlushTiming:
             started = time.perf_counter()
             rollups.update_from(records)
             dashboard = time.perf_counter()
-            columns = recorder._columns()
-            rows = [[r.get(name, default) for name, default in columns] for r in records]
-            write_rows(RequestRecord, [name for name, _ in columns], rows)
+            columns = recorder._defaults()  # every column with its default, as the writer
+            rows = [[r.get(name, default) for name, default in columns.items()] for r in records]
+            write_rows(RequestRecord, list(columns), rows)
             done = time.perf_counter()
             timing.dashboard_ms.append((dashboard - started) * 1000)
             timing.records_ms.append((done - dashboard) * 1000)
