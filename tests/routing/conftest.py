@@ -1,10 +1,12 @@
-"""Fixtures for the routing rules: a clock the tests move by hand."""
+"""Fixtures for the routing rules: a clock the tests move by hand, scripted upstreams."""
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from routing import breaker, router
+from routing import breaker, calls, router
+from tests.routing.router_fakes import Upstreams
 
 
 class FakeClock:
@@ -35,3 +37,25 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeClock]:
     monkeypatch.setattr(breaker, "clock", fake.monotonic)
     monkeypatch.setattr(breaker, "_breakers", {})
     yield fake
+
+
+@pytest.fixture
+def rules(settings: Any) -> None:
+    """The rules' settings, spelled out here rather than read from the environment."""
+    settings.RETRY_BASE_DELAY_S = 0.5
+    settings.RETRY_MAX_DELAY_S = 4.0
+    settings.RETRY_AFTER_CAP_S = 10.0
+    settings.BREAKER_FAILURE_THRESHOLD = 3
+    settings.BREAKER_COOLDOWN_S = 30.0
+
+
+@pytest.fixture
+def upstreams(monkeypatch: pytest.MonkeyPatch, clock: FakeClock, rules: None) -> Any:
+    """Endpoints that answer from scripts instead of over HTTP: `upstreams(primary=[...])`."""
+
+    def make(**scripts: list[Any]) -> Upstreams:
+        fake = Upstreams(scripts)
+        monkeypatch.setattr(calls, "fetch_completion", fake.fetch_completion)
+        return fake
+
+    return make
