@@ -118,7 +118,15 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # A consumer waits for its next message in a blocking pop of up to 5 s
+            # (RedisChannelLayer.brpop_timeout); redis-py's own socket timeout is also 5 s,
+            # so an idle read timed out first and the consumer crashed (1011). The socket
+            # timeout sits well above the pop's.
+            "CONFIG": {
+                "hosts": [
+                    {"address": REDIS_URL, "socket_timeout": 15.0, "socket_connect_timeout": 2.0}
+                ]
+            },
         }
     }
 else:

@@ -12,6 +12,7 @@ os.environ.setdefault("BEASTMODE_RETRY_BASE_DELAY_S", "0.02")
 os.environ.setdefault("BEASTMODE_BREAKER_FAILURE_THRESHOLD", "3")
 os.environ.setdefault("BEASTMODE_BREAKER_COOLDOWN_S", "1")
 os.environ.setdefault("BEASTMODE_SEMANTIC_SYNC_S", "0.1")
+os.environ.setdefault("BEASTMODE_MONITORING_PUSH_INTERVAL_S", "0.3")
 
 # Under pytest-xdist each worker (gw0, gw1, ...) has its own Redis database and var/ folder
 # (pytest-django gives it its own test database); the gateways it starts inherit them.
@@ -34,4 +35,3 @@ from beastmode.settings import *  # noqa: E402, F403
 # A gateway process started by the tests must open the test database, not the dev one.
 if _sqlite_test_name := os.environ.get("BEASTMODE_TEST_SQLITE_NAME"):
     DATABASES["default"]["NAME"] = _sqlite_test_name  # noqa: F405
-MONITORING_PUSH_INTERVAL_S = 0.3

@@ -1,3 +1,4 @@
+import contextlib
 from typing import Any
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -13,6 +14,16 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
     """
 
     window = "1h"
+    joined = False
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # A consumer that fails (its channel layer's read, say) gets no `disconnect`:
+            # it leaves its group here, or the group keeps the dead member until it expires.
+            with contextlib.suppress(Exception):
+                await self._leave()
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -20,6 +31,7 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=4403)
             return
         await self.channel_layer.group_add(producer.group_name(self.window), self.channel_name)
+        self.joined = True
         await self.accept()
         producer.ensure_running()
         await self.send_json(await producer.latest(self.window))
@@ -34,7 +46,14 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json(await producer.latest(window))
 
     async def disconnect(self, code: int) -> None:
-        await self.channel_layer.group_discard(producer.group_name(self.window), self.channel_name)
+        await self._leave()
+
+    async def _leave(self) -> None:
+        if self.joined:
+            self.joined = False
+            await self.channel_layer.group_discard(
+                producer.group_name(self.window), self.channel_name
+            )
 
     async def snapshot_push(self, event: dict[str, Any]) -> None:
         await self.send_json(event["snapshot"])

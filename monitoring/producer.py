@@ -8,6 +8,7 @@ across the deployment still cost one computation per window per tick.
 """
 
 import asyncio
+import contextlib
 import logging
 import secrets
 
@@ -38,10 +39,29 @@ def ensure_running() -> None:
 
 
 async def latest(window: str) -> DashboardSnapshot:
-    """The newest snapshot of the window; computed now if this process has none yet."""
-    if window not in _latest:
-        _latest[window] = await database_sync_to_async(_compute)(window)
-    return _latest[window]
+    """The window's newest snapshot: the producer's, wherever it runs (it shares each one
+    through the Django cache, Redis in production); else computed here and now."""
+    snapshot = await database_sync_to_async(_shared_or_computed)(window)
+    _latest[window] = snapshot
+    return snapshot
+
+
+def _shared_or_computed(window: str) -> DashboardSnapshot:
+    shared: DashboardSnapshot | None = None
+    with contextlib.suppress(Exception):  # no shared cache reachable: compute here
+        shared = cache.get(_shared_key(window))
+    return shared if shared is not None else _compute(window)
+
+
+def _share(window: str, snapshot: DashboardSnapshot, interval_s: float) -> None:
+    """Keep the producer's snapshot for every process's next first frame; it expires
+    soon after the producer stops, so a snapshot read is never older than a few ticks."""
+    with contextlib.suppress(Exception):
+        cache.set(_shared_key(window), snapshot, max(2, int(interval_s * 3)))
+
+
+def _shared_key(window: str) -> str:
+    return f"bm:monitoring:snapshot:{window}"
 
 
 def _compute(window: str) -> DashboardSnapshot:
@@ -62,6 +82,7 @@ async def _run_forever() -> None:
                 for window in WINDOWS:
                     snapshot = await database_sync_to_async(_compute)(window)
                     _latest[window] = snapshot
+                    await database_sync_to_async(_share)(window, snapshot, interval_s)
                     message = {"type": "snapshot.push", "snapshot": snapshot}
                     await layer.group_send(group_name(window), message)
         except Exception:
