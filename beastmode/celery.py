@@ -18,8 +18,21 @@ def _schedule(sender: Celery, **kwargs: Any) -> None:
     # so beastmode.lib) must not need settings.
     from django.conf import settings
 
+    if settings.REDIS_URL:
+        # Every `celery worker -B` embeds a beat: RedBeat's lock in Redis lets one of them
+        # send the periodic tasks, in a cluster of any size; its lock lasts 5 x the max
+        # interval, so a beat killed while holding it is replaced that soon.
+        sender.conf.update(
+            beat_scheduler="redbeat.RedBeatScheduler",
+            beat_max_loop_interval=settings.BEAT_MAX_INTERVAL_S,
+            redbeat_redis_url=settings.REDIS_URL,
+            redbeat_redis_options={"socket_connect_timeout": 2.0},
+        )
     sender.conf.beat_schedule = {
-        "probe-endpoints": {"task": "routing.tasks.probe_endpoints", "schedule": 60.0},
+        "probe-endpoints": {
+            "task": "routing.tasks.probe_endpoints",
+            "schedule": float(settings.ENDPOINT_PROBE_INTERVAL_S),
+        },
         "prune-cache": {"task": "cache.tasks.prune_expired", "schedule": 3600.0},
         "prune-cache-logs": {"task": "cache.tasks.prune_logs", "schedule": 3600.0},
         "prune-records": {"task": "monitoring.tasks.prune_records", "schedule": 3600.0},

@@ -141,6 +141,10 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# With Redis, one beat in the cluster holds a lock (beastmode/celery.py); a beat killed
+# while holding it is replaced within 5 x this.
+BEAT_MAX_INTERVAL_S = env_float("BEASTMODE_BEAT_MAX_INTERVAL_S", "5")
+ENDPOINT_PROBE_INTERVAL_S = env_float("BEASTMODE_ENDPOINT_PROBE_INTERVAL_S", "60")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
