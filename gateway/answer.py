@@ -84,15 +84,21 @@ def answer_blocking(exchange: Exchange, question: Question) -> Answer:
     return asyncio.run(answer_and_close())
 
 
+def cache_plan(question: Question, request_id: str = "") -> cache_service.CachePlan | None:
+    """How `question` uses the cache; GatewayError (400) for cache controls it refuses, so
+    that an async job is refused at once, not in its worker."""
+    return cache_service.plan(
+        namespace=question.key.cache_namespace,
+        policy=question.route.cache_policy,
+        chat=question.chat,
+        cache_control=question.cache_control,
+        request_id=request_id,
+    )
+
+
 async def _answer(exchange: Exchange, question: Question, sink: StreamSink | None) -> Answer:
     chat, route = question.chat, question.route
-    plan = cache_service.plan(
-        namespace=question.key.cache_namespace,
-        policy=route.cache_policy,
-        chat=chat,
-        cache_control=question.cache_control,
-        request_id=exchange.request_id,
-    )
+    plan = cache_plan(question, exchange.request_id)
     if plan is not None and plan.read and (hit := await cache_service.lookup(plan)):
         return await _serve_hit(exchange, question, hit, sink)
     budget_s = router.worst_case_s(route) + flights.GRACE_S

@@ -111,6 +111,7 @@ async def _submit_job(
 ) -> None:
     """Queue the request for a worker (the answer service runs it there); 202 with its id."""
     assert exchange.key is not None
+    answer.cache_plan(question)  # bad cache controls are refused now, not in the worker
     job_id = await sync_to_async(tasks.submit_job)(
         service_key_id=exchange.key.id,
         request_id=exchange.request_id,

@@ -8,7 +8,8 @@ from django.conf import settings
 
 from cache.models import CacheEntry
 from monitoring.models import RequestRecord
-from tests.personas import Client, ModelFactory
+from routing.models import AsyncJob
+from tests.personas import Client, ModelFactory, record_for
 from tests.processes import (
     Process,
     free_port,
@@ -150,3 +151,16 @@ def test_a_job_sent_with_no_store_leaves_nothing_in_the_cache(
 
     assert run_record(request_id).cache_outcome == "miss"
     assert not CacheEntry.objects.filter(model=model).exists()
+
+
+def test_an_async_job_with_bad_cache_controls_is_refused_at_once_with_a_record(
+    gateway: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with("")
+    body = {"model": model, "messages": [{"role": "user", "content": "later"}],
+            "cache": {"ttl": "forever"}}  # fmt: skip
+    reply = http(f"{gateway.url}/v1/chat/completions", method="POST", key=alice.key,
+                 headers={"X-BeastMode-Async": "true"}, body=body)  # fmt: skip
+    assert reply.status == 400 and reply.json()["error"]["param"] == "cache"
+    assert not AsyncJob.objects.filter(service_key_id=alice.key_id).exists()
+    assert record_for(reply.headers["x-request-id"]).status_code == 400
