@@ -1,10 +1,13 @@
-"""A circuit breaker per endpoint; its state is the endpoint's health in this process.
+"""A circuit breaker per endpoint; its state is the endpoint's health.
 
 closed → (threshold consecutive failures) → open → (cooldown) → half-open: one probe
-request goes through; success closes the circuit, failure opens it again.
+request goes through; success closes the circuit, failure opens it again. A circuit that
+opens here is shared with every process (routing/circuits.py), which opens its own until
+the same moment.
 """
 
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -22,6 +25,7 @@ clock = time.monotonic
 class CircuitBreaker:
     failure_threshold: int
     cooldown_s: float
+    endpoint_id: int = 0
     state: str = CLOSED
     consecutive_failures: int = 0
     opened_at: float = 0.0
@@ -54,6 +58,20 @@ class CircuitBreaker:
             self.state = OPEN
             self.opened_at = clock()
             self.probe_in_flight = False
+            opened.append((self.endpoint_id, self.cooldown_s, error_class))
+
+    def open_for(self, remaining_s: float, error_class: str) -> None:
+        """Open until `remaining_s` from now, as another process's circuit is (unless this
+        one is open longer already, or its probe is on its way)."""
+        ends_at = clock() + remaining_s
+        if self.state == HALF_OPEN or (
+            self.state == OPEN and self.opened_at + self.cooldown_s >= ends_at
+        ):
+            return
+        self.state = OPEN
+        self.opened_at = ends_at - self.cooldown_s
+        self.probe_in_flight = False
+        self.last_error = error_class
 
     def release_probe(self) -> None:
         """A half-open probe ended without a verdict (e.g. the client went away)."""
@@ -61,6 +79,8 @@ class CircuitBreaker:
 
 
 _breakers: dict[int, CircuitBreaker] = {}
+# Circuits that opened in this process, to be shared: (endpoint id, seconds open, error).
+opened: deque[tuple[int, float, str]] = deque(maxlen=1000)
 
 
 def for_endpoint(endpoint_id: int) -> CircuitBreaker:
@@ -69,6 +89,7 @@ def for_endpoint(endpoint_id: int) -> CircuitBreaker:
         breaker = _breakers[endpoint_id] = CircuitBreaker(
             failure_threshold=settings.BREAKER_FAILURE_THRESHOLD,
             cooldown_s=settings.BREAKER_COOLDOWN_S,
+            endpoint_id=endpoint_id,
         )
     return breaker
 

@@ -21,6 +21,7 @@ from beastmode.lib import changes
 from beastmode.lib.errors import GatewayError
 from cache import keys as cache_keys
 from cache.policy import CachePolicy
+from routing import circuits
 from routing.models import ModelEndpoint, RegistryVersion, Route, ServiceKey
 from routing.service_keys import hash_key
 from routing.upstreams import Upstream
@@ -304,3 +305,5 @@ def _refresh_forever() -> None:
         except Exception:
             # The database may be restarting; keep serving the last good snapshot.
             log.warning("registry refresh failed; keeping the previous snapshot", exc_info=True)
+        if _snapshot is not None:
+            circuits.sync({ep.id for route in _snapshot.routes.values() for ep in route.endpoints})

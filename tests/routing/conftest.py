@@ -1,5 +1,6 @@
 """Fixtures for the routing rules: a clock the tests move by hand, scripted upstreams."""
 
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,6 +37,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeClock]:
     monkeypatch.setattr(router, "sleep", fake.sleep)
     monkeypatch.setattr(breaker, "clock", fake.monotonic)
     monkeypatch.setattr(breaker, "_breakers", {})
+    monkeypatch.setattr(breaker, "opened", deque(maxlen=1000))  # never shared with Redis
     yield fake
 
 

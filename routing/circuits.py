@@ -1,0 +1,48 @@
+"""Circuits shared by every process: one that opens anywhere opens everywhere.
+
+A process that opens a circuit writes until when it is open into a Redis hash (through the
+Django cache's client); every process reads the hash on each registry refresh and opens its
+own circuit until the same moment. Nothing touches Redis on a request's path. With Redis
+away, each process decides alone.
+"""
+
+import json
+import logging
+import time
+from typing import Any
+
+from django.core.cache import cache
+
+from routing import breaker
+
+log = logging.getLogger(__name__)
+KEY = "bm:circuits"
+
+
+def sync(endpoint_ids: set[int]) -> None:
+    """Share the circuits this process opened, then open those of `endpoint_ids` that
+    another process opened (called by the registry refresher, off the event loop)."""
+    client = _redis()
+    if client is None:
+        return
+    now = time.time()
+    try:
+        while breaker.opened:
+            endpoint_id, open_s, error_class = breaker.opened.popleft()
+            circuit = {"until": now + open_s, "error": error_class}
+            client.hset(KEY, str(endpoint_id), json.dumps(circuit))
+        shared = client.hgetall(KEY)
+        for field, value in shared.items():
+            circuit = json.loads(value)
+            if circuit["until"] <= now:
+                client.hdel(KEY, field)
+            elif int(field) in endpoint_ids:
+                breaker.for_endpoint(int(field)).open_for(circuit["until"] - now, circuit["error"])
+    except Exception:
+        log.debug("shared circuits unavailable; this process decides alone", exc_info=True)
+
+
+def _redis() -> Any:
+    """The Redis client behind the Django cache; None without Redis."""
+    get_client = getattr(getattr(cache, "client", None), "get_client", None)
+    return get_client(write=True) if get_client is not None else None
