@@ -40,20 +40,33 @@ def start(*, preload_embedder: Callable[[], bool]) -> None:
 
 class KnownKeys:
     """Which exact keys L3 holds, so a miss in L1 and L2 skips the database when L3 cannot
-    have the answer either. Until the first full load it answers "maybe" for every key."""
+    have the answer either. Until the first full load it answers "maybe" for every key.
+
+    A bitmap over the keys' first 26 bits (8 MiB), whatever the number of entries: a key
+    L3 does not hold may show as known (one database lookup, about 1.5% of misses at 1M
+    entries), a key it holds never shows as unknown."""
+
+    BITS = 26
 
     def __init__(self) -> None:
-        self._prefixes: set[int] = set()
+        self._bitmap = bytearray(1 << (self.BITS - 3))
         self.loaded = False
 
     def add(self, key: str) -> None:
         # A key that is not a hex digest (a row put there by hand) can never be looked up;
         # refusing it here stopped the sync at that row for good.
         with contextlib.suppress(ValueError):
-            self._prefixes.add(int(key[:15], 16))
+            bit = self._bit(key)
+            self._bitmap[bit >> 3] |= 1 << (bit & 7)
 
     def might_contain(self, key: str) -> bool:
-        return not self.loaded or int(key[:15], 16) in self._prefixes
+        if not self.loaded:
+            return True
+        bit = self._bit(key)
+        return bool(self._bitmap[bit >> 3] & (1 << (bit & 7)))
+
+    def _bit(self, key: str) -> int:
+        return int(key[:7], 16) >> (28 - self.BITS)
 
 
 known_keys = KnownKeys()

@@ -1,6 +1,8 @@
 """The semantic index's life (cache/semantic/vector_index.py): flat → HNSW, removals, rebuilds,
 bounds, expiry. Random unit vectors stand in for embeddings: each must find itself."""
 
+import hashlib
+import sys
 import time
 
 import numpy as np
@@ -238,3 +240,17 @@ def test_following_l3_sees_rows_stored_again_and_rows_committed_late(
     late.save(update_fields=["updated_at"])
     index_sync.load_changed(index_sync._rewound(cursor))
     assert index.search("p", v[1], k=1)[0].key == "b" * 64
+
+
+def test_the_known_l3_keys_take_fixed_memory_and_never_hide_a_stored_key() -> None:
+    from cache.semantic import index_sync
+
+    known = index_sync.KnownKeys()
+    known.loaded = True
+    stored = [hashlib.sha256(str(n).encode()).hexdigest() for n in range(20_000)]
+    for key in stored:
+        known.add(key)
+    assert all(known.might_contain(key) for key in stored)
+    others = [hashlib.sha256(f"other {n}".encode()).hexdigest() for n in range(20_000)]
+    assert sum(known.might_contain(key) for key in others) < 100  # ~0.03% expected
+    assert sys.getsizeof(known._bitmap) < 9 * 2**20  # 8 MiB, however many keys
