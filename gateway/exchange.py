@@ -118,7 +118,7 @@ class Exchange:
         endpoint = self.trace.endpoint
         if outcome is None:
             outcome = _outcome(status, error)
-        cache = self.cache or CacheOutcome(outcome="")  # "": the cache did not see it
+        cache = self.cache or _NOT_CACHED
         recorder.submit(
             records.request_row(
                 request_id=self.request_id,
@@ -155,6 +155,9 @@ class Exchange:
                 error_tips=error.tips if error else [],
             )
         )
+
+
+_NOT_CACHED = CacheOutcome(outcome="")  # the cache did not see the request (read only)
 
 
 def _endpoint_name(trace: Trace) -> str:

@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 LEADER_KEY = "bm:monitoring:producer"
 _token = secrets.token_hex(8)
 _task: asyncio.Task[None] | None = None
-_latest: dict[str, DashboardSnapshot] = {}
 computations = [0]  # snapshots computed by this process (tests read it)
 
 
@@ -41,9 +40,7 @@ def ensure_running() -> None:
 async def latest(window: str) -> DashboardSnapshot:
     """The window's newest snapshot: the producer's, wherever it runs (it shares each one
     through the Django cache, Redis in production); else computed here and now."""
-    snapshot = await database_sync_to_async(_shared_or_computed)(window)
-    _latest[window] = snapshot
-    return snapshot
+    return await database_sync_to_async(_shared_or_computed)(window)
 
 
 def _shared_or_computed(window: str) -> DashboardSnapshot:
@@ -81,7 +78,6 @@ async def _run_forever() -> None:
                 await database_sync_to_async(recorder.flush_or_leave_to_writer)()
                 for window in WINDOWS:
                     snapshot = await database_sync_to_async(_compute)(window)
-                    _latest[window] = snapshot
                     await database_sync_to_async(_share)(window, snapshot, interval_s)
                     message = {"type": "snapshot.push", "snapshot": snapshot}
                     await layer.group_send(group_name(window), message)

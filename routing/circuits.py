@@ -9,6 +9,7 @@ away, each process decides alone.
 import json
 import logging
 import time
+from collections.abc import Container
 from typing import Any
 
 from django.core.cache import cache
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 KEY = "bm:circuits"
 
 
-def sync(endpoint_ids: set[int]) -> None:
+def sync(endpoint_ids: Container[int]) -> None:
     """Share the circuits this process opened, then open those of `endpoint_ids` that
     another process opened (called by the registry refresher, off the event loop)."""
     client = _redis()

@@ -271,15 +271,12 @@ def uses_semantic_matching() -> bool:
     return any(route.semantic_mode != "off" for route in current().routes.values())
 
 
-reloaded = changes.reloaded  # (every process, after each reload)
-
-
 def reload() -> Snapshot:
     global _snapshot
     snapshot = load_snapshot()
     with _lock:
         _snapshot = snapshot
-    reloaded.send(sender=Snapshot)
+    changes.reloaded.send(sender=Snapshot)
     return snapshot
 
 
@@ -306,4 +303,4 @@ def _refresh_forever() -> None:
             # The database may be restarting; keep serving the last good snapshot.
             log.warning("registry refresh failed; keeping the previous snapshot", exc_info=True)
         if _snapshot is not None:
-            circuits.sync({ep.id for route in _snapshot.routes.values() for ep in route.endpoints})
+            circuits.sync(_snapshot.endpoints)
