@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.personas import Client, ModelFactory
+from tests.personas import Client, ModelFactory, wait_for_key, wait_for_model
 from tests.processes import (
     Process,
     free_port,
@@ -74,5 +74,26 @@ def test_requests_are_answered_after_redis_dies(
         assert [ask(f"during the outage {i}")[1] for i in range(3)] == ["exact"] * 3
         readiness = http(f"{gateway.url}/health/readiness")
         assert readiness.status == 503 and readiness.json()["redis"].startswith("error")
+    finally:
+        stop_process(gateway)
+
+
+def test_with_redis_gone_a_node_still_opens_its_own_circuits(
+    doomed_redis: subprocess.Popen, alice: Client, model_with: ModelFactory
+) -> None:
+    """The shared circuits (routing/circuits.py) fall back to each process deciding alone."""
+    model = model_with("status/500")
+    env = {**server_env(), "REDIS_URL": f"redis://127.0.0.1:{doomed_redis.port}/0",  # type: ignore[attr-defined]
+           "BEASTMODE_BREAKER_COOLDOWN_S": "30"}  # fmt: skip
+    gateway: Process = start_gateway("redis-outage-circuits", env)
+    try:
+        wait_for_model(gateway, wait_for_key(gateway, alice), model)
+        doomed_redis.send_signal(signal.SIGKILL)
+        doomed_redis.wait()
+        body = {"model": model, "messages": [{"role": "user", "content": "anyone?"}]}
+        url = f"{gateway.url}/v1/chat/completions"
+        statuses = [http(url, method="POST", key=alice.key, body=body).status for _ in range(4)]
+        assert statuses == [502, 502, 502, 503], "three failures open the circuit here"
+        assert "Traceback" not in gateway.log()
     finally:
         stop_process(gateway)
