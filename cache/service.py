@@ -111,9 +111,9 @@ async def lookup(plan: CachePlan) -> Hit | None:
         tiers().l2.available or index_sync.known_keys.might_contain(plan.key.exact)
     ):
         # One thread hop covers both lower tiers.
-        hit, waited = await _in_thread(_lower_tier_hit, plan, now), True
+        hit, waited = await in_io_thread(_lower_tier_hit, plan, now), True
     if hit is None and plan.semantic:
-        hit, waited = await _in_thread(_semantic_hit, plan, now), True
+        hit, waited = await in_io_thread(_semantic_hit, plan, now), True
         if hit is not None and plan.semantic_mode == "shadow":
             plan.shadow, hit = hit, None
     if hit is None and waited:
@@ -125,7 +125,7 @@ async def lookup(plan: CachePlan) -> Hit | None:
 
 def _l1_hit(plan: CachePlan, now: float) -> Hit | None:
     entry = tiers().l1.get(plan.key.exact, now)
-    return Hit(entry, "exact", "L1") if entry is not None and _fresh(entry, plan, now) else None
+    return Hit(entry, "exact", "L1") if entry is not None and is_fresh(entry, plan, now) else None
 
 
 def _lower_tier_hit(plan: CachePlan, now: float) -> Hit | None:
@@ -136,19 +136,19 @@ def _lower_tier_hit(plan: CachePlan, now: float) -> Hit | None:
 def _fetch(key: str, plan: CachePlan, now: float) -> tuple[Entry, str] | None:
     """An entry from L1, else L2, else L3 (promoted upward), with the tier it came from."""
     layers = tiers()
-    if (entry := layers.l1.get(key, now)) is not None and _fresh(entry, plan, now):
+    if (entry := layers.l1.get(key, now)) is not None and is_fresh(entry, plan, now):
         return entry, "L1"
     entry = layers.l2.get(key) if layers.l2.available else None
     tier = "L2"
     if entry is not None and is_purged(entry):
         layers.l2.delete(key)  # a copy written before the purge reached its writer
         entry = None
-    if entry is None or not _fresh(entry, plan, now):
+    if entry is None or not is_fresh(entry, plan, now):
         if not index_sync.known_keys.might_contain(key):
             return None  # L3 cannot have it: no database round trip on a plain miss
         entry = db(lambda: layers.l3.get(key, now))
         tier = "L3"
-        if entry is None or not _fresh(entry, plan, now) or is_purged(entry):
+        if entry is None or not is_fresh(entry, plan, now) or is_purged(entry):
             return None
         layers.l2.put(entry, now)
     _put_l1(entry, now)
@@ -194,7 +194,7 @@ def _semantic_hit(plan: CachePlan, now: float) -> Hit | None:
             continue  # purged or expired since it was indexed: try the next best
         score = round(similarity.score(candidate.cosine), 4)
         hit = Hit(found[0], "semantic", found[1], score)
-        _io.submit(_log_pair, plan, hit, candidate.text)
+        submit_io(_log_pair, plan, hit, candidate.text)
         return hit
     return None
 
@@ -266,11 +266,18 @@ def entry_for(plan: CachePlan, completion: dict[str, Any], endpoint_name: str, n
 # --- helpers -----------------------------------------------------------------------
 
 
-def _fresh(entry: Entry, plan: CachePlan, now: float) -> bool:
+def is_fresh(entry: Entry, plan: CachePlan, now: float) -> bool:
+    """Neither expired nor older than the request's max-age."""
     if entry.expires_at <= now:
         return False
     return plan.max_age_s is None or now - entry.created_at <= plan.max_age_s
 
 
-async def _in_thread(function: Callable[..., T], *args: Any) -> T:
+async def in_io_thread(function: Callable[..., T], *args: Any) -> T:
+    """Run blocking cache I/O (Redis, the database) on the cache's threads."""
     return await asyncio.get_running_loop().run_in_executor(_io, function, *args)
+
+
+def submit_io(function: Callable[..., Any], *args: Any) -> None:
+    """Run blocking cache I/O on the cache's threads without waiting for it."""
+    _io.submit(function, *args)

@@ -8,9 +8,10 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import orjson
 from django.conf import settings
@@ -22,6 +23,7 @@ from beastmode.lib.rows import write_rows
 from cache.models import CacheEntry
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -166,6 +168,16 @@ class RedisTier:
 
     def delete(self, key: str) -> None:
         self._call(lambda: caches["default"].delete(self._PREFIX + key))
+
+    def run(self, command: Callable[[Any], T]) -> T | None:
+        """`command(client)` on the raw redis-py client, behind this tier's breaker; None
+        when Redis is unavailable or the command fails."""
+
+        def on_client() -> T:
+            django_redis = cast(Any, caches["default"]).client
+            return command(django_redis.get_client(write=True))
+
+        return self._call(on_client)
 
     def delete_many(self, keys: list[str]) -> None:
         if keys:

@@ -191,6 +191,12 @@ def send_and_stay(
 # --- the waiting rules, in one event loop ---------------------------------------------
 
 
+@pytest.fixture
+def one_process(settings: Any) -> None:
+    """The rules of one process: without Redis it shares flights with no other."""
+    settings.REDIS_URL = ""
+
+
 def a_plan(text: str = "same") -> cache_service.CachePlan:
     chat = check_chat_body({"model": "m", "messages": [{"role": "user", "content": text}]})
     plan = cache_service.plan(
@@ -218,6 +224,7 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+@pytest.mark.usefixtures("one_process")
 def test_after_a_failed_leader_exactly_one_follower_leads_and_the_others_keep_waiting() -> None:
     async def scenario() -> None:
         plan = a_plan()
@@ -242,6 +249,7 @@ def test_after_a_failed_leader_exactly_one_follower_leads_and_the_others_keep_wa
     asyncio.run(scenario())
 
 
+@pytest.mark.usefixtures("one_process")
 def test_a_cancelled_follower_leaves_the_answer_to_the_others() -> None:
     async def scenario() -> None:
         plan = a_plan()
@@ -258,6 +266,7 @@ def test_a_cancelled_follower_leaves_the_answer_to_the_others() -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.usefixtures("one_process")
 def test_a_follower_stops_waiting_for_a_leader_past_its_budget() -> None:
     async def scenario() -> None:
         plan = a_plan()
@@ -308,6 +317,7 @@ def test_a_request_about_to_lead_takes_the_answer_that_landed_during_its_lookup(
     asyncio.run(scenario())
 
 
+@pytest.mark.usefixtures("one_process")
 def test_a_leader_leaving_after_it_answered_leaves_the_next_leaders_flight_alone() -> None:
     async def scenario() -> None:
         plan = a_plan("landed twice")

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -16,6 +17,7 @@ from tests.processes import (
     server_env,
     start_gateway,
     stop_process,
+    upstream_hits,
     wait_for_port,
 )
 
@@ -48,14 +50,14 @@ def doomed_redis() -> Iterator[subprocess.Popen]:
 
 
 def test_requests_are_answered_after_redis_dies(
-    doomed_redis: subprocess.Popen, alice: Client, model_with: ModelFactory
+    doomed_redis: subprocess.Popen, alice: Client, model_with: ModelFactory, fake_upstream: Process
 ) -> None:
-    model = model_with("")
+    model, slow_model = model_with(""), model_with("delay/300/outage")
     env = {**server_env(), "REDIS_URL": f"redis://127.0.0.1:{doomed_redis.port}/0"}  # type: ignore[attr-defined]
     gateway: Process = start_gateway("redis-outage", env)
     url = f"{gateway.url}/v1/chat/completions"
 
-    def ask(text: str) -> tuple[int, str, float]:
+    def ask(text: str, model: str = model) -> tuple[int, str, float]:
         started = time.monotonic()
         body = {"model": model, "messages": [{"role": "user", "content": text}]}
         reply = http(url, method="POST", key=alice.key, body=body)
@@ -72,6 +74,11 @@ def test_requests_are_answered_after_redis_dies(
         # Fails open: at most a short socket timeout per breaker window, never a stall.
         assert sum(seconds for *_, seconds in results) < 5
         assert [ask(f"during the outage {i}")[1] for i in range(3)] == ["exact"] * 3
+        # Identical concurrent misses still share one call, within the node.
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            slow = list(pool.map(lambda _: ask("together", slow_model), range(6)))
+        assert [status for status, *_ in slow] == [200] * 6
+        assert upstream_hits(fake_upstream, "/delay/300/outage/v1/chat/completions") == 1
         readiness = http(f"{gateway.url}/health/readiness")
         assert readiness.status == 503 and readiness.json()["redis"].startswith("error")
     finally:
