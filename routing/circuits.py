@@ -1,15 +1,16 @@
 """Circuits shared by every process: one that opens anywhere opens everywhere.
 
 A process that opens a circuit writes until when it is open into a Redis hash (through the
-Django cache's client); every process reads the hash on each registry refresh and opens its
-own circuit until the same moment. Nothing touches Redis on a request's path. With Redis
-away, each process decides alone.
+Django cache's client); every process reads the hash every SYNC_INTERVAL_S, in a thread of
+its own, and opens its own circuit until the same moment. Nothing touches Redis on a
+request's path. With Redis away, each process decides alone.
 """
 
 import json
 import logging
+import threading
 import time
-from collections.abc import Container
+from collections.abc import Callable, Container
 from typing import Any
 
 from django.core.cache import cache
@@ -18,11 +19,30 @@ from routing import breaker
 
 log = logging.getLogger(__name__)
 KEY = "bm:circuits"
+# A circuit opened anywhere is open everywhere within about twice this.
+SYNC_INTERVAL_S = 0.2
+_syncing: threading.Thread | None = None
+
+
+def start(endpoint_ids: Callable[[], Container[int]]) -> None:
+    """Sync this process's circuits with the others' from now on (once per process);
+    `endpoint_ids` gives the endpoints this process routes to."""
+    global _syncing
+    if _syncing is not None or _redis() is None:
+        return
+
+    def sync_forever() -> None:
+        while True:
+            time.sleep(SYNC_INTERVAL_S)
+            sync(endpoint_ids())
+
+    _syncing = threading.Thread(target=sync_forever, name="circuit-sync", daemon=True)
+    _syncing.start()
 
 
 def sync(endpoint_ids: Container[int]) -> None:
     """Share the circuits this process opened, then open those of `endpoint_ids` that
-    another process opened (called by the registry refresher, off the event loop)."""
+    another process opened (off the event loop)."""
     client = _redis()
     if client is None:
         return

@@ -5,6 +5,7 @@
 admin changed something; a revoked key therefore stops working within about a second.
 """
 
+import asyncio
 import functools
 import logging
 import threading
@@ -259,10 +260,23 @@ _refresher: threading.Thread | None = None
 
 
 def current() -> Snapshot:
+    """The snapshot; loaded now if this process has none yet, except on an event loop,
+    which must not wait for the database: there a request gets a 503 until the
+    refresher has loaded it."""
     snapshot = _snapshot
     if snapshot is None:
+        if _on_event_loop():
+            raise GatewayError("config_unavailable", "The configuration is not loaded yet.")
         return reload()
     return snapshot
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 # Sent after every reload, so other apps can catch up (the cache applies purges).
@@ -288,6 +302,7 @@ def start_refresher() -> None:
             return
         _refresher = threading.Thread(target=_refresh_forever, name="registry-refresh", daemon=True)
         _refresher.start()
+    circuits.start(lambda: _snapshot.endpoints if _snapshot is not None else {})
 
 
 def _refresh_forever() -> None:
@@ -302,5 +317,3 @@ def _refresh_forever() -> None:
         except Exception:
             # The database may be restarting; keep serving the last good snapshot.
             log.warning("registry refresh failed; keeping the previous snapshot", exc_info=True)
-        if _snapshot is not None:
-            circuits.sync(_snapshot.endpoints)
