@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 
 try:
     registry.reload()
-except Exception:
-    log.warning("registry not loaded at start (database not migrated?); retrying in background")
+except Exception as error:
+    log.warning("registry not loaded at start (%s); retrying in background", error)
 registry.start_refresher()
 index_sync.start(preload_embedder=registry.uses_semantic_matching)
 if settings.CELERY_TASK_ALWAYS_EAGER:

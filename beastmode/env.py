@@ -67,5 +67,11 @@ def database_from_url(url: str) -> dict[str, object]:
         "PORT": str(parsed.port or ""),
         "CONN_MAX_AGE": 0,
         "CONN_HEALTH_CHECKS": True,
-        "OPTIONS": {"pool": {"min_size": 1, "max_size": 8}, **options},
+        # Bounded waits: a connection that cannot be made in 2 s, or a pooled one not free
+        # within 5 s, is an error the caller handles (psycopg's pool waits 30 s by default).
+        "OPTIONS": {
+            "pool": {"min_size": 1, "max_size": 8, "timeout": 5},
+            "connect_timeout": 2,
+            **options,
+        },
     }

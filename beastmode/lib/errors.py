@@ -139,6 +139,16 @@ KINDS: dict[str, ErrorKind] = {
             ),
         ),
         ErrorKind(
+            "config_unavailable",
+            503,
+            "service_unavailable",
+            (
+                "This server has not loaded its configuration yet: the database is"
+                " unreachable. Retry in a few seconds.",
+                "Operators: check /health/readiness and the database.",
+            ),
+        ),
+        ErrorKind(
             "no_endpoint",
             503,
             "service_unavailable",
