@@ -31,7 +31,14 @@ from tests.personas import (
     wait_for_key,
     wait_for_model,
 )
-from tests.processes import Process, free_port, start_gateway, start_process, stop_process
+from tests.processes import (
+    Process,
+    free_port,
+    server_env,
+    start_gateway,
+    start_process,
+    stop_process,
+)
 
 
 def _flush_retrying_deadlocks(self: TransactionTestCase) -> None:
@@ -118,6 +125,26 @@ def no_sessions_left_at_teardown(django_db_setup: None, django_db_blocker: Any) 
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
                     [database["NAME"]],
                 )
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup: None) -> Iterator[None]:
+    """A real Celery worker when a broker is configured; embedded runs use in-process threads."""
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        yield
+        return
+    health_port = free_port()  # the worker does not listen; a tiny server tells us it is up
+    process = start_process(
+        ["bash", "-c",
+         f"{sys.executable} -m celery -A beastmode worker --pool=solo --concurrency=1 "
+         f"--loglevel=INFO --without-gossip --without-mingle & "
+         f"{sys.executable} -m http.server {health_port} --bind 127.0.0.1; wait"],
+        health_port,
+        "celery",
+        server_env(),
+    )  # fmt: skip
+    yield
+    stop_process(process)
 
 
 @pytest.fixture(scope="session")

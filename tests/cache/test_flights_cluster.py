@@ -1,5 +1,5 @@
 """One upstream call for identical concurrent misses across processes and nodes: the
-claims in the real Redis (cache/shared_flights.py), then two daphne nodes."""
+claims in the real Redis (cache/shared_flights.py), then two daphne nodes and a worker."""
 
 import secrets
 import time
@@ -11,10 +11,12 @@ from django.conf import settings
 
 from cache import shared_flights
 from tests.cache.test_flights import answer_of, ask, records_of
+from tests.gateway.test_jobs import wait_for_job
 from tests.personas import Client, ModelFactory, wait_for_key, wait_for_model
 from tests.processes import (
     Process,
     Reply,
+    http,
     start_gateway,
     stop_process,
     upstream_hits,
@@ -93,26 +95,41 @@ def ask_both(nodes: tuple[Process, Process], client: Client, model: str, text: s
         return list(pool.map(lambda s: ask(s[0], client, model, text, stream=s[1]), sends))
 
 
+def submit(node: Process, client: Client, model: str, text: str) -> tuple[Process, str]:
+    """An async job (a worker answers it); the node and the job's id."""
+    body = {"model": model, "messages": [{"role": "user", "content": text}]}
+    reply = http(f"{node.url}/v1/chat/completions", method="POST", key=client.key,
+                 headers={"X-BeastMode-Async": "true"}, body=body)  # fmt: skip
+    assert reply.status == 202, reply.body
+    return node, reply.json()["id"]
+
+
 def ready(nodes: tuple[Process, Process], client: Client, model: str) -> None:
     for node in nodes:
         wait_for_model(node, wait_for_key(node, client), model)
 
 
-def test_identical_requests_to_two_nodes_make_one_upstream_call(
+@pytest.mark.usefixtures("celery_worker")
+def test_identical_requests_to_two_nodes_and_a_worker_make_one_upstream_call(
     nodes: tuple[Process, Process], fake_upstream: Process, alice: Client, model_with: ModelFactory
 ) -> None:
     model = model_with("delay/400")
     ready(nodes, alice, model)
     path = "/delay/400/v1/chat/completions"
-    before = upstream_hits(fake_upstream, path)
+    text = "one call for the cluster"
 
-    replies = ask_both(nodes, alice, model, "one call for the cluster")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        jobs = pool.submit(lambda: [submit(node, alice, model, text) for node in nodes])
+        replies = ask_both(nodes, alice, model, text)
 
-    assert upstream_hits(fake_upstream, path) - before == 1
-    answer = (f"Echo from {model}-ep0-model: one call for the cluster", "stop")
+    assert upstream_hits(fake_upstream, path) == 1
+    answer = (f"Echo from {model}-ep0-model: {text}", "stop")
     assert [answer_of(reply) for reply in replies] == [answer] * 20
     outcomes = sorted(r.cache_outcome for r in records_of(replies))
     assert outcomes == ["exact"] * 19 + ["miss"]
+    for node, job_id in jobs.result():
+        result = wait_for_job(node, alice, job_id, "succeeded")["result"]
+        assert result["choices"][0]["message"]["content"] == answer[0]
 
 
 def test_when_the_leader_fails_one_request_in_the_cluster_calls_upstream_again(

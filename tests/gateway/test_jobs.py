@@ -1,10 +1,6 @@
 """Asynchronous jobs: 202 now, the result later from a Celery worker (in-process when embedded)."""
 
-import sys
-from collections.abc import Iterator
-
 import pytest
-from django.conf import settings
 
 from cache.models import CacheEntry
 from monitoring.models import RequestRecord
@@ -12,36 +8,12 @@ from routing.models import AsyncJob
 from tests.personas import Client, ModelFactory, record_for
 from tests.processes import (
     Process,
-    free_port,
     http,
-    server_env,
-    start_process,
-    stop_process,
     upstream_hits,
     wait_until,
 )
 
 pytestmark = pytest.mark.embedded
-
-
-@pytest.fixture(scope="session")
-def celery_worker(django_db_setup: None) -> Iterator[None]:
-    """A real Celery worker when a broker is configured; embedded runs use in-process threads."""
-    if settings.CELERY_TASK_ALWAYS_EAGER:
-        yield
-        return
-    health_port = free_port()  # the worker does not listen; a tiny server tells us it is up
-    process = start_process(
-        ["bash", "-c",
-         f"{sys.executable} -m celery -A beastmode worker --pool=solo --concurrency=1 "
-         f"--loglevel=INFO --without-gossip --without-mingle & "
-         f"{sys.executable} -m http.server {health_port} --bind 127.0.0.1; wait"],
-        health_port,
-        "celery",
-        server_env(),
-    )  # fmt: skip
-    yield
-    stop_process(process)
 
 
 def submit(
