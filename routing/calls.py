@@ -1,7 +1,8 @@
 """One HTTP attempt against one endpoint, through the pooled client (routing.http_client).
 
 Timeouts: connect (the TCP and TLS handshake), first byte (response headers, or the first
-stream event), total (the whole answer). Every failure leaves as a classified GatewayError.
+stream event), total (the whole answer; the router makes it bound all of an endpoint's
+attempts). Every failure leaves as a classified GatewayError.
 """
 
 import asyncio
@@ -21,12 +22,18 @@ async def close_connections() -> None:
 
 
 async def fetch_completion(
-    model_name: str, endpoint: EndpointConfig, body: dict[str, Any]
+    model_name: str,
+    endpoint: EndpointConfig,
+    body: dict[str, Any],
+    *,
+    budget_s: float | None = None,
 ) -> dict[str, Any]:
+    """The endpoint's completion within `budget_s` (what the router has left of the
+    endpoint's total timeout; the whole of it by default)."""
     provider = providers.for_kind(endpoint.provider)
     request = provider.chat_request(endpoint, body, stream=False)
     loop = asyncio.get_running_loop()
-    total_deadline = loop.time() + endpoint.total_timeout_s
+    total_deadline = loop.time() + _total_s(endpoint, budget_s)
     first_byte_deadline = min(loop.time() + endpoint.first_byte_timeout_s, total_deadline)
     phase = "first_byte"
     try:
@@ -146,13 +153,18 @@ class UpstreamStream:
 
 
 async def open_stream(
-    model_name: str, endpoint: EndpointConfig, body: dict[str, Any]
+    model_name: str,
+    endpoint: EndpointConfig,
+    body: dict[str, Any],
+    *,
+    budget_s: float | None = None,
 ) -> UpstreamStream:
-    """The endpoint's stream once its first chunk has arrived (or a GatewayError)."""
+    """The endpoint's stream once its first chunk has arrived (or a GatewayError); the
+    whole stream must end within `budget_s` (as for fetch_completion)."""
     provider = providers.for_kind(endpoint.provider)
     request = provider.chat_request(endpoint, body, stream=True)
     loop = asyncio.get_running_loop()
-    total_deadline = loop.time() + endpoint.total_timeout_s
+    total_deadline = loop.time() + _total_s(endpoint, budget_s)
     first_byte_deadline = min(loop.time() + endpoint.first_byte_timeout_s, total_deadline)
     response: http_client.Response | None = None
     try:
@@ -181,6 +193,10 @@ async def open_stream(
             model_name=model_name, endpoint=endpoint, exc=exc, phase="first_byte"
         ) from None
     return stream
+
+
+def _total_s(endpoint: EndpointConfig, budget_s: float | None) -> float:
+    return endpoint.total_timeout_s if budget_s is None else min(budget_s, endpoint.total_timeout_s)
 
 
 async def _post(endpoint: EndpointConfig, request: UpstreamRequest) -> http_client.Response:

@@ -50,6 +50,8 @@ def from_exception(
 ) -> GatewayError:
     """`phase` is where a timeout struck: 'first_byte' or 'total'."""
     error_class, what = _classify_exception(exc, phase)
+    if error_class in ("first_byte_timeout", "total_timeout"):
+        what += f"; its total timeout is {endpoint.total_timeout_s:g} s, retries included"
     message = f"Model '{model_name}': endpoint {endpoint.label} {what}."
     return GatewayError(error_class, message)
 

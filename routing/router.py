@@ -19,9 +19,10 @@ from routing.registry import EndpointConfig, RouteConfig
 
 T = TypeVar("T")
 
-# How the router waits before a retry. Tests put a fake clock here (tests/routing/
-# test_router_rules.py); production looks up this name once per retry, never per request.
+# How the router waits before a retry and tells the time. Tests put a fake clock here
+# (tests/routing/conftest.py).
 sleep = asyncio.sleep
+clock = time.monotonic
 
 
 @dataclass
@@ -64,7 +65,10 @@ async def complete(
 ) -> dict[str, Any]:
     """A chat completion from the first endpoint that gives one; raises GatewayError."""
     return await _run(
-        model_name, route, trace, lambda ep: calls.fetch_completion(model_name, ep, body)
+        model_name,
+        route,
+        trace,
+        lambda ep, budget_s: calls.fetch_completion(model_name, ep, body, budget_s=budget_s),
     )
 
 
@@ -108,7 +112,10 @@ async def open_stream(
 ) -> RoutedStream:
     """A streamed completion from the first endpoint whose stream starts."""
     stream = await _run(
-        model_name, route, trace, lambda ep: calls.open_stream(model_name, ep, body)
+        model_name,
+        route,
+        trace,
+        lambda ep, budget_s: calls.open_stream(model_name, ep, body, budget_s=budget_s),
     )
     return RoutedStream(stream, trace)
 
@@ -117,18 +124,21 @@ async def _run(
     model_name: str,
     route: RouteConfig,
     trace: Trace,
-    call: Callable[[EndpointConfig], Awaitable[T]],
+    call: Callable[[EndpointConfig, float], Awaitable[T]],
 ) -> T:
+    """Each endpoint in turn, retried as its errors allow, all its attempts and the waits
+    between them within its `total_timeout_s`."""
     failures: list[GatewayError] = []
     for endpoint in route.endpoints:
         endpoint_breaker = breaker.for_endpoint(endpoint.id)
         last_error: GatewayError | None = None
+        deadline = clock() + endpoint.total_timeout_s
         for attempt in range(endpoint.max_retries + 1):
             if not endpoint_breaker.allow_request():
                 break
             started = time.perf_counter()
             try:
-                result = await call(endpoint)
+                result = await call(endpoint, deadline - clock())
             except GatewayError as error:
                 trace.add(endpoint, started, error)
                 if error.error_class == "upstream_bad_request":
@@ -139,6 +149,8 @@ async def _run(
                 delay_s = _retry_delay_s(attempt, endpoint.max_retries, error)
                 if delay_s is None or endpoint_breaker.state == breaker.OPEN:
                     break  # an open circuit would refuse the retry: no waiting for it
+                if clock() + delay_s >= deadline:
+                    break  # no time left for another attempt on this endpoint
                 await sleep(delay_s)
                 continue
             except BaseException:
@@ -155,13 +167,9 @@ async def _run(
 
 
 def worst_case_s(route: RouteConfig) -> float:
-    """The longest a call on this route may legitimately take: every attempt on every
-    endpoint at its total timeout, with the longest backoff between attempts."""
-    backoff_s = max(settings.RETRY_MAX_DELAY_S, settings.RETRY_AFTER_CAP_S)
-    return sum(
-        (endpoint.max_retries + 1) * endpoint.total_timeout_s + endpoint.max_retries * backoff_s
-        for endpoint in route.endpoints
-    )
+    """The longest a call on this route may legitimately take: every endpoint's total
+    timeout (which bounds its retries and the waits between them)."""
+    return sum(endpoint.total_timeout_s for endpoint in route.endpoints)
 
 
 def _retry_delay_s(attempt: int, max_retries: int, error: GatewayError) -> float | None:

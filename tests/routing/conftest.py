@@ -35,6 +35,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeClock]:
     this test's own, so that no circuit opened here outlives it."""
     fake = FakeClock()
     monkeypatch.setattr(router, "sleep", fake.sleep)
+    monkeypatch.setattr(router, "clock", fake.monotonic)
     monkeypatch.setattr(breaker, "clock", fake.monotonic)
     monkeypatch.setattr(breaker, "_breakers", {})
     monkeypatch.setattr(breaker, "opened", deque(maxlen=1000))  # never shared with Redis

@@ -15,7 +15,7 @@ NOT_RETRYABLE = sorted(
 )
 
 
-def endpoint(name: str, max_retries: int = 0, total_timeout_s: float = 5) -> EndpointConfig:
+def endpoint(name: str, max_retries: int = 0, total_timeout_s: float = 60) -> EndpointConfig:
     return EndpointConfig(
         id=zlib.crc32(name.encode()), name=name, provider="openai", base_url=f"http://{name}.test/v1",
         upstream_model=f"{name}-model", api_key="", connect_timeout_s=1,
@@ -37,13 +37,15 @@ class Upstreams:
     def __init__(self, scripts: dict[str, list[Any]]) -> None:
         self.scripts = scripts
         self.calls: list[str] = []
-        self.on_call = lambda ep: None  # e.g. time passing during the call
+        self.budgets: list[float] = []  # the time each call was given
+        self.on_call = lambda ep, budget_s: None  # e.g. time passing during the call
 
     async def fetch_completion(
-        self, model_name: str, ep: EndpointConfig, body: dict[str, Any]
+        self, model_name: str, ep: EndpointConfig, body: dict[str, Any], *, budget_s: float
     ) -> dict[str, Any]:
         self.calls.append(ep.name)
-        self.on_call(ep)
+        self.budgets.append(budget_s)
+        self.on_call(ep, budget_s)
         script = self.scripts[ep.name]
         outcome = script.pop(0) if len(script) > 1 else script[0]
         if isinstance(outcome, BaseException):

@@ -94,6 +94,18 @@ def test_first_byte_timeout_is_504_with_tips(
     assert "overloaded" in tips and "timeout" in tips and "smaller" in tips
 
 
+def test_the_total_timeout_bounds_all_of_an_endpoints_attempts(
+    gateway: Process, alice: Client, model_with: ModelFactory
+) -> None:
+    model = model_with("hang", first_byte_timeout_s=0.4, total_timeout_s=1, max_retries=3)
+    started = time.monotonic()
+    reply = chat(gateway, alice, model)
+
+    assert reply.status == 504
+    assert 0.8 <= time.monotonic() - started < 1.5  # (4 attempts with backoff took ~5 s)
+    assert "retries included" in error_of(reply)["message"]
+
+
 def test_total_timeout_mid_stream_ends_with_an_error_event(
     gateway: Process, alice: Client, model_with: ModelFactory
 ) -> None:

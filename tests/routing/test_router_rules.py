@@ -131,6 +131,36 @@ def test_backoff_doubles_per_retry_up_to_the_maximum_with_jitter_in_the_upper_ha
         assert len(set(seen)) > 150
 
 
+# An endpoint's total timeout bounds all its attempts
+
+
+def test_retries_stop_when_the_endpoints_total_timeout_is_spent(
+    upstreams: Any, clock: FakeClock
+) -> None:
+    up = upstreams(primary=[failure("total_timeout")], fallback=[ANSWER])
+    # The primary times out after 6 s (or the rest of its budget), the fallback answers.
+    up.on_call = lambda ep, budget_s: clock.advance(min(6.0, budget_s) * (ep.name == "primary"))
+    primary = endpoint("primary", max_retries=5, total_timeout_s=10)
+    started = clock.now_s
+
+    answer, trace = complete(route(primary, endpoint("fallback")))
+
+    assert answer == ANSWER and up.calls == ["primary", "primary", "fallback"]
+    assert up.budgets[:2] == [10.0, pytest.approx(10.0 - 6.0 - clock.sleeps[0])]
+    assert clock.now_s - started == pytest.approx(10.0), "the fallback starts at the timeout"
+    assert error_classes(trace) == ["total_timeout", "total_timeout", None]
+
+
+def test_a_wait_that_would_pass_the_total_timeout_falls_back_at_once(
+    upstreams: Any, clock: FakeClock
+) -> None:
+    up = upstreams(primary=[failure("upstream_rate_limited", retry_after_s=6.0)], fallback=[ANSWER])
+    answer, _ = complete(route(endpoint("primary", max_retries=3, total_timeout_s=5),
+                               endpoint("fallback")))  # fmt: skip
+
+    assert answer == ANSWER and clock.sleeps == [] and up.calls == ["primary", "fallback"]
+
+
 # Falling back along the chain
 
 
