@@ -1,8 +1,10 @@
 """A node started while PostgreSQL is unreachable answers 503 until its configuration
-loads, then serves, without a restart (a private PostgreSQL, stopped and started here)."""
+loads (its readiness says so within a second), then serves, without a restart (a private
+PostgreSQL, stopped and started here)."""
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -46,8 +48,13 @@ def test_a_node_started_without_its_database_serves_once_the_database_is_back(
         body = {"model": "m", "messages": [{"role": "user", "content": "hello"}]}
         reply = http(url, method="POST", key=key, body=body)
         assert reply.status == 503 and reply.json()["error"]["code"] == "config_unavailable"
+        started = time.monotonic()
+        readiness = http(f"{node.url}/health/readiness")
+        assert time.monotonic() - started < 1.0
+        assert readiness.status == 503 and readiness.json()["database"].startswith("error")
 
         postgres.start()
         wait_until(lambda: http(url, method="POST", key=key, body=body).status == 200, 10)
+        assert http(f"{node.url}/health/readiness").status == 200
     finally:
         stop_process(node)
