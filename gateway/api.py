@@ -10,7 +10,7 @@ import contextlib
 import logging
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 
 from beastmode.lib.chat_request import parse_chat_request
@@ -112,7 +112,7 @@ async def _submit_job(
     """Queue the request for a worker (the answer service runs it there); 202 with its id."""
     assert exchange.key is not None
     answer.cache_plan(question)  # bad cache controls are refused now, not in the worker
-    job_id = await sync_to_async(tasks.submit_job)(
+    job_id = await database_sync_to_async(tasks.submit_job)(
         service_key_id=exchange.key.id,
         request_id=exchange.request_id,
         chat=question.chat,
@@ -161,6 +161,8 @@ async def _get_job(
     scope: Scope, send: Send, exchange: Exchange, base_headers: Headers, job_id: str
 ) -> None:
     exchange.key = registry.current().authenticate(header(scope, b"authorization"))
-    view = await sync_to_async(jobs.view_for)(job_id=job_id, service_key_id=exchange.key.id)
+    view = await database_sync_to_async(jobs.view_for)(
+        job_id=job_id, service_key_id=exchange.key.id
+    )
     await send_json(send, 200, view, base_headers)
     exchange.finish(status=200)

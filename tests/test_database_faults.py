@@ -1,0 +1,111 @@
+"""PostgreSQL going away and coming back, on a private server stopped and started here: a
+node started without it answers 503 until its configuration loads (its readiness says so
+within a second), and after a restart of the database every path works again without a
+restart of the node."""
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from devtools.servers import PostgresServer, private_postgres
+from tests.processes import (
+    ROOT,
+    Process,
+    Reply,
+    http,
+    server_env,
+    start_gateway,
+    stop_process,
+    wait_until,
+)
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="needs PostgreSQL's binaries")
+
+
+@pytest.fixture
+def postgres() -> Iterator[PostgresServer]:
+    with private_postgres() as server:
+        yield server
+
+
+def manage(env: dict[str, str], *command: str, stdin: str = "") -> str:
+    args = [sys.executable, "manage.py", *command]
+    done = subprocess.run(
+        args, cwd=ROOT, env=env, input=stdin, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def prepared(env: dict[str, str], fake_upstream: Process) -> str:
+    """The database migrated, with model `m` on the fake upstream; a service key."""
+    manage(env, "migrate", "--noinput")
+    endpoint = f"{{name: e, base_url: '{fake_upstream.url}/v1', model: x}}"
+    manage(
+        env, "import_models", "/dev/stdin", stdin=f"models: [{{name: m, endpoints: [{endpoint}]}}]"
+    )
+    return manage(env, "create_service_key", "restarts").split()[-1]
+
+
+def chat(node: Process, key: str, body: dict) -> Reply:
+    return http(f"{node.url}/v1/chat/completions", method="POST", key=key, body=body)
+
+
+def submit(node: Process, key: str) -> str:
+    body = {"model": "m", "messages": [{"role": "user", "content": "a job"}]}
+    reply = http(f"{node.url}/v1/chat/completions", method="POST", key=key, body=body,
+                 headers={"X-BeastMode-Async": "true"})  # fmt: skip
+    assert reply.status == 202, reply.body
+    return str(reply.json()["id"])
+
+
+def test_a_node_started_without_its_database_serves_once_the_database_is_back(
+    postgres: PostgresServer, fake_upstream: Process
+) -> None:
+    env = {**server_env(), "DATABASE_URL": postgres.url}
+    env.pop("REDIS_URL", None)
+    key = prepared(env, fake_upstream)
+    postgres.stop()
+
+    node = start_gateway("database-unreachable", env)
+    try:
+        url = f"{node.url}/v1/chat/completions"
+        body = {"model": "m", "messages": [{"role": "user", "content": "hello"}]}
+        reply = http(url, method="POST", key=key, body=body)
+        assert reply.status == 503 and reply.json()["error"]["code"] == "config_unavailable"
+        started = time.monotonic()
+        readiness = http(f"{node.url}/health/readiness")
+        assert time.monotonic() - started < 1.0
+        assert readiness.status == 503 and readiness.json()["database"].startswith("error")
+
+        postgres.start()
+        wait_until(lambda: http(url, method="POST", key=key, body=body).status == 200, 10)
+        assert http(f"{node.url}/health/readiness").status == 200
+    finally:
+        stop_process(node)
+
+
+def test_after_a_database_restart_every_path_reconnects_without_a_node_restart(
+    postgres: PostgresServer, fake_upstream: Process
+) -> None:
+    env = {**server_env(), "DATABASE_URL": postgres.url}
+    key = prepared(env, fake_upstream)
+    node = start_gateway("database-restart", env)
+    try:
+        body = {"model": "m", "messages": [{"role": "user", "content": "before"}]}
+        assert chat(node, key, body).status == 200
+        job_id = submit(node, key)
+
+        postgres.stop()
+        postgres.start()
+
+        wait_until(lambda: http(f"{node.url}/health/readiness").status == 200, 5)
+        after = [chat(node, key, {**body, "messages": [{"role": "user", "content": "after"}]}),
+                 http(f"{node.url}/v1/jobs/{job_id}", key=key)]  # fmt: skip
+        assert [reply.status for reply in after] == [200, 200]
+        assert http(f"{node.url}/v1/jobs/{submit(node, key)}", key=key).status == 200
+    finally:
+        stop_process(node)
