@@ -183,7 +183,7 @@ LOGGING = {
 # Request bodies above this size are refused with 413 before they are read in full.
 MAX_BODY_BYTES = env_int("BEASTMODE_MAX_BODY_BYTES", str(4 * 1024 * 1024))
 # How often each process checks whether admins changed keys, routes or endpoints.
-REGISTRY_REFRESH_S = env_float("BEASTMODE_REGISTRY_REFRESH_S", "1.0")
+REGISTRY_REFRESH_S = env_float("BEASTMODE_REGISTRY_REFRESH_S", "0.5")
 # Request records are written in batches off the hot path.
 RECORD_FLUSH_INTERVAL_S = env_float("BEASTMODE_RECORD_FLUSH_INTERVAL_S", "2")
 RECORD_BATCH_SIZE = env_int("BEASTMODE_RECORD_BATCH_SIZE", "4000")

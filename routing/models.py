@@ -1,5 +1,9 @@
+import time
+from collections.abc import Collection, Iterable
+from typing import Any
+
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
 from cache import controls
@@ -104,6 +108,37 @@ class RouteEndpoint(models.Model):
         return f"{self.route} #{self.position}: {self.endpoint}"
 
 
+class ServiceKeyQuerySet(models.QuerySet["ServiceKey"]):
+    """Bulk writes, which send no signals, still tell every process which keys changed."""
+
+    def update(self, **kwargs: Any) -> int:
+        with transaction.atomic(using=self.db):
+            key_ids = list(self.select_for_update().values_list("id", flat=True))
+            updated = super().update(**kwargs)
+            RegistryVersion.objects.bump(key_ids=key_ids)
+        return updated
+
+    def bulk_create(
+        self,
+        objs: Iterable["ServiceKey"],
+        batch_size: int | None = None,
+        ignore_conflicts: bool = False,
+        update_conflicts: bool = False,
+        update_fields: Collection[str] | None = None,
+        unique_fields: Collection[str] | None = None,
+    ) -> list["ServiceKey"]:
+        with transaction.atomic(using=self.db):
+            created = super().bulk_create(
+                objs, batch_size, ignore_conflicts, update_conflicts, update_fields, unique_fields
+            )
+            key_ids = [key.pk for key in created]
+            if None in key_ids:  # conflicts ignored: which rows were written is unknown
+                RegistryVersion.objects.bump(all_keys=True)
+            else:
+                RegistryVersion.objects.bump(key_ids=key_ids)
+        return created
+
+
 class ServiceKey(models.Model):
     """A client credential. Only a SHA-256 of the key is stored; the key is shown once."""
 
@@ -125,6 +160,8 @@ class ServiceKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = ServiceKeyQuerySet.as_manager()
+
     class Meta:
         ordering = ["name"]
 
@@ -136,14 +173,65 @@ class ServiceKey(models.Model):
         self.save(update_fields=["revoked_at", "updated_at"])
 
 
-class RegistryVersion(models.Model):
-    """One row whose counter moves whenever keys, routes or endpoints change.
+# A change to more keys than this asks every process for a full reload instead of a log row
+# per key (reading that many rows by id costs about what reading them all does).
+KEY_LOG_MAX_KEYS = 5000
+# The key log keeps an hour of changes (versions are nanosecond timestamps): a process
+# further behind, or one that finds the log emptied, reloads everything.
+KEY_LOG_RETENTION_NS = 3600 * 10**9
 
-    Every server process polls it (one cheap query a second) and reloads its
-    in-process registry when it moves, so the hot path never queries the database.
+
+class RegistryVersionManager(models.Manager["RegistryVersion"]):
+    def bump(self, *, key_ids: Collection[int] = (), all_keys: bool = False) -> int:
+        """Move the version, so every process reloads, and log the service keys that
+        changed, so they reload only those (`all_keys`: which ones is unknown, reload all).
+        Returns the new version.
+
+        The row stays locked until the caller's transaction commits, so versions become
+        visible in the order they are given: whoever reads version V can read every
+        change up to V. The version is a timestamp, not a counter, so a table emptied and
+        refilled (as tests do) never comes back to a version a process already holds."""
+        with transaction.atomic(using=self.db):
+            row = self.select_for_update().filter(pk=1).first()
+            if row is None:
+                now_ns = time.time_ns()  # the log starts here: whoever is older reloads all
+                self.bulk_create([RegistryVersion(pk=1, version=now_ns, log_since=now_ns)],
+                                 ignore_conflicts=True)  # fmt: skip
+                row = self.select_for_update().get(pk=1)
+            row.version = max(row.version + 1, time.time_ns())
+            key_ids = set(key_ids)
+            if all_keys or len(key_ids) > KEY_LOG_MAX_KEYS:
+                row.log_since, key_ids = row.version, set()
+            elif row.log_since < row.version - 2 * KEY_LOG_RETENTION_NS:  # about once an hour
+                row.log_since = row.version - KEY_LOG_RETENTION_NS
+                ServiceKeyChange.objects.filter(version__lte=row.log_since).delete()
+            row.save(update_fields=["version", "log_since"])
+            ServiceKeyChange.objects.bulk_create(
+                [ServiceKeyChange(version=row.version, key_id=key_id) for key_id in key_ids]
+            )
+        return row.version
+
+
+class RegistryVersion(models.Model):
+    """One row whose version moves whenever keys, routes or endpoints change.
+
+    Every server process polls it (one cheap query per refresh) and, when it moved,
+    reloads routes and endpoints and the service keys logged since its own version
+    (ServiceKeyChange), so the hot path never queries the database.
     """
 
     version = models.BigIntegerField(default=0)
+    # Every key change with a version above this one is in the log.
+    log_since = models.BigIntegerField(default=0)
+
+    objects = RegistryVersionManager()
+
+
+class ServiceKeyChange(models.Model):
+    """A service key was created, changed or deleted at this registry version."""
+
+    version = models.BigIntegerField(db_index=True)
+    key_id = models.BigIntegerField()  # no foreign key: the log outlives a deleted key
 
 
 class AsyncJob(models.Model):

@@ -1,8 +1,11 @@
 """Keys, routes and endpoints held in process, so the hot path never queries the database.
 
-`current()` returns an immutable snapshot. A daemon thread polls RegistryVersion
-(one small query every REGISTRY_REFRESH_S) and swaps in a fresh snapshot when an
-admin changed something; a revoked key therefore stops working within about a second.
+`current()` returns an immutable snapshot. A daemon thread polls RegistryVersion (one small
+query every REGISTRY_REFRESH_S) and, when an admin changed something, swaps in a snapshot
+brought up to date: routes and endpoints (tens to hundreds) read whole, service keys
+(up to hundreds of thousands) only those the key log names (ServiceKeyChange), so a
+revoked or deleted key stops working everywhere within about REGISTRY_REFRESH_S. A
+process too far behind, or one that finds the log emptied, reads everything again.
 """
 
 import asyncio
@@ -10,12 +13,14 @@ import functools
 import logging
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import close_old_connections
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from beastmode.lib import changes
@@ -23,7 +28,14 @@ from beastmode.lib.errors import GatewayError
 from cache import keys as cache_keys
 from cache.policy import CachePolicy
 from routing import circuits
-from routing.models import ModelEndpoint, RegistryVersion, Route, ServiceKey
+from routing.models import (
+    KEY_LOG_MAX_KEYS,
+    ModelEndpoint,
+    RegistryVersion,
+    Route,
+    ServiceKey,
+    ServiceKeyChange,
+)
 from routing.service_keys import hash_key
 from routing.upstreams import Upstream
 
@@ -118,6 +130,8 @@ class Snapshot:
     keys_by_hash: dict[str, KeyConfig]
     routes: dict[str, RouteConfig]
     endpoints: dict[int, EndpointConfig]
+    key_hashes_by_id: dict[int, str] = field(default_factory=dict)
+    keys_read: int = 0  # key rows read to build it from the one before: all, or the changed
 
     def authenticate(self, authorization: str | None) -> KeyConfig:
         """The key named by an `Authorization: Bearer` header, or GatewayError (401)."""
@@ -165,7 +179,8 @@ class Snapshot:
 
     def key_by_id(self, key_id: int) -> KeyConfig | None:
         """The key with this id, if it is usable."""
-        return next((k for k in self.keys_by_hash.values() if k.id == key_id and k.usable()), None)
+        key = self.keys_by_hash.get(self.key_hashes_by_id.get(key_id, ""))
+        return key if key is not None and key.usable() else None
 
     def key_for_namespace(self, namespace: str, model: str) -> KeyConfig | None:
         """A usable key allowed ``model`` whose cache namespace this is now (as
@@ -208,9 +223,49 @@ def load_snapshot() -> Snapshot:
     """Read everything the hot path needs in a handful of queries.
 
     No transaction on purpose: the version is read first, so a change made while the
-    rest is read moves the version again and the next poll reloads. (Holding read locks
+    rest is read moves the version again and the next poll applies it. (Holding read locks
     across tables here deadlocked against TRUNCATE in the tests.)"""
-    version = _read_version()
+    version, _ = _read_version()
+    routes, endpoints = _load_routes()
+    keys_by_hash: dict[str, KeyConfig] = {}
+    key_hashes_by_id: dict[int, str] = {}
+    _put_keys(ServiceKey.objects.all(), keys_by_hash, key_hashes_by_id)
+    return Snapshot(
+        version, keys_by_hash, routes, endpoints, key_hashes_by_id, keys_read=len(keys_by_hash)
+    )
+
+
+def catch_up(snapshot: Snapshot) -> Snapshot:
+    """`snapshot` brought up to the database's version: routes and endpoints read whole,
+    and only the service keys changed since its version (one row each; a key gone from
+    the table is dropped). Everything is read again when the snapshot is older than the
+    key log, the version went back (the table was emptied), or more than
+    KEY_LOG_MAX_KEYS keys changed. Returns `snapshot` itself when nothing moved."""
+    version, log_since = _read_version()
+    if version == snapshot.version:
+        return snapshot
+    if version < snapshot.version or snapshot.version < log_since:
+        return load_snapshot()
+    changed = ServiceKeyChange.objects.filter(version__gt=snapshot.version, version__lte=version)
+    key_ids = set(changed.values_list("key_id", flat=True))
+    # Read again: a prune that committed in between may have taken rows this one needed.
+    if len(key_ids) > KEY_LOG_MAX_KEYS or snapshot.version < _read_version()[1]:
+        return load_snapshot()
+    routes, endpoints = _load_routes()
+    keys_by_hash, key_hashes_by_id = snapshot.keys_by_hash, snapshot.key_hashes_by_id
+    if key_ids:  # copied, not changed in place: other threads may be iterating the old ones
+        keys_by_hash, key_hashes_by_id = dict(keys_by_hash), dict(key_hashes_by_id)
+        for key_id in key_ids:
+            old_hash = key_hashes_by_id.pop(key_id, None)
+            if old_hash is not None:
+                keys_by_hash.pop(old_hash, None)
+        _put_keys(ServiceKey.objects.filter(id__in=key_ids), keys_by_hash, key_hashes_by_id)
+    return Snapshot(
+        version, keys_by_hash, routes, endpoints, key_hashes_by_id, keys_read=len(key_ids)
+    )
+
+
+def _load_routes() -> tuple[dict[str, RouteConfig], dict[int, EndpointConfig]]:
     endpoints = {ep.id: _endpoint_config(ep) for ep in ModelEndpoint.objects.filter(enabled=True)}
     routes = {}
     for route in Route.objects.filter(enabled=True).prefetch_related("chain"):
@@ -225,37 +280,47 @@ def load_snapshot() -> Snapshot:
             semantic_threshold=route.semantic_threshold,
             cache_ttl_s=route.cache_ttl_s,
         )
-    keys = {
-        key.key_hash: KeyConfig(
-            id=key.id,
-            name=key.name,
-            allowed_models=frozenset(key.allowed_models or ()),
-            expires_at=key.expires_at,
-            revoked=key.revoked_at is not None,
-            cache_namespace_id=key.cache_namespace_id,
-            key_hash_prefix=key.key_hash[: cache_keys.OWN_NAMESPACE_HASH_CHARS],
+    return routes, endpoints
+
+
+def _put_keys(
+    rows: QuerySet[ServiceKey],
+    keys_by_hash: dict[str, KeyConfig],
+    key_hashes_by_id: dict[int, str],
+) -> None:
+    # Plain tuples of the fields used: model instances cost half a full reload at 100k keys.
+    fields = rows.values_list(
+        "id", "key_hash", "name", "allowed_models", "expires_at", "revoked_at",
+        "cache_namespace_id",
+    )  # fmt: skip
+    for key_id, key_hash, name, allowed_models, expires_at, revoked_at, namespace_id in fields:
+        keys_by_hash[key_hash] = KeyConfig(
+            id=key_id,
+            name=name,
+            allowed_models=frozenset(allowed_models or ()),
+            expires_at=expires_at,
+            revoked=revoked_at is not None,
+            cache_namespace_id=namespace_id,
+            key_hash_prefix=key_hash[: cache_keys.OWN_NAMESPACE_HASH_CHARS],
         )
-        for key in ServiceKey.objects.all()
-    }
-    return Snapshot(version=version, keys_by_hash=keys, routes=routes, endpoints=endpoints)
+        key_hashes_by_id[key_id] = key_hash
 
 
-def _read_version() -> int:
-    row = RegistryVersion.objects.filter(pk=1).values_list("version", flat=True).first()
-    return row or 0
+def _read_version() -> tuple[int, int]:
+    """The registry version and the version since which the key log is complete."""
+    row = RegistryVersion.objects.filter(pk=1).values_list("version", "log_since").first()
+    return row or (0, 0)
 
 
-def bump_version() -> None:
-    """Tell every process to reload (called on every config change).
-
-    The new version is a timestamp, not a counter, so a table emptied and refilled
-    (as tests do) can never come back to the version a process already holds.
-    """
-    RegistryVersion.objects.update_or_create(pk=1, defaults={"version": time.time_ns()})
+def bump_version(*, key_ids: Collection[int] = ()) -> None:
+    """Tell every process to catch up (called on every config change); `key_ids` are the
+    service keys that changed, which they read again."""
+    RegistryVersion.objects.bump(key_ids=key_ids)
 
 
 _snapshot: Snapshot | None = None
 _lock = threading.Lock()
+_reload_lock = threading.Lock()  # one catch-up at a time (refresher, jobs, warming)
 _refresher: threading.Thread | None = None
 
 
@@ -279,18 +344,23 @@ def _on_event_loop() -> bool:
     return True
 
 
-# Sent after every reload, so other apps can catch up (the cache applies purges).
 def uses_semantic_matching() -> bool:
     """Whether any model matches semantically (on or in shadow)."""
     return any(route.semantic_mode != "off" for route in current().routes.values())
 
 
 def reload() -> Snapshot:
+    """Bring this process up to the database's registry now (see `catch_up`); returns the
+    snapshot. When the version moved, `changes.reloaded` is sent so other apps catch up
+    too (the cache applies purges)."""
     global _snapshot
-    snapshot = load_snapshot()
-    with _lock:
-        _snapshot = snapshot
-    changes.reloaded.send(sender=Snapshot)
+    with _reload_lock:
+        previous = _snapshot
+        snapshot = load_snapshot() if previous is None else catch_up(previous)
+        with _lock:
+            _snapshot = snapshot
+    if previous is None or snapshot.version != previous.version:
+        changes.reloaded.send(sender=Snapshot)
     return snapshot
 
 
@@ -311,9 +381,13 @@ def _refresh_forever() -> None:
         time.sleep(interval_s)
         try:
             close_old_connections()
-            if _snapshot is None or _read_version() != _snapshot.version:
-                reload()
-                log.info("registry reloaded (version %s)", _snapshot.version if _snapshot else "?")
+            previous = _snapshot
+            started_s = time.perf_counter()
+            snapshot = reload()
+            if snapshot is not previous:  # bench/cluster_registry.py reads this line
+                elapsed_ms = (time.perf_counter() - started_s) * 1000
+                log.info("registry reloaded (version %s): %s key rows read in %.1f ms",
+                         snapshot.version, snapshot.keys_read, elapsed_ms)  # fmt: skip
         except Exception:
             # The database may be restarting; keep serving the last good snapshot.
             log.warning("registry refresh failed; keeping the previous snapshot", exc_info=True)
