@@ -11,7 +11,7 @@ from routing.models import RegistryVersion, ServiceKey, ServiceKeyChange
 from routing.service_keys import assign_new_key, create_service_key
 from tests.personas import make_endpoint, make_model
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.embedded]  # also on SQLite: the default
 
 
 def add_key(name: str, **fields: object) -> tuple[ServiceKey, str]:

@@ -11,6 +11,8 @@ from routing.models import ServiceKey
 from tests.personas import Client, make_client, make_endpoint, make_model, wait_for_key
 from tests.processes import Process, http, server_env, start_gateway, stop_process, wait_until
 
+pytestmark = pytest.mark.embedded  # revocation must hold on the default SQLite setup too
+
 # The suite refreshes every 0.1 s; a second is the promise at the default 0.5 s.
 HONOURED_WITHIN_S = 1.0
 
