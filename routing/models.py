@@ -168,6 +168,12 @@ class ServiceKey(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # Together with its log row (routing/signals.py) or not at all: a change that no
+        # process hears of would be a revocation that never takes effect.
+        with transaction.atomic():
+            super().save(*args, **kwargs)
+
     def revoke(self) -> None:
         self.revoked_at = timezone.now()
         self.save(update_fields=["revoked_at", "updated_at"])

@@ -2,6 +2,7 @@
 a snapshot the key log cannot bring up to date is read again whole (routing/registry.py)."""
 
 import pytest
+from django.db.models.signals import post_save
 from django.utils import timezone
 
 from beastmode.lib.errors import GatewayError
@@ -97,6 +98,23 @@ def test_a_key_given_a_new_secret_drops_the_old_one(loaded: registry.Snapshot) -
 
     assert refusal(snapshot, old_raw) == "invalid_api_key"
     assert snapshot.authenticate(f"Bearer {new_raw}").id == delta.id
+
+
+def test_a_key_change_whose_log_fails_is_not_saved(db: None) -> None:
+    # Else the row would say revoked while no process hears of it.
+    key, _ = add_key("leaky")
+
+    def log_fails(sender: type, **kwargs: object) -> None:
+        raise RuntimeError("the log could not be written")
+
+    post_save.connect(log_fails, sender=ServiceKey, dispatch_uid="test-log-fails")
+    try:
+        with pytest.raises(RuntimeError):
+            key.revoke()
+    finally:
+        post_save.disconnect(dispatch_uid="test-log-fails", sender=ServiceKey)
+
+    assert ServiceKey.objects.get(pk=key.pk).revoked_at is None
 
 
 def test_a_bulk_update_without_signals_is_logged_too(loaded: registry.Snapshot) -> None:
