@@ -21,9 +21,10 @@ def _schedule(sender: Celery, **kwargs: Any) -> None:
     if settings.REDIS_URL:
         # Every `celery worker -B` embeds a beat: RedBeat's lock in Redis lets one of them
         # send the periodic tasks, in a cluster of any size; its lock lasts 5 x the max
-        # interval, so a beat killed while holding it is replaced that soon.
+        # interval, so a beat killed while holding it is replaced that soon. A Redis outage
+        # or restart does not end the beat (beastmode/beat.py).
         sender.conf.update(
-            beat_scheduler="redbeat.RedBeatScheduler",
+            beat_scheduler="beastmode.beat:ResilientRedBeatScheduler",
             beat_max_loop_interval=settings.BEAT_MAX_INTERVAL_S,
             redbeat_redis_url=settings.REDIS_URL,
             redbeat_redis_options={"socket_connect_timeout": 2.0},
@@ -37,6 +38,10 @@ def _schedule(sender: Celery, **kwargs: Any) -> None:
         "prune-cache-logs": {"task": "cache.tasks.prune_logs", "schedule": 3600.0},
         "prune-records": {"task": "monitoring.tasks.prune_records", "schedule": 3600.0},
         "refresh-expiring-answers": {"task": "gateway.tasks.refresh_expiring", "schedule": 300.0},
+        "reap-jobs": {
+            "task": "gateway.tasks.reap_jobs",
+            "schedule": float(settings.JOB_REAP_INTERVAL_S),
+        },
         "warm-prompts": {
             "task": "gateway.tasks.warm_all_prompts",
             "schedule": float(settings.CACHE_WARMUP_INTERVAL_S),

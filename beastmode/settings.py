@@ -140,7 +140,17 @@ CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# A message a worker took but did not acknowledge (its main process was killed) is given
+# to another worker after this long. Jobs hold a lease (gateway/jobs.py), so a message
+# delivered twice still runs its job once at a time; the reaper below does not wait for it.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600, "socket_connect_timeout": 1}
+# A running job's lease, renewed by its heartbeat; a job whose lease ran out (its worker
+# died) is run again, at most JOB_MAX_ATTEMPTS times in all, by the reaper, which also
+# sends again jobs queued longer than JOB_RESEND_AFTER_S (their message was lost).
+JOB_LEASE_S = env_float("BEASTMODE_JOB_LEASE_S", "30")
+JOB_MAX_ATTEMPTS = env_int("BEASTMODE_JOB_MAX_ATTEMPTS", "3")
+JOB_RESEND_AFTER_S = env_float("BEASTMODE_JOB_RESEND_AFTER_S", "120")
+JOB_REAP_INTERVAL_S = env_float("BEASTMODE_JOB_REAP_INTERVAL_S", "30")
 # With Redis, one beat in the cluster holds a lock (beastmode/celery.py); a beat killed
 # while holding it is replaced within 5 x this.
 BEAT_MAX_INTERVAL_S = env_float("BEASTMODE_BEAT_MAX_INTERVAL_S", "5")

@@ -2,10 +2,10 @@
 They take ids, never secrets."""
 
 from celery import shared_task
-from django.db import transaction
 
 from beastmode.lib import dispatch
 from beastmode.lib.chat_request import ChatRequest
+from beastmode.lib.errors import GatewayError
 from gateway import jobs, warming
 from gateway.models import WarmupPrompt
 
@@ -13,21 +13,33 @@ from gateway.models import WarmupPrompt
 def submit_job(
     *, service_key_id: int, request_id: str, chat: ChatRequest, cache_control: str | None
 ) -> str:
-    """Store an async job and run it in a worker once the row is committed; returns its
-    id. Only the id travels, never the content or a secret."""
+    """Store an async job and send it to the workers; returns its id. A job that cannot
+    be sent is deleted (GatewayError: the queue is away). Only the id travels, never the
+    content or a secret."""
     job_id = jobs.submit(
         service_key_id=service_key_id,
         request_id=request_id,
         chat=chat,
         cache_control=cache_control,
     )
-    transaction.on_commit(lambda: dispatch.enqueue(run_job, job_id))
+    try:
+        dispatch.enqueue(run_job, job_id)
+    except Exception as exc:
+        jobs.forget(job_id)
+        raise GatewayError(
+            "queue_unavailable", f"The job could not be queued ({type(exc).__name__})."
+        ) from None
     return job_id
 
 
 @shared_task(acks_late=True, max_retries=0)
 def run_job(job_id: str) -> str:
     return jobs.run(job_id)
+
+
+@shared_task(expires=60)
+def reap_jobs() -> dict[str, int]:
+    return jobs.reap()
 
 
 @shared_task(expires=600)

@@ -258,6 +258,20 @@ class AsyncJob(models.Model):
     result = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # A run holds a lease its heartbeat renews; a run that takes over a job whose lease ran
+    # out is the next attempt, and only the latest attempt may finish the job.
+    attempts = models.PositiveSmallIntegerField(default=0)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["status"],
+                condition=models.Q(status__in=["queued", "running"]),
+                name="asyncjob_open",
+            )
+        ]
 
 
 class EndpointProbe(models.Model):

@@ -139,6 +139,24 @@ KINDS: dict[str, ErrorKind] = {
             ),
         ),
         ErrorKind(
+            "queue_unavailable",
+            503,
+            "service_unavailable",
+            (
+                "The job queue (Redis) is unreachable: the job was not created. Retry in a"
+                " few seconds, or send the request without X-BeastMode-Async.",
+            ),
+        ),
+        ErrorKind(
+            "job_abandoned",
+            500,
+            "server_error",
+            (
+                "The workers that ran this job stopped before it ended (killed or"
+                " restarted), too many times. Submit it again.",
+            ),
+        ),
+        ErrorKind(
             "config_unavailable",
             503,
             "service_unavailable",
