@@ -146,7 +146,7 @@ def _fetch(key: str, plan: CachePlan, now: float) -> tuple[Entry, str] | None:
     if entry is None or not is_fresh(entry, plan, now):
         if not index_sync.known_keys.might_contain(key):
             return None  # L3 cannot have it: no database round trip on a plain miss
-        entry = db(lambda: layers.l3.get(key, now))
+        entry = db(lambda: layers.l3.get(key, now), wait_s=settings.CACHE_DATABASE_WAIT_S)
         tier = "L3"
         if entry is None or not is_fresh(entry, plan, now) or is_purged(entry):
             return None

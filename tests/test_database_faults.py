@@ -8,9 +8,11 @@ import sys
 import time
 from collections.abc import Iterator
 
+import psycopg
 import pytest
+from redis import Redis
 
-from devtools.servers import PostgresServer, private_postgres
+from devtools.servers import PostgresServer, private_postgres, private_redis
 from tests.processes import (
     ROOT,
     Process,
@@ -109,3 +111,42 @@ def test_after_a_database_restart_every_path_reconnects_without_a_node_restart(
         assert http(f"{node.url}/v1/jobs/{submit(node, key)}", key=key).status == 200
     finally:
         stop_process(node)
+
+
+def count_rows(postgres: PostgresServer, table: str, where: str = "true") -> int:
+    with psycopg.connect(postgres.url) as connection:
+        return int(connection.execute(f"SELECT count(*) FROM {table} WHERE {where}").fetchone()[0])
+
+
+def test_with_the_database_down_requests_are_answered_without_waiting_for_it(
+    postgres: PostgresServer, fake_upstream: Process
+) -> None:
+    with private_redis() as redis:
+        # L1 keeps one answer only, so that an answer can be in L3 and nowhere else.
+        env = {**server_env(), "DATABASE_URL": postgres.url, "REDIS_URL": redis.url,
+               "BEASTMODE_CACHE_L1_MAX_ENTRIES": "1"}  # fmt: skip
+        key = prepared(env, fake_upstream)
+        node = start_gateway("database-down", env)
+        try:
+
+            def ask(text: str) -> Reply:
+                body = {"model": "m", "messages": [{"role": "user", "content": text}]}
+                return chat(node, key, body)
+
+            assert [ask("only in L3").status, ask("pushes it out of L1").status] == [200, 200]
+            wait_until(lambda: count_rows(postgres, "cache_cacheentry") == 2, 10)
+            Redis.from_url(redis.url).flushdb()  # L2 forgets it too
+
+            postgres.stop()
+            timings = []
+            for text in ["only in L3", *(f"new {i}" for i in range(10))]:
+                started = time.monotonic()
+                assert ask(text).status == 200
+                timings.append(time.monotonic() - started)
+
+            assert max(timings) < 0.6, timings  # (the pool alone waited 5 s, was 30 s)
+            postgres.start()
+            sent = 2 + 11
+            wait_until(lambda: count_rows(postgres, "monitoring_requestrecord") == sent, 15)
+        finally:
+            stop_process(node)
