@@ -11,9 +11,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "beastmode.settings")
 django_application = get_asgi_application()  # before importing anything that uses models
 
 import logging  # noqa: E402
+import threading  # noqa: E402
 
 from asgiref.sync import sync_to_async  # noqa: E402
 from django.conf import settings  # noqa: E402
+from django.db import connection  # noqa: E402
 
 from beastmode import embedded_beat  # noqa: E402
 from cache.semantic import index_sync  # noqa: E402
@@ -26,10 +28,21 @@ from routing import calls, registry  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-try:
-    registry.reload()
-except Exception as error:
-    log.warning("registry not loaded at start (%s); retrying in background", error)
+
+def _load_registry() -> None:
+    try:
+        registry.reload()
+    except Exception as error:
+        log.warning("registry not loaded at start (%s); retrying in background", error)
+    finally:
+        connection.close()  # (this thread's connection goes back to the pool)
+
+
+# In a thread: uvicorn imports this module inside its running event loop, where the ORM
+# refuses to run (each new worker answered 503 until its refresher had loaded it).
+_loading = threading.Thread(target=_load_registry, name="registry-load")
+_loading.start()
+_loading.join()
 registry.start_refresher()
 index_sync.start(preload_embedder=registry.uses_semantic_matching)
 if settings.CELERY_TASK_ALWAYS_EAGER:

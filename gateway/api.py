@@ -8,10 +8,12 @@ Served under /v1/... and the bare paths (/chat/completions, /models, /jobs/<id>)
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import DatabaseError
 
 from beastmode.lib.chat_request import parse_chat_request
 from beastmode.lib.errors import GatewayError
@@ -30,6 +32,8 @@ from gateway.asgi_http import (
 )
 from gateway.exchange import Exchange, new_request_id
 from routing import registry
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +116,8 @@ async def _submit_job(
     """Queue the request for a worker (the answer service runs it there); 202 with its id."""
     assert exchange.key is not None
     answer.cache_plan(question)  # bad cache controls are refused now, not in the worker
-    job_id = await database_sync_to_async(tasks.submit_job)(
+    job_id = await _in_database(
+        tasks.submit_job,
         service_key_id=exchange.key.id,
         request_id=exchange.request_id,
         chat=question.chat,
@@ -122,6 +127,19 @@ async def _submit_job(
     payload = {"id": job_id, "object": "beastmode.job", "status": "queued"}
     await send_json(send, 202, payload, base_headers)
     exchange.finish(status=202, outcome="accepted")
+
+
+async def _in_database(function: Callable[..., T], **kwargs: Any) -> T:
+    """`function` on a database thread (connections too old or broken by a restart are
+    dropped before and after, as in Django's request cycle). A database that fails or
+    does not answer within API_DATABASE_WAIT_S is a 503, not a wait or a 500."""
+    try:
+        async with asyncio.timeout(settings.API_DATABASE_WAIT_S):
+            return await database_sync_to_async(function)(**kwargs)
+    except (TimeoutError, DatabaseError) as exc:
+        raise GatewayError(
+            "database_unavailable", f"The database is unavailable ({type(exc).__name__})."
+        ) from None
 
 
 class _SseSink:
@@ -161,8 +179,6 @@ async def _get_job(
     scope: Scope, send: Send, exchange: Exchange, base_headers: Headers, job_id: str
 ) -> None:
     exchange.key = registry.current().authenticate(header(scope, b"authorization"))
-    view = await database_sync_to_async(jobs.view_for)(
-        job_id=job_id, service_key_id=exchange.key.id
-    )
+    view = await _in_database(jobs.view_for, job_id=job_id, service_key_id=exchange.key.id)
     await send_json(send, 200, view, base_headers)
     exchange.finish(status=200)

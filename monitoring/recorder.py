@@ -145,7 +145,7 @@ def _write_forever() -> None:
             backoff_s = settings.RECORD_FLUSH_INTERVAL_S
             _replay_spool()  # records spooled while the database was down
         except Exception:
-            backoff_s = min(backoff_s * 2, 10.0)
+            backoff_s = min(backoff_s * 2, 5.0)  # records land within 5 s of the return
             _spool_overflow()
             log.warning(
                 "writing %d request records failed; retrying in %.1fs",

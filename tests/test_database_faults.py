@@ -145,8 +145,14 @@ def test_with_the_database_down_requests_are_answered_without_waiting_for_it(
                 timings.append(time.monotonic() - started)
 
             assert max(timings) < 0.6, timings  # (the pool alone waited 5 s, was 30 s)
+            started = time.monotonic()
+            job = http(f"{node.url}/v1/chat/completions", method="POST", key=key,
+                       headers={"X-BeastMode-Async": "true"}, body={"model": "m", "messages": [
+                           {"role": "user", "content": "a job"}]})  # fmt: skip
+            assert job.status == 503 and job.json()["error"]["code"] == "database_unavailable"
+            assert time.monotonic() - started < 1.5
             postgres.start()
-            sent = 2 + 11
-            wait_until(lambda: count_rows(postgres, "monitoring_requestrecord") == sent, 15)
+            sent = 2 + 11 + 1
+            wait_until(lambda: count_rows(postgres, "monitoring_requestrecord") == sent, 20)
         finally:
             stop_process(node)

@@ -148,6 +148,15 @@ KINDS: dict[str, ErrorKind] = {
             ),
         ),
         ErrorKind(
+            "database_unavailable",
+            503,
+            "service_unavailable",
+            (
+                "Async jobs need BeastMode's database, which is unavailable: retry in a few"
+                " seconds, or send the request without X-BeastMode-Async.",
+            ),
+        ),
+        ErrorKind(
             "job_abandoned",
             500,
             "server_error",
