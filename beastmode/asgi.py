@@ -20,7 +20,7 @@ from cache.semantic import index_sync  # noqa: E402
 from cache.writer import lower_writer  # noqa: E402
 from gateway import api  # noqa: E402
 from gateway.asgi_http import Receive, Scope, Send  # noqa: E402
-from monitoring import recorder  # noqa: E402
+from monitoring import metrics, recorder  # noqa: E402
 from monitoring.websocket_urls import websocket_application  # noqa: E402
 from routing import calls, registry  # noqa: E402
 
@@ -32,6 +32,7 @@ except Exception:
     log.warning("registry not loaded at start (database not migrated?); retrying in background")
 registry.start_refresher()
 index_sync.start(preload_embedder=registry.uses_semantic_matching)
+metrics.start_publishing_gauges()
 if settings.CELERY_TASK_ALWAYS_EAGER:
     embedded_beat.start()
 runtime.speed_up_twisted_content_type()
