@@ -1,11 +1,12 @@
 """The node's counters, histograms and gauges, and the Prometheus text served at /metrics.
 
 Every process of a node writes its figures to files in the node's metrics directory
-(prometheus-client's multiprocess mode; monitoring/metrics_dir.py says when it is emptied),
-and /metrics merges them, whichever process answers: counters and histograms over every
-process since the node started (those of a worker that ended were counted), gauges over
-the live processes only (`multiprocess_mode`). The database's request records remain the
-source of truth across nodes.
+(monitoring/metrics_store.py; monitoring/metrics_dir.py says when it is emptied), and
+/metrics merges them with prometheus-client's MultiProcessCollector, whichever process
+answers: counters and histograms over every process since the node started (those of a
+worker that ended were counted), gauges over the live processes only (their sum or their
+maximum, by the file they are in). The database's request records remain the source of
+truth across nodes.
 
 Names follow the OpenTelemetry GenAI semantic conventions where one applies, as their
 Prometheus exporter spells them (dots → underscores, unit suffix): BeastMode serves
@@ -18,32 +19,17 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from typing import Generic, TypeVar
 
 from django.conf import settings
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 
-from monitoring import metrics_dir
-
-metrics_dir.join(settings.METRICS_DIR)  # before prometheus-client picks its storage
-
-from prometheus_client import (  # noqa: E402
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-    values,
-)
-from prometheus_client.metrics_core import Metric  # noqa: E402
-from prometheus_client.multiprocess import MultiProcessCollector  # noqa: E402
-
-from monitoring.records import RequestRow  # noqa: E402
-from routing import breaker, registry  # noqa: E402
-from routing.registry import EndpointConfig  # noqa: E402
-
-if not getattr(values.ValueClass, "_multiprocess", False):
-    raise RuntimeError("prometheus_client was imported before monitoring.metrics chose its dir")
-values.ValueClass = values.MultiProcessValue(metrics_dir.pid)  # type: ignore[no-untyped-call]
+from monitoring import metrics_dir, metrics_store
+from monitoring.metrics_store import Counter, Gauge, Histogram, Store
+from monitoring.records import RequestRow
+from routing import breaker, registry
+from routing.registry import EndpointConfig
 
 log = logging.getLogger(__name__)
 
@@ -61,96 +47,76 @@ _CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
 _CLIENT_DURATION = "gen_ai_client_operation_duration_seconds"
 _CIRCUIT_STATE = "beastmode_circuit_state"
 
-M = TypeVar("M", Counter, Histogram, Gauge)
+metrics_dir.join(settings.METRICS_DIR)
+_counters = Store(settings.METRICS_DIR, "counter")
+_histograms = Store(settings.METRICS_DIR, "histogram")
+# Gauges of the live processes only: a node's backlog is the sum of theirs; a circuit's
+# state is the worst any of them holds.
+_summed_gauges = Store(settings.METRICS_DIR, "gauge_livesum")
+_worst_gauges = Store(settings.METRICS_DIR, "gauge_livemax")
 
-
-class _Children(dict[tuple[str, ...], M], Generic[M]):
-    """A labelled metric's children by label values: `labels()` validates and converts
-    its values on every call, a dict lookup is all the hot path pays here."""
-
-    def __init__(self, family: M) -> None:
-        super().__init__()
-        self.family: M = family
-
-    def __missing__(self, key: tuple[str, ...]) -> M:
-        child = self[key] = self.family.labels(*key)
-        return child
-
-
-def _counter(name: str, help_text: str, *labels: str) -> _Children[Counter]:
-    return _Children(Counter(name, help_text, labels, registry=None))
-
-
-def _histogram(
-    name: str, help_text: str, bounds: tuple[float, ...], *labels: str
-) -> _Children[Histogram]:
-    return _Children(Histogram(name, help_text, labels, buckets=bounds, registry=None))
-
-
-_requests = _counter(
-    "beastmode_requests_total", "Requests received, by model and outcome.", "model", "outcome"
+_requests = Counter(
+    _counters,
+    "beastmode_requests",
+    "Requests received, by model and outcome.",
+    ("model", "outcome"),
 )
-_warming = _counter(
-    "beastmode_warming_requests_total",
+_warming = Counter(
+    _counters,
+    "beastmode_warming_requests",
     "Cache warming calls (not in the other figures).",
-    *("model", "outcome"),
+    ("model", "outcome"),
 )
-_server_duration = _histogram(
+_server_duration = Histogram(
+    _histograms,
     "gen_ai_server_request_duration_seconds",
     "Chat completions as callers saw them, hits included.",
     DURATION_BUCKETS_S,
-    *("gen_ai_operation_name", "gen_ai_request_model", "error_type"),
+    ("gen_ai_operation_name", "gen_ai_request_model", "error_type"),
 )
-_client_duration = _histogram(  # by endpoint name; its attributes are added when shown
+_client_duration = Histogram(  # by endpoint name; its attributes are added when shown
+    _histograms,
     _CLIENT_DURATION,
     "Calls to upstream endpoints, one per attempt.",
     DURATION_BUCKETS_S,
-    *("endpoint", "error_type"),
+    ("endpoint", "error_type"),
 )
-_token_usage = _histogram(
+_token_usage = Histogram(
+    _histograms,
     "gen_ai_client_token_usage",
     "Tokens per upstream answer (cache hits use none).",
     TOKEN_BUCKETS,
-    *("gen_ai_operation_name", "gen_ai_request_model", "gen_ai_token_type"),
+    ("gen_ai_operation_name", "gen_ai_request_model", "gen_ai_token_type"),
 )
-_cache = _counter(
-    "beastmode_cache_requests_total",
+_cache = Counter(
+    _counters,
+    "beastmode_cache_requests",
     "Chat completions by cache outcome (kind) and tier.",
-    *("model", "kind", "tier"),
+    ("model", "kind", "tier"),
 )
-_cost_usd = _counter("beastmode_cost_usd_total", "Upstream cost at the endpoints' prices.", "model")
-_cost_saved_usd = _counter(
-    "beastmode_cost_saved_usd_total",
+_cost_usd = Counter(
+    _counters, "beastmode_cost_usd", "Upstream cost at the endpoints' prices.", ("model",)
+)
+_cost_saved_usd = Counter(
+    _counters,
+    "beastmode_cost_saved_usd",
     "What the answers served from the cache cost upstream.",
-    "model",
+    ("model",),
 )
-_tokens_saved = _counter(
-    "beastmode_tokens_saved_total",
+_tokens_saved = Counter(
+    _counters,
+    "beastmode_tokens_saved",
     "Upstream tokens not spent thanks to the cache.",
-    *("model", "type"),
+    ("model", "type"),
 )
-_snapshots = Counter(
-    "beastmode_dashboard_snapshots_total", "Dashboard snapshots computed.", registry=None
-)
-_written_total = Counter(
-    "beastmode_records_written_total", "Request records written.", registry=None
-)
-# Gauges of the live processes only: a node's backlog is the sum of theirs; a circuit's
-# state is the worst any of them holds.
-_pending = Gauge(
-    "beastmode_records_pending",
-    "Request records not yet written.",
-    multiprocess_mode="livesum",
-    registry=None,
-)
-_circuits = _Children(
-    Gauge(
-        _CIRCUIT_STATE,
-        "Circuit per endpoint: 0 closed, 1 half-open, 2 open.",
-        ["endpoint"],
-        multiprocess_mode="livemax",
-        registry=None,
-    )
+_snapshots = Counter(_counters, "beastmode_dashboard_snapshots", "Dashboard snapshots computed.")
+_written_total = Counter(_counters, "beastmode_records_written", "Request records written.")
+_pending = Gauge(_summed_gauges, "beastmode_records_pending", "Request records not yet written.")
+_circuits = Gauge(
+    _worst_gauges,
+    _CIRCUIT_STATE,
+    "Circuit per endpoint: 0 closed, 1 half-open, 2 open.",
+    ("endpoint",),
 )
 # This process's own figures, for the dashboard's coverage (snapshot.py).
 _submitted = [0]
@@ -161,43 +127,41 @@ _publisher: threading.Thread | None = None
 def observe_request(record: RequestRow) -> None:
     model = record["model"]
     _submitted[0] += 1
-    if record["is_warming"]:  # the cache warming itself, not client traffic
-        _warming[(model, record["outcome"])].inc()
-        return
-    _requests[(model, record["outcome"])].inc()
-    if record["path"] not in _CHAT_PATHS:
-        return
-    error_type = record["error_class"]
-    _server_duration[("chat", model, error_type)].observe(record["latency_ms"] / 1000)
-    for attempt in record["attempt_log"]:
-        labels = (attempt["endpoint"], attempt["error_class"] or "")
-        _client_duration[labels].observe(attempt["latency_ms"] / 1000)
-    if count := record["tokens_in"]:
-        _token_usage[("chat", model, "input")].observe(count)
-    if count := record["tokens_out"]:
-        _token_usage[("chat", model, "output")].observe(count)
-    if kind := record["cache_outcome"]:
-        _cache[(model, kind, record["cache_tier"])].inc()
-    # A series appears at its first request, zero or not; a zero is not written.
-    _inc(_cost_usd[(model,)], record["cost_usd"])
-    if saved := record["cost_saved_usd"]:
-        _cost_saved_usd[(model,)].inc(saved)
-    _inc(_tokens_saved[(model, "input")], record["saved_tokens_in"])
-    _inc(_tokens_saved[(model, "output")], record["saved_tokens_out"])
-
-
-def _inc(counter: Counter, amount: float) -> None:
-    if amount:
-        counter.inc(amount)
+    with metrics_store.writing:
+        if record["is_warming"]:  # the cache warming itself, not client traffic
+            _warming.inc((model, record["outcome"]))
+            return
+        _requests.inc((model, record["outcome"]))
+        if record["path"] not in _CHAT_PATHS:
+            return
+        chat = ("chat", model)
+        _server_duration.observe((*chat, record["error_class"]), record["latency_ms"] / 1000)
+        for attempt in record["attempt_log"]:
+            labels = (attempt["endpoint"], attempt["error_class"] or "")
+            _client_duration.observe(labels, attempt["latency_ms"] / 1000)
+        if count := record["tokens_in"]:
+            _token_usage.observe((*chat, "input"), count)
+        if count := record["tokens_out"]:
+            _token_usage.observe((*chat, "output"), count)
+        if kind := record["cache_outcome"]:
+            _cache.inc((model, kind, record["cache_tier"]))
+        # A series appears at its model's first request, zero or not.
+        _cost_usd.inc((model,), record["cost_usd"])
+        if saved := record["cost_saved_usd"]:
+            _cost_saved_usd.inc((model,), saved)
+        _tokens_saved.inc((model, "input"), record["saved_tokens_in"])
+        _tokens_saved.inc((model, "output"), record["saved_tokens_out"])
 
 
 def observe_written(count: int) -> None:
     _written[0] += count
-    _written_total.inc(count)
+    with metrics_store.writing:
+        _written_total.inc((), count)
 
 
 def observe_snapshot() -> None:
-    _snapshots.inc()
+    with metrics_store.writing:
+        _snapshots.inc(())
 
 
 def records_submitted() -> int:
@@ -230,11 +194,13 @@ def _publish_forever() -> None:
 def _publish_gauges() -> None:
     from monitoring import recorder
 
-    _pending.set(recorder.pending_count())
     endpoints = registry.current().endpoints
-    for endpoint_id, state in breaker.states().items():
-        if endpoint := endpoints.get(endpoint_id):
-            _circuits[(endpoint.name,)].set(_CIRCUIT_VALUE[state.state])
+    states = breaker.states().items()
+    with metrics_store.writing:
+        _pending.set((), recorder.pending_count())
+        for endpoint_id, state in states:
+            if endpoint := endpoints.get(endpoint_id):
+                _circuits.set((endpoint.name,), _CIRCUIT_VALUE[state.state])
 
 
 def exposition() -> str:
@@ -247,8 +213,8 @@ def exposition() -> str:
 
 
 class _NodeCollector(MultiProcessCollector):
-    """The merged files, shown as now configured: endpoints no longer in the registry have
-    no circuit, and each upstream attempt gets its endpoint's attributes."""
+    """The node's files merged, shown as now configured: endpoints no longer in the
+    registry have no circuit, and each upstream attempt gets its endpoint's attributes."""
 
     def __init__(self, path: str) -> None:
         super().__init__(None, path)  # type: ignore[no-untyped-call]

@@ -1,6 +1,6 @@
 """The node's metrics directory: every process of a node (uvicorn's workers, several
-daphne processes) writes its counters there (prometheus-client's multiprocess mode), and
-/metrics sums them, whichever process answers.
+daphne processes) writes its figures there (monitoring/metrics_store.py, in
+prometheus-client's multiprocess format), and /metrics merges them, whichever answers.
 
 Who is alive is told by locks, not by pids: each process holds a POSIX lock on one byte
 of `processes.lock` (its pid + 1), which the kernel releases when the process ends, however
@@ -10,8 +10,8 @@ inherit yesterday's counters. One exception keeps counters monotonic while the n
 a uvicorn worker whose master started the current run joins it even if every other worker
 died (the master restarts its workers; they are one node). Files of processes that ended
 stay: their counters and histograms were counted; their live gauges are dropped
-(`mark_process_dead`). Processes of one node must share one pid namespace: prometheus-client
-names its files by pid.
+(`mark_process_dead`). Processes of one node must share one pid namespace: the files are
+named by pid.
 """
 
 import atexit
@@ -27,12 +27,10 @@ LOCK_FILE = "processes.lock"
 RUN_FILE = "run"  # who started the current run: a uvicorn master ("pid start-time") or ""
 _MUTEX_BYTE = 0
 _joined: list[tuple[Path, int]] = []  # (the directory, the lock file's descriptor)
-_pid = [os.getpid()]
 
 
 def join(path: Path) -> None:
-    """Make this process one of the node's, starting a new run if none of them is alive.
-    Call before prometheus-client is imported: it picks its storage then."""
+    """Make this process one of the node's, starting a new run if none of them is alive."""
     if _joined:
         return
     path.mkdir(parents=True, exist_ok=True)
@@ -48,8 +46,7 @@ def join(path: Path) -> None:
         _hold_own_byte()
     finally:
         fcntl.lockf(fd, fcntl.LOCK_UN, 1, _MUTEX_BYTE)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
-    os.register_at_fork(after_in_child=_forked)  # e.g. Celery's prefork children
+    os.register_at_fork(after_in_child=_hold_own_byte)  # e.g. Celery's prefork children
     atexit.register(_leave)
     sweep_dead()
 
@@ -87,17 +84,6 @@ def _anyone_alive(fd: int) -> bool:
         return True
     fcntl.lockf(fd, fcntl.LOCK_UN, 0, _MUTEX_BYTE + 1)
     return False
-
-
-def pid() -> int:
-    """This process's id, as prometheus-client names its files: `os.getpid()` is a system
-    call (~0.25 µs) that prometheus-client makes at every write; the id changes at a fork only."""
-    return _pid[0]
-
-
-def _forked() -> None:
-    _pid[0] = os.getpid()
-    _hold_own_byte()
 
 
 def _hold_own_byte() -> None:
