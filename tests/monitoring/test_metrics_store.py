@@ -4,11 +4,14 @@ them, whatever their size, after a restart on the same pid, and from a forked ch
 import os
 from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitoring.metrics_store import Counter, Gauge, Histogram, Store
+
+pytestmark = pytest.mark.embedded
 
 
 def exposed(directory: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
