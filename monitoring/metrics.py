@@ -125,8 +125,15 @@ _publisher: threading.Thread | None = None
 
 
 def observe_request(record: RequestRow) -> None:
-    model = record["model"]
     _submitted[0] += 1
+    try:
+        _observe(record)
+    except OSError:  # a new series found the disk full: the request goes on without it
+        log.warning("request not counted in /metrics", exc_info=True)
+
+
+def _observe(record: RequestRow) -> None:
+    model = record["model"]
     with metrics_store.writing:
         if record["is_warming"]:  # the cache warming itself, not client traffic
             _warming.inc((model, record["outcome"]))

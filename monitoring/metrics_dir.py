@@ -21,6 +21,8 @@ import multiprocessing
 import os
 from pathlib import Path
 
+from prometheus_client import multiprocess
+
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "processes.lock"
@@ -54,8 +56,6 @@ def join(path: Path) -> None:
 def sweep_dead() -> None:
     """Drop the live gauges of the processes that ended (uvicorn has no hook that tells
     when a worker dies, and a killed process cannot say it itself)."""
-    from prometheus_client import multiprocess
-
     path = _path()
     for file in path.glob("gauge_live*.db"):
         pid = int(file.stem.rpartition("_")[2])
@@ -96,8 +96,6 @@ def _hold_own_byte() -> None:
 
 def _leave() -> None:
     """At a clean exit: this process's live gauges leave with it."""
-    from prometheus_client import multiprocess
-
     multiprocess.mark_process_dead(os.getpid(), str(_path()))  # type: ignore[no-untyped-call]
 
 

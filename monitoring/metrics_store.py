@@ -71,6 +71,9 @@ class Store:
             while size < min_bytes:
                 size *= 2
             file.truncate(size)
+            if hasattr(os, "posix_fallocate"):
+                # Blocks reserved now: a full disk raises OSError here, not SIGBUS at a write.
+                os.posix_fallocate(file.fileno(), 0, size)
             self._mapped = mmap.mmap(file.fileno(), size)
         self.values = memoryview(self._mapped).cast("d")
 
