@@ -22,7 +22,7 @@ from cache.semantic import index_sync  # noqa: E402
 from cache.writer import lower_writer  # noqa: E402
 from gateway import api  # noqa: E402
 from gateway.asgi_http import Receive, Scope, Send  # noqa: E402
-from monitoring import recorder  # noqa: E402
+from monitoring import metrics, recorder  # noqa: E402
 from monitoring.websocket_urls import websocket_application  # noqa: E402
 from routing import calls, registry  # noqa: E402
 
@@ -45,6 +45,7 @@ _loading.start()
 _loading.join()
 registry.start_refresher()
 index_sync.start(preload_embedder=registry.uses_semantic_matching)
+metrics.start_publishing_gauges()
 if settings.CELERY_TASK_ALWAYS_EAGER:
     embedded_beat.start()
 runtime.speed_up_twisted_content_type()

@@ -239,3 +239,6 @@ RECORD_RETENTION_DAYS = env_int("BEASTMODE_RECORD_RETENTION_DAYS", "30")
 ROLLUP_RETENTION_DAYS = env_int("BEASTMODE_ROLLUP_RETENTION_DAYS", "400")
 # Optional bearer token for /metrics; empty = open.
 METRICS_TOKEN = env_secret("BEASTMODE_METRICS_TOKEN")
+# /metrics counts every process of the node: each writes its figures to files here (one
+# directory per node, shared by its processes; emptied when the node starts anew).
+METRICS_DIR = Path(env_str("BEASTMODE_METRICS_DIR", str(VAR_DIR / "metrics")))

@@ -1,7 +1,12 @@
-"""In-process counters and the Prometheus text exposition served at /metrics.
+"""The node's counters, histograms and gauges, and the Prometheus text served at /metrics.
 
-Counts are per server process (the default deployment runs one); the database's
-request records remain the source of truth across processes.
+Every process of a node writes its figures to files in the node's metrics directory
+(monitoring/metrics_store.py; monitoring/metrics_dir.py says when it is emptied), and
+/metrics merges them with prometheus-client's MultiProcessCollector, whichever process
+answers: counters and histograms over every process since the node started (those of a
+worker that ended were counted), gauges over the live processes only (their sum or their
+maximum, by the file they are in). The database's request records remain the source of
+truth across nodes.
 
 Names follow the OpenTelemetry GenAI semantic conventions where one applies, as their
 Prometheus exporter spells them (dots → underscores, unit suffix): BeastMode serves
@@ -10,12 +15,23 @@ Prometheus exporter spells them (dots → underscores, unit suffix): BeastMode s
 conventions do not cover (outcomes, the cache, cost, records, circuits) is `beastmode_*`.
 """
 
-import bisect
-from collections import defaultdict
-from typing import Any
+import logging
+import threading
+import time
+from collections.abc import Iterator
 
+from django.conf import settings
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from monitoring import metrics_dir, metrics_store
+from monitoring.metrics_store import Counter, Gauge, Histogram, Store
 from monitoring.records import RequestRow
 from routing import breaker, registry
+from routing.registry import EndpointConfig
+
+log = logging.getLogger(__name__)
 
 # Sub-millisecond buckets too: cache hits and rejections take well under 10 ms.
 DURATION_BUCKETS_S = (
@@ -23,175 +39,212 @@ DURATION_BUCKETS_S = (
 )  # fmt: skip
 # The explicit bucket boundaries the GenAI conventions give for token usage.
 TOKEN_BUCKETS = tuple(4**n for n in range(14))
+# Each live process publishes its gauges (backlog, circuits) this often; the one answering
+# a scrape publishes its own first.
+GAUGES_INTERVAL_S = 1.0
 _CIRCUIT_VALUE = {breaker.CLOSED: 0, breaker.HALF_OPEN: 1, breaker.OPEN: 2}
 _CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
+_CLIENT_DURATION = "gen_ai_client_operation_duration_seconds"
+_CIRCUIT_STATE = "beastmode_circuit_state"
 
-Labels = tuple[tuple[str, str], ...]
+metrics_dir.join(settings.METRICS_DIR)
+_counters = Store(settings.METRICS_DIR, "counter")
+_histograms = Store(settings.METRICS_DIR, "histogram")
+# Gauges of the live processes only: a node's backlog is the sum of theirs; a circuit's
+# state is the worst any of them holds.
+_summed_gauges = Store(settings.METRICS_DIR, "gauge_livesum")
+_worst_gauges = Store(settings.METRICS_DIR, "gauge_livemax")
 
-
-class PrometheusHistogram:
-    """A Prometheus histogram per label set: bucket counts (non-cumulative) and a sum."""
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.bounds = bounds
-        self.series: dict[Labels, tuple[list[int], list[float]]] = {}
-
-    def observe(self, labels: Labels, value: float) -> None:
-        if labels not in self.series:
-            self.series[labels] = ([0] * (len(self.bounds) + 1), [0.0])
-        counts, total = self.series[labels]
-        counts[bisect.bisect_left(self.bounds, value)] += 1
-        total[0] += value
-
-    def lines(self, name: str, relabel: Any = dict) -> list[str]:
-        out = []
-        for labels, (counts, total) in sorted(self.series.items()):
-            shown = relabel(labels)
-            cumulative = 0
-            for bound, count in zip((*self.bounds, "+Inf"), counts, strict=True):
-                cumulative += count
-                out.append(f"{name}_bucket{_labels(**shown, le=str(bound))} {cumulative}")
-            out.append(f"{name}_sum{_labels(**shown)} {total[0]:.6f}")
-            out.append(f"{name}_count{_labels(**shown)} {cumulative}")
-        return out
-
-
-_requests: defaultdict[tuple[str, str], int] = defaultdict(int)
-_warming: defaultdict[tuple[str, str], int] = defaultdict(int)
-_server_duration = PrometheusHistogram(DURATION_BUCKETS_S)
-_client_duration = PrometheusHistogram(DURATION_BUCKETS_S)  # per upstream attempt, by endpoint name
-_token_usage = PrometheusHistogram(TOKEN_BUCKETS)
-_cache: defaultdict[tuple[str, str, str], int] = defaultdict(int)
-_cost_usd: defaultdict[str, float] = defaultdict(float)
-_cost_saved_usd: defaultdict[str, float] = defaultdict(float)
-_tokens_saved: defaultdict[tuple[str, str], int] = defaultdict(int)
+_requests = Counter(
+    _counters,
+    "beastmode_requests",
+    "Requests received, by model and outcome.",
+    ("model", "outcome"),
+)
+_warming = Counter(
+    _counters,
+    "beastmode_warming_requests",
+    "Cache warming calls (not in the other figures).",
+    ("model", "outcome"),
+)
+_server_duration = Histogram(
+    _histograms,
+    "gen_ai_server_request_duration_seconds",
+    "Chat completions as callers saw them, hits included.",
+    DURATION_BUCKETS_S,
+    ("gen_ai_operation_name", "gen_ai_request_model", "error_type"),
+)
+_client_duration = Histogram(  # by endpoint name; its attributes are added when shown
+    _histograms,
+    _CLIENT_DURATION,
+    "Calls to upstream endpoints, one per attempt.",
+    DURATION_BUCKETS_S,
+    ("endpoint", "error_type"),
+)
+_token_usage = Histogram(
+    _histograms,
+    "gen_ai_client_token_usage",
+    "Tokens per upstream answer (cache hits use none).",
+    TOKEN_BUCKETS,
+    ("gen_ai_operation_name", "gen_ai_request_model", "gen_ai_token_type"),
+)
+_cache = Counter(
+    _counters,
+    "beastmode_cache_requests",
+    "Chat completions by cache outcome (kind) and tier.",
+    ("model", "kind", "tier"),
+)
+_cost_usd = Counter(
+    _counters, "beastmode_cost_usd", "Upstream cost at the endpoints' prices.", ("model",)
+)
+_cost_saved_usd = Counter(
+    _counters,
+    "beastmode_cost_saved_usd",
+    "What the answers served from the cache cost upstream.",
+    ("model",),
+)
+_tokens_saved = Counter(
+    _counters,
+    "beastmode_tokens_saved",
+    "Upstream tokens not spent thanks to the cache.",
+    ("model", "type"),
+)
+_snapshots = Counter(_counters, "beastmode_dashboard_snapshots", "Dashboard snapshots computed.")
+_written_total = Counter(_counters, "beastmode_records_written", "Request records written.")
+_pending = Gauge(_summed_gauges, "beastmode_records_pending", "Request records not yet written.")
+_circuits = Gauge(
+    _worst_gauges,
+    _CIRCUIT_STATE,
+    "Circuit per endpoint: 0 closed, 1 half-open, 2 open.",
+    ("endpoint",),
+)
+# This process's own figures, for the dashboard's coverage (snapshot.py).
+_submitted = [0]
 _written = [0]
+_publisher: threading.Thread | None = None
 
 
 def observe_request(record: RequestRow) -> None:
+    _submitted[0] += 1
+    try:
+        _observe(record)
+    except OSError:  # a new series found the disk full: the request goes on without it
+        log.warning("request not counted in /metrics", exc_info=True)
+
+
+def _observe(record: RequestRow) -> None:
     model = record["model"]
-    if record["is_warming"]:  # the cache warming itself, not client traffic
-        _warming[(model, record["outcome"])] += 1
-        return
-    _requests[(model, record["outcome"])] += 1
-    if record["path"] not in _CHAT_PATHS:
-        return
-    error_type = record["error_class"]
-    chat = (("gen_ai_operation_name", "chat"), ("gen_ai_request_model", model))
-    _server_duration.observe((*chat, ("error_type", error_type)), record["latency_ms"] / 1000)
-    for attempt in record["attempt_log"]:
-        labels = (("endpoint", attempt["endpoint"]), ("error_type", attempt["error_class"] or ""))
-        _client_duration.observe(labels, attempt["latency_ms"] / 1000)
-    tokens = (("input", record["tokens_in"]), ("output", record["tokens_out"]))
-    for token_type, count in tokens:
-        if count:
-            _token_usage.observe((*chat, ("gen_ai_token_type", token_type)), count)
-    if kind := record["cache_outcome"]:
-        _cache[(model, kind, record["cache_tier"])] += 1
-    _cost_usd[model] += record["cost_usd"]
-    if saved := record["cost_saved_usd"]:
-        _cost_saved_usd[model] += saved
-    _tokens_saved[(model, "input")] += record["saved_tokens_in"]
-    _tokens_saved[(model, "output")] += record["saved_tokens_out"]
+    with metrics_store.writing:
+        if record["is_warming"]:  # the cache warming itself, not client traffic
+            _warming.inc((model, record["outcome"]))
+            return
+        _requests.inc((model, record["outcome"]))
+        if record["path"] not in _CHAT_PATHS:
+            return
+        chat = ("chat", model)
+        _server_duration.observe((*chat, record["error_class"]), record["latency_ms"] / 1000)
+        for attempt in record["attempt_log"]:
+            labels = (attempt["endpoint"], attempt["error_class"] or "")
+            _client_duration.observe(labels, attempt["latency_ms"] / 1000)
+        if count := record["tokens_in"]:
+            _token_usage.observe((*chat, "input"), count)
+        if count := record["tokens_out"]:
+            _token_usage.observe((*chat, "output"), count)
+        if kind := record["cache_outcome"]:
+            _cache.inc((model, kind, record["cache_tier"]))
+        # A series appears at its model's first request, zero or not.
+        _cost_usd.inc((model,), record["cost_usd"])
+        if saved := record["cost_saved_usd"]:
+            _cost_saved_usd.inc((model,), saved)
+        _tokens_saved.inc((model, "input"), record["saved_tokens_in"])
+        _tokens_saved.inc((model, "output"), record["saved_tokens_out"])
 
 
 def observe_written(count: int) -> None:
     _written[0] += count
+    with metrics_store.writing:
+        _written_total.inc((), count)
+
+
+def observe_snapshot() -> None:
+    with metrics_store.writing:
+        _snapshots.inc(())
 
 
 def records_submitted() -> int:
     """Every record this process queued: client requests and warming calls."""
-    return sum(_requests.values()) + sum(_warming.values())
+    return _submitted[0]
 
 
 def records_written() -> int:
     return _written[0]
 
 
-def exposition(pending_records: int) -> str:
-    from monitoring import producer
+def start_publishing_gauges() -> None:
+    """Publish this process's gauges every GAUGES_INTERVAL_S (for the scrapes that other
+    processes of the node answer)."""
+    global _publisher
+    if _publisher is None:
+        _publisher = threading.Thread(target=_publish_forever, name="metrics-gauges", daemon=True)
+        _publisher.start()
 
-    lines: list[str] = []
-    _family(
-        lines, "beastmode_requests_total", "counter", "Requests received, by model and outcome."
-    )
-    for (model, outcome), count in sorted(_requests.items()):
-        lines.append(f"beastmode_requests_total{_labels(model=model, outcome=outcome)} {count}")
-    name = "beastmode_warming_requests_total"
-    _family(lines, name, "counter", "Cache warming calls (not in the other figures).")
-    for (model, outcome), count in sorted(_warming.items()):
-        lines.append(f"{name}{_labels(model=model, outcome=outcome)} {count}")
 
-    name = "gen_ai_server_request_duration_seconds"
-    _family(lines, name, "histogram", "Chat completions as callers saw them, hits included.")
-    lines += _server_duration.lines(name)
-    name = "gen_ai_client_operation_duration_seconds"
-    _family(lines, name, "histogram", "Calls to upstream endpoints, one per attempt.")
-    lines += _client_duration.lines(name, relabel=_upstream_labels())
-    name = "gen_ai_client_token_usage"
-    _family(lines, name, "histogram", "Tokens per upstream answer (cache hits use none).")
-    lines += _token_usage.lines(name)
+def _publish_forever() -> None:
+    while True:
+        try:
+            _publish_gauges()
+        except Exception:
+            log.warning("could not publish this process's gauges", exc_info=True)
+        time.sleep(GAUGES_INTERVAL_S)
 
-    name = "beastmode_cache_requests_total"
-    _family(lines, name, "counter", "Chat completions by cache outcome (kind) and tier.")
-    for (model, kind, tier), count in sorted(_cache.items()):
-        lines.append(f"{name}{_labels(model=model, kind=kind, tier=tier)} {count}")
-    name = "beastmode_cost_usd_total"
-    _family(lines, name, "counter", "Upstream cost at the endpoints' prices.")
-    for model, cost in sorted(_cost_usd.items()):
-        lines.append(f"{name}{_labels(model=model)} {cost:.8f}")
-    name = "beastmode_cost_saved_usd_total"
-    _family(lines, name, "counter", "What the answers served from the cache cost upstream.")
-    for model, cost in sorted(_cost_saved_usd.items()):
-        lines.append(f"{name}{_labels(model=model)} {cost:.8f}")
-    name = "beastmode_tokens_saved_total"
-    _family(lines, name, "counter", "Upstream tokens not spent thanks to the cache.")
-    for (model, token_type), count in sorted(_tokens_saved.items()):
-        lines.append(f"{name}{_labels(model=model, type=token_type)} {count}")
 
-    name = "beastmode_dashboard_snapshots_total"
-    _family(lines, name, "counter", "Dashboard snapshots computed.")
-    lines.append(f"{name} {producer.computations[0]}")
-    _family(lines, "beastmode_records_written_total", "counter", "Request records written.")
-    lines.append(f"beastmode_records_written_total {_written[0]}")
-    _family(lines, "beastmode_records_pending", "gauge", "Request records not yet written.")
-    lines.append(f"beastmode_records_pending {pending_records}")
+def _publish_gauges() -> None:
+    from monitoring import recorder
 
-    name = "beastmode_circuit_state"
-    _family(lines, name, "gauge", "Circuit per endpoint: 0 closed, 1 half-open, 2 open.")
     endpoints = registry.current().endpoints
-    for endpoint_id, state in sorted(breaker.states().items()):
-        if endpoint := endpoints.get(endpoint_id):
-            lines.append(f"{name}{_labels(endpoint=endpoint.name)} {_CIRCUIT_VALUE[state.state]}")
-    return "\n".join(lines) + "\n"
+    states = breaker.states().items()
+    with metrics_store.writing:
+        _pending.set((), recorder.pending_count())
+        for endpoint_id, state in states:
+            if endpoint := endpoints.get(endpoint_id):
+                _circuits.set((endpoint.name,), _CIRCUIT_VALUE[state.state])
 
 
-def _upstream_labels() -> Any:
-    """Endpoint name → the conventions' attributes of the upstream call (as now configured)."""
-    by_name = {ep.name: ep for ep in registry.current().endpoints.values()}
-
-    def relabel(labels: Labels) -> dict[str, str]:
-        shown = dict(labels)
-        endpoint = by_name.get(shown["endpoint"])
-        return {
-            "gen_ai_operation_name": "chat",
-            "gen_ai_provider_name": endpoint.provider if endpoint else "",
-            "gen_ai_request_model": endpoint.upstream_model if endpoint else "",
-            "server_address": endpoint.host if endpoint else "",
-            **shown,
-        }
-
-    return relabel
+def exposition() -> str:
+    """The node's figures: every process's files merged."""
+    _publish_gauges()
+    metrics_dir.sweep_dead()
+    collectors = CollectorRegistry(auto_describe=False)
+    collectors.register(_NodeCollector(str(settings.METRICS_DIR)))
+    return generate_latest(collectors).decode()
 
 
-def _family(lines: list[str], name: str, kind: str, help_text: str) -> None:
-    base = name.removesuffix("_total") if kind == "counter" else name
-    lines.append(f"# HELP {base} {help_text}")
-    lines.append(f"# TYPE {base} {kind}")
+class _NodeCollector(MultiProcessCollector):
+    """The node's files merged, shown as now configured: endpoints no longer in the
+    registry have no circuit, and each upstream attempt gets its endpoint's attributes."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(None, path)  # type: ignore[no-untyped-call]
+
+    def collect(self) -> Iterator[Metric]:
+        by_name = {ep.name: ep for ep in registry.current().endpoints.values()}
+        for family in super().collect():  # type: ignore[no-untyped-call]
+            if family.name == _CIRCUIT_STATE:
+                family.samples = [s for s in family.samples if s.labels["endpoint"] in by_name]
+            elif family.name == _CLIENT_DURATION:
+                family.samples = [
+                    s._replace(labels=_upstream_labels(s.labels, by_name)) for s in family.samples
+                ]
+            yield family
 
 
-def _labels(**labels: str) -> str:
-    def escape(value: str) -> str:
-        return value.replace("\\", r"\\").replace('"', r"\"").replace("\n", r"\n")
-
-    return "{" + ",".join(f'{key}="{escape(value)}"' for key, value in labels.items()) + "}"
+def _upstream_labels(shown: dict[str, str], by_name: dict[str, EndpointConfig]) -> dict[str, str]:
+    """The conventions' attributes of an upstream call, from its endpoint as configured."""
+    endpoint = by_name.get(shown["endpoint"])
+    return {
+        "gen_ai_operation_name": "chat",
+        "gen_ai_provider_name": endpoint.provider if endpoint else "",
+        "gen_ai_request_model": endpoint.upstream_model if endpoint else "",
+        "server_address": endpoint.host if endpoint else "",
+        **shown,
+    }

@@ -17,7 +17,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.cache import cache
 
-from monitoring import recorder
+from monitoring import metrics, recorder
 from monitoring.snapshot import WINDOWS, DashboardSnapshot, compute
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ def _shared_key(window: str) -> str:
 
 def _compute(window: str) -> DashboardSnapshot:
     computations[0] += 1
+    metrics.observe_snapshot()
     return compute(window)
 
 

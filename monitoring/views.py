@@ -8,7 +8,7 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
-from monitoring import metrics, recorder, snapshot
+from monitoring import metrics, snapshot
 
 
 @staff_member_required
@@ -34,7 +34,7 @@ def prometheus_metrics(request: HttpRequest) -> HttpResponse:
     if settings.METRICS_TOKEN and not _has_token(request):
         return HttpResponse("metrics token required\n", status=401, content_type="text/plain")
     return HttpResponse(
-        metrics.exposition(recorder.pending_count()),
+        metrics.exposition(),
         content_type="text/plain; version=0.0.4; charset=utf-8",
     )
 

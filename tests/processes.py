@@ -2,6 +2,7 @@
 and how tests talk to them and wait for them."""
 
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -16,10 +17,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from django.conf import settings
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
+_nodes = itertools.count()  # metrics directories handed out this session
 
 
 def free_port() -> int:
@@ -91,9 +94,12 @@ def stop_process(process: Process) -> None:
 
 
 def server_env() -> dict[str, str]:
-    """Environment for a gateway process that shares this session's test database."""
+    """Environment for a gateway process that shares this session's test database. Each
+    environment is a node of its own: its metrics directory is its own (processes started
+    with the same environment share it), so no gateway counts another's requests."""
     env = dict(os.environ)
     env["DJANGO_SETTINGS_MODULE"] = "beastmode.settings_test"
+    env["BEASTMODE_METRICS_DIR"] = str(settings.VAR_DIR / f"metrics-node-{next(_nodes)}")
     settings_dict = connection.settings_dict
     if settings_dict["ENGINE"].endswith("postgresql"):
         env["DATABASE_URL"] = (

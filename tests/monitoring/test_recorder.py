@@ -1,11 +1,11 @@
 """Every request produces exactly one record, under concurrency and with failing upstreams."""
 
 import itertools
-import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from monitoring import recorder
 from monitoring.models import RequestRecord
@@ -14,10 +14,12 @@ from tests.processes import Process, Reply, http, wait_until
 
 
 def metric(text: str, name: str, **labels: str) -> float:
-    label_text = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    series = f"{name}{{{label_text}}}" if labels else name
-    match = re.search(rf"^{re.escape(series)} (\S+)$", text, re.M)
-    return float(match.group(1)) if match else 0.0
+    """A sample's value in an exposition (0 if absent), whatever the order of its labels."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return 0.0
 
 
 def chat(gateway: Process, client: Client, model: str, question: str) -> Reply:

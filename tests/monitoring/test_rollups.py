@@ -95,7 +95,7 @@ def test_warming_calls_are_not_client_traffic_in_errors_or_metrics(
 
     errors = snapshot.compute("1h")["recent_errors"]
     assert [e["request_id"] for e in errors if e["request_id"] in ("client", "warm")] == ["client"]
-    exposition = metrics.exposition(0)
+    exposition = metrics.exposition()
     client = 'beastmode_requests_total{model="demo",outcome="upstream_error"} '
     warming = 'beastmode_warming_requests_total{model="demo",outcome="upstream_error"} '
     assert client in exposition and warming in exposition

@@ -41,8 +41,8 @@ def ask(node: Process, client: Client, model: str) -> Reply:
 
 def circuit_state(node: Process, endpoint: str) -> int | None:
     text = http(f"{node.url}/metrics").body.decode()
-    found = re.search(rf'^beastmode_circuit_state{{endpoint="{endpoint}"}} (\d)$', text, re.M)
-    return int(found.group(1)) if found else None
+    found = re.search(rf'^beastmode_circuit_state{{endpoint="{endpoint}"}} (\S+)$', text, re.M)
+    return int(float(found.group(1))) if found else None
 
 
 def test_a_circuit_opened_on_one_node_is_open_on_the_other_within_a_second(
