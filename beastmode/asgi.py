@@ -12,19 +12,18 @@ django_application = get_asgi_application()  # before importing anything that us
 
 import logging  # noqa: E402
 import threading  # noqa: E402
+import time  # noqa: E402
 
-from asgiref.sync import sync_to_async  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.db import connection  # noqa: E402
 
-from beastmode import embedded_beat  # noqa: E402
+from beastmode import embedded_beat, shutdown  # noqa: E402
 from cache.semantic import index_sync  # noqa: E402
-from cache.writer import lower_writer  # noqa: E402
 from gateway import api  # noqa: E402
 from gateway.asgi_http import Receive, Scope, Send  # noqa: E402
-from monitoring import metrics, recorder  # noqa: E402
+from monitoring import metrics  # noqa: E402
 from monitoring.websocket_urls import websocket_application  # noqa: E402
-from routing import calls, registry  # noqa: E402
+from routing import registry  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +51,19 @@ runtime.speed_up_twisted_content_type()
 runtime.skip_twisted_access_log()
 runtime.freeze_startup_objects()
 runtime.shorten_gil_switch_interval()
+shutdown.take_over_sigterm()
 
 
 async def application(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "http":
-        if api.is_api_path(scope["path"]):
-            await api.app(scope, receive, send)
-        else:
-            await django_application(scope, receive, send)
+        shutdown.in_flight += 1
+        try:
+            if api.is_api_path(scope["path"]):
+                await api.app(scope, receive, send)
+            else:
+                await django_application(scope, receive, send)
+        finally:
+            shutdown.in_flight -= 1
     elif scope["type"] == "websocket":
         await websocket_application(scope, receive, send)
     elif scope["type"] == "lifespan":
@@ -67,18 +71,13 @@ async def application(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
-    """uvicorn sends lifespan events (daphne does not; there atexit flushes the cache's
-    lower tiers and the records)."""
+    """uvicorn sends lifespan events, shutdown once it drained the requests in flight
+    (daphne sends none: beastmode/shutdown.py takes its SIGTERM)."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
-            try:
-                await calls.close_connections()
-                await sync_to_async(lower_writer.flush)()
-                await sync_to_async(recorder.flush)()
-            except Exception:
-                log.exception("could not flush the cache writer or the request records at shutdown")
+            await shutdown.write_out(time.monotonic() + shutdown.WRITE_OUT_RESERVE_S - 1)
             await send({"type": "lifespan.shutdown.complete"})
             return

@@ -68,9 +68,10 @@ def database_from_url(url: str) -> dict[str, object]:
         "CONN_MAX_AGE": 0,
         "CONN_HEALTH_CHECKS": True,
         # Bounded waits: a connection that cannot be made in 2 s, or a pooled one not free
-        # within 5 s, is an error the caller handles (psycopg's pool waits 30 s by default).
+        # within 2 s, is an error the caller handles (psycopg's pool waits 30 s by default),
+        # so that a shutdown with the database down can spool the records in time.
         "OPTIONS": {
-            "pool": {"min_size": 1, "max_size": 8, "timeout": 5},
+            "pool": {"min_size": 1, "max_size": 8, "timeout": 2},
             "connect_timeout": 2,
             **options,
         },

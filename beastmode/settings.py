@@ -199,6 +199,9 @@ RECORD_FLUSH_INTERVAL_S = env_float("BEASTMODE_RECORD_FLUSH_INTERVAL_S", "2")
 RECORD_BATCH_SIZE = env_int("BEASTMODE_RECORD_BATCH_SIZE", "4000")
 RECORD_SPOOL_PATH = VAR_DIR / "unwritten-records.jsonl"
 REJECTED_RECORDS_PATH = VAR_DIR / "rejected-records.jsonl"  # records the database refused
+# On SIGTERM a node lets requests in flight finish for this long less 5 s, then writes out
+# its records (beastmode/shutdown.py); set it below your orchestrator's kill timeout.
+SHUTDOWN_GRACE_S = env_float("BEASTMODE_SHUTDOWN_GRACE_S", "25")
 # While the database is down, records beyond this many wait in the spool file instead.
 RECORD_MAX_PENDING = env_int("BEASTMODE_RECORD_MAX_PENDING", "100000")
 # Router: retries, Retry-After cap, circuit breaker.

@@ -11,6 +11,7 @@ cannot be written goes to a spool file (JSON lines) that the next start replays.
 """
 
 import atexit
+import contextlib
 import logging
 import threading
 import time
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 _pending: deque[bytes] = deque()  # records packed by `_pack`
 EXIT_FLUSH_TIMEOUT_S = 10.0  # then what is queued goes to the spool
 _wakeup = threading.Event()
-_write_lock = threading.Lock()
+_write_lock = threading.RLock()
+_last_write_failed = False  # the last write to the database failed (it is down)
 _writer: threading.Thread | None = None
 _start_lock = threading.Lock()
 
@@ -53,6 +55,7 @@ def submit(record: RequestRow) -> None:
 def flush(timeout_s: float = -1) -> int:
     """Write every queued record now; returns how many were written. With `timeout_s`,
     raise TimeoutError when the writer thread is stuck in a write that long."""
+    global _last_write_failed
     written = 0
     if not _write_lock.acquire(timeout=timeout_s):
         raise TimeoutError("the record writer is stuck in a database write")
@@ -66,7 +69,9 @@ def flush(timeout_s: float = -1) -> int:
                 continue
             except Exception:
                 _pending.extendleft(reversed(batch))
+                _last_write_failed = True
                 raise
+            _last_write_failed = False
             written += len(batch)
     finally:
         _write_lock.release()
@@ -98,6 +103,31 @@ def flush_or_leave_to_writer() -> None:
         flush()
     except Exception:
         log.warning("request records not written yet; the writer retries", exc_info=True)
+
+
+def write_out(deadline: float) -> None:
+    """At shutdown: write every queued record by `deadline` (monotonic), or spool them;
+    the next process to start replays the spool. A write the writer thread has under
+    way is waited for until then; when the last write failed the database is not tried
+    again (the pool would wait for it longer than a shutdown may)."""
+    if _write_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+        try:
+            if not _last_write_failed:
+                with contextlib.suppress(Exception):
+                    flush()
+        finally:
+            _write_lock.release()
+    spool_pending()
+
+
+def spool_pending() -> None:
+    """Move every queued record to the spool."""
+    records = []
+    while _pending:
+        records.append(_pending.popleft())
+    if records:
+        _spool(records)
+        log.warning("spooled %d request records to %s", len(records), settings.RECORD_SPOOL_PATH)
 
 
 def pending_count() -> int:

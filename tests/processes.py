@@ -112,12 +112,18 @@ def server_env() -> dict[str, str]:
 
 
 def start_gateway(
-    name: str, env: dict[str, str] | None = None, daphne_args: tuple[str, ...] = ()
+    name: str,
+    env: dict[str, str] | None = None,
+    daphne_args: tuple[str, ...] = (),
+    server: str = "daphne",
 ) -> Process:
-    """A BeastMode process under daphne (the default server) on a free port."""
+    """A BeastMode process under daphne (the default server) or uvicorn on a free port."""
     port = free_port()
     args = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *daphne_args,
             "beastmode.asgi:application"]  # fmt: skip
+    if server == "uvicorn":  # as docs/operations.md runs it
+        args = [sys.executable, "-m", "uvicorn", "beastmode.asgi:application", "--host",
+                "127.0.0.1", "--port", str(port), "--timeout-graceful-shutdown", "20"]  # fmt: skip
     return start_process(args, port, name, env or server_env())
 
 

@@ -3,10 +3,12 @@ node started without it answers 503 until its configuration loads (its readiness
 within a second), and after a restart of the database every path works again without a
 restart of the node."""
 
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -85,7 +87,7 @@ def test_a_node_started_without_its_database_serves_once_the_database_is_back(
 
         postgres.start()
         wait_until(lambda: http(url, method="POST", key=key, body=body).status == 200, 10)
-        assert http(f"{node.url}/health/readiness").status == 200
+        wait_until(lambda: http(f"{node.url}/health/readiness").status == 200, 5)
     finally:
         stop_process(node)
 
@@ -156,3 +158,26 @@ def test_with_the_database_down_requests_are_answered_without_waiting_for_it(
             wait_until(lambda: count_rows(postgres, "monitoring_requestrecord") == sent, 20)
         finally:
             stop_process(node)
+
+
+def test_sigterm_with_the_database_down_spools_the_records_and_exits_within_the_grace(
+    postgres: PostgresServer, fake_upstream: Process, tmp_path: Path
+) -> None:
+    env = {**server_env(), "DATABASE_URL": postgres.url, "BEASTMODE_VAR_DIR": str(tmp_path),
+           "BEASTMODE_SHUTDOWN_GRACE_S": "8"}  # fmt: skip
+    env.pop("REDIS_URL", None)
+    key = prepared(env, fake_upstream)
+    node = start_gateway("database-down-sigterm", env)
+    try:
+        postgres.stop()
+        body = {"model": "m", "messages": [{"role": "user", "content": "to the spool"}]}
+        ids = [chat(node, key, body).headers["x-request-id"] for _ in range(3)]
+        started = time.monotonic()
+        node.popen.send_signal(signal.SIGTERM)
+        assert node.popen.wait(timeout=10) == 0
+        assert time.monotonic() - started < 8
+    finally:
+        stop_process(node)
+
+    spooled = (tmp_path / "unwritten-records.jsonl").read_text()
+    assert all(request_id in spooled for request_id in ids)
