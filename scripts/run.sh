@@ -33,6 +33,6 @@ BANNER
 case "$SERVER" in
   daphne) .venv/bin/daphne -b "$HOST" -p "$PORT" beastmode.asgi:application ;;
   uvicorn) .venv/bin/uvicorn beastmode.asgi:application --host "$HOST" --port "$PORT" \
-             --no-access-log --ws websockets ;;
+             --no-access-log --ws websockets --timeout-graceful-shutdown 19 ;;
   *) echo "SERVER must be daphne or uvicorn, got '$SERVER'" >&2; exit 2 ;;
 esac

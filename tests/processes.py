@@ -123,7 +123,7 @@ def start_gateway(
             "beastmode.asgi:application"]  # fmt: skip
     if server == "uvicorn":  # as docs/operations.md runs it
         args = [sys.executable, "-m", "uvicorn", "beastmode.asgi:application", "--host",
-                "127.0.0.1", "--port", str(port), "--timeout-graceful-shutdown", "20"]  # fmt: skip
+                "127.0.0.1", "--port", str(port), "--timeout-graceful-shutdown", "19"]  # fmt: skip
     return start_process(args, port, name, env or server_env())
 
 
