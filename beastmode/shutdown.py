@@ -67,8 +67,9 @@ def _begin_drain() -> None:
     global _draining, _drain
     from twisted.internet import tcp
 
-    if _draining:
-        return
+    if _draining:  # a second Ctrl-C: stop waiting
+        log.warning("second signal: exiting now, without waiting for the requests in flight")
+        os._exit(1)
     _draining = True
     for reader in _reactor().getReaders():  # new connections are refused: balancers move on
         if isinstance(reader, tcp.Port):
