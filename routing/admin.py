@@ -139,7 +139,7 @@ class RouteAdmin(PurgesRepointedModels):
     list_display = ["model_name", "chain_display", "cache_enabled", "semantic_mode", "enabled"]
     fields = [
         "model_name", "description", "enabled", "cache_enabled", "semantic_mode",
-        "semantic_threshold", "cache_ttl_s",
+        "semantic_threshold", "cache_ttl_s", "timeout_s",
     ]  # fmt: skip
     search_fields = ["model_name"]
     inlines = [RouteEndpointInline]

@@ -26,7 +26,7 @@ _ENDPOINT_FIELDS = {
     "first_byte_timeout_s", "total_timeout_s", "max_retries", "input_cost_per_1m",
     "output_cost_per_1m", "enabled",
 }  # fmt: skip
-_MODEL_FIELDS = {"name", "endpoints", "description", "enabled", "cache"}
+_MODEL_FIELDS = {"name", "endpoints", "description", "enabled", "cache", "timeout_s"}
 # What ModelEndpoint's columns (and so admin) hold.
 _COST_MAX_DIGITS, _COST_DECIMAL_PLACES = 12, 6
 _MAX_RETRIES = 32767
@@ -97,6 +97,11 @@ def _save_route(
             spec.get("description"), f"{where}.description", max_length=300
         ),
         "enabled": _flag(spec, "enabled", where),
+        "timeout_s": (
+            None
+            if spec.get("timeout_s") is None
+            else import_values.seconds(spec["timeout_s"], f"{where}.timeout_s")
+        ),
         **_cache_fields(spec.get("cache"), f"{where}.cache"),
     }
     if not created:  # a new model has no answers stored yet

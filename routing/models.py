@@ -84,6 +84,13 @@ class Route(models.Model):
         help_text="lifetime of this model's cached answers in seconds (at most a year); "
         "empty = defaults",
     )
+    timeout_s = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.1)],
+        help_text="the whole request's limit in seconds: every endpoint, retry and fallback; "
+        "empty = the sum of the endpoints' total timeouts",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

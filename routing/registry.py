@@ -78,6 +78,7 @@ class RouteConfig:
     semantic_mode: str = "off"
     semantic_threshold: float = 0.95
     cache_ttl_s: int | None = None
+    timeout_s: float | None = None  # the whole request's limit; None: the endpoints' sum
 
     @functools.cached_property
     def cache_policy(self) -> CachePolicy:
@@ -279,6 +280,7 @@ def _load_routes() -> tuple[dict[str, RouteConfig], dict[int, EndpointConfig]]:
             semantic_mode=route.semantic_mode,
             semantic_threshold=route.semantic_threshold,
             cache_ttl_s=route.cache_ttl_s,
+            timeout_s=route.timeout_s,
         )
     return routes, endpoints
 

@@ -4,6 +4,7 @@ The router only routes. Records, caching and HTTP framing belong to the callers.
 """
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -127,12 +128,16 @@ async def _run(
     call: Callable[[EndpointConfig, float], Awaitable[T]],
 ) -> T:
     """Each endpoint in turn, retried as its errors allow, all its attempts and the waits
-    between them within its `total_timeout_s`."""
+    between them within its `total_timeout_s`, and everything within the route's
+    `timeout_s` (request_timeout when that runs out)."""
     failures: list[GatewayError] = []
+    route_deadline = clock() + route.timeout_s if route.timeout_s else math.inf
     for endpoint in route.endpoints:
+        if clock() >= route_deadline:
+            raise _request_timeout(model_name, route, failures)
         endpoint_breaker = breaker.for_endpoint(endpoint.id)
         last_error: GatewayError | None = None
-        deadline = clock() + endpoint.total_timeout_s
+        deadline = min(clock() + endpoint.total_timeout_s, route_deadline)
         for attempt in range(endpoint.max_retries + 1):
             if not endpoint_breaker.allow_request():
                 break
@@ -163,13 +168,27 @@ async def _run(
             return result
         if last_error is not None:
             failures.append(last_error)
+    if clock() >= route_deadline:
+        raise _request_timeout(model_name, route, failures)
     raise _final_error(model_name, route, failures)
 
 
 def worst_case_s(route: RouteConfig) -> float:
     """The longest a call on this route may legitimately take: every endpoint's total
-    timeout (which bounds its retries and the waits between them)."""
-    return sum(endpoint.total_timeout_s for endpoint in route.endpoints)
+    timeout (which bounds its retries and the waits between them), or the route's."""
+    endpoints_s = sum(endpoint.total_timeout_s for endpoint in route.endpoints)
+    return min(endpoints_s, route.timeout_s) if route.timeout_s else endpoints_s
+
+
+def _request_timeout(
+    model_name: str, route: RouteConfig, failures: list[GatewayError]
+) -> GatewayError:
+    tried = f" Last: {failures[-1].message}" if failures else ""
+    return GatewayError(
+        "request_timeout",
+        f"Model '{model_name}': no answer within the model's timeout of {route.timeout_s:g} s"
+        f" (retries and fallbacks included).{tried}",
+    )
 
 
 def _retry_delay_s(attempt: int, max_retries: int, error: GatewayError) -> float | None:

@@ -112,6 +112,16 @@ KINDS: dict[str, ErrorKind] = {
         ErrorKind("first_byte_timeout", 504, "timeout_error", _TIMEOUT, True, endpoint_fault=True),
         ErrorKind("total_timeout", 504, "timeout_error", _TIMEOUT, True, endpoint_fault=True),
         ErrorKind(
+            "request_timeout",
+            504,
+            "timeout_error",
+            (
+                "The model's timeout (retries and fallbacks included) ran out: raise it in"
+                " BeastMode admin if its answers are legitimately slow,",
+                "or put a faster endpoint first in its route.",
+            ),
+        ),
+        ErrorKind(
             "invalid_upstream_response",
             502,
             "upstream_error",

@@ -132,6 +132,14 @@ def test_the_cache_block_sets_the_models_cache_policy(
         )
 
 
+def test_a_models_timeout_bounds_the_whole_request(db: None, tmp_path: Path, demo_key: str) -> None:
+    run(tmp_path, CONFIG.replace("  - name: demo\n", "  - name: demo\n    timeout_s: 45\n"))
+    assert Route.objects.get().timeout_s == 45.0
+
+    with pytest.raises(CommandError, match=r"\(demo\)\.timeout_s: a number of seconds"):
+        run(tmp_path, CONFIG.replace("  - name: demo\n", "  - name: demo\n    timeout_s: soon\n"))
+
+
 @pytest.mark.parametrize(
     ("cache", "message"),
     [

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from beastmode.lib.errors import GatewayError
-from routing import breaker
+from routing import breaker, router
+from routing.registry import RouteConfig
 from tests.routing.conftest import FakeClock
 from tests.routing.router_fakes import (
     ANSWER,
@@ -159,6 +160,25 @@ def test_a_wait_that_would_pass_the_total_timeout_falls_back_at_once(
                                endpoint("fallback")))  # fmt: skip
 
     assert answer == ANSWER and clock.sleeps == [] and up.calls == ["primary", "fallback"]
+
+
+def test_the_models_timeout_bounds_every_endpoint_and_says_it_struck(
+    upstreams: Any, clock: FakeClock
+) -> None:
+    up = upstreams(primary=[failure("total_timeout")], fallback=[ANSWER])
+    up.on_call = lambda ep, budget_s: clock.advance(budget_s)  # each attempt takes all it may
+    chain = RouteConfig(
+        model_name="m",
+        endpoints=(endpoint("primary", max_retries=2, total_timeout_s=30), endpoint("fallback")),
+        timeout_s=10,
+    )
+
+    answer, _ = complete(chain)
+
+    assert isinstance(answer, GatewayError) and answer.error_class == "request_timeout"
+    assert "timeout of 10 s (retries and fallbacks included)" in answer.message
+    assert up.calls == ["primary"] and up.budgets == [10.0], "the model's limit, not the 30 s"
+    assert router.worst_case_s(chain) == 10
 
 
 # Falling back along the chain
