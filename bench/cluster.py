@@ -19,7 +19,8 @@ worker. Parts (`--parts`, all by default):
   upstream calls per burst (1 is the target) and the burst's slowest answer.
 - breaker: an endpoint that fails; node A opens its circuit; how long until node B's
   /metrics shows it open (the target is within a second).
-- registry: bench/cluster_registry.py (a changed and a revoked key at 100k keys).
+- registry: bench/cluster_registry.py (a changed, a revoked and a deleted key at 100k
+  service keys, two gateway processes: time until both honour it).
 - index: bench/cluster_index.py (the semantic index at --index-entries entries).
 
 The machine is shared and noisy: compare ratios within one run, not figures across runs.
@@ -97,7 +98,7 @@ def main() -> None:
             if "registry" in args.parts:
                 from bench import cluster_registry
 
-                results |= cluster_registry.run()
+                results |= cluster_registry.run(keys=args.registry_keys, rounds=args.rounds)
             if "index" in args.parts:
                 from bench import cluster_index
 
@@ -112,8 +113,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--parts", default=",".join(PARTS), help=f"some of {','.join(PARTS)}")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per wrk point")
     parser.add_argument("--bursts", type=int, default=20, help="coalesced bursts to send")
+    parser.add_argument("--registry-keys", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=5, help="registry changes to time")
     parser.add_argument("--index-entries", type=int, default=100_000)
-    parser.add_argument("--quick", action="store_true", help="3 s points, 5 bursts, 20k entries")
+    parser.add_argument("--quick", action="store_true",
+                        help="3 s points, 5 bursts, 20k keys and entries, 2 rounds")  # fmt: skip
     parser.add_argument("--json-out", type=Path, help="also write the figures here")
     args = parser.parse_args()
     args.parts = set(args.parts.split(","))
@@ -121,6 +125,7 @@ def parse_args() -> argparse.Namespace:
         parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
     if args.quick:
         args.duration, args.bursts, args.index_entries = 3.0, 5, 20_000
+        args.registry_keys, args.rounds = 20_000, 2
     # What bench/gateway_processes.py and gateway_load.py expect of a run's arguments.
     args.project_dir, args.upstream_module = REPO, "devtools.fake_upstream"
     args.warmup, args.body = 1.0, "unique"
@@ -296,7 +301,7 @@ def _upstream_calls(upstream: Target) -> int:
 def report(results: dict[str, float], args: argparse.Namespace) -> None:
     print("\n== figures")
     for name, value in results.items():
-        print(f"  {name:<44} {value}")
+        print(f"  {name:<44} {round(value, 1) if isinstance(value, float) else value}")
     if args.json_out:
         args.json_out.write_text(json.dumps(results, indent=2))
 
