@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 _pending: deque[bytes] = deque()  # records packed by `_pack`
 EXIT_FLUSH_TIMEOUT_S = 10.0  # then what is queued goes to the spool
 _wakeup = threading.Event()
-_write_lock = threading.RLock()
+_write_lock = threading.Lock()
 _last_write_failed = False  # the last write to the database failed (it is down)
 _writer: threading.Thread | None = None
 _start_lock = threading.Lock()
@@ -111,12 +111,10 @@ def write_out(deadline: float) -> None:
     way is waited for until then; when the last write failed the database is not tried
     again (the pool would wait for it longer than a shutdown may)."""
     if _write_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-        try:
-            if not _last_write_failed:
-                with contextlib.suppress(Exception):
-                    flush()
-        finally:
-            _write_lock.release()
+        _write_lock.release()  # no write under way now
+        if not _last_write_failed:
+            with contextlib.suppress(Exception):
+                flush(timeout_s=max(0.0, deadline - time.monotonic()))
     spool_pending()
 
 
