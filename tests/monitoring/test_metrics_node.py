@@ -2,6 +2,7 @@
 database, whichever worker answers the scrape, after a worker is killed and restarted,
 and not after the node itself is started anew."""
 
+import fcntl
 import os
 import re
 import signal
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from monitoring import metrics_dir as metrics_dir_module
 from tests.personas import Client, ModelFactory
 from tests.processes import (
     Process,
@@ -28,9 +30,14 @@ WORKERS = 2
 
 
 @pytest.fixture
-def node_env() -> dict[str, str]:
-    """One node's environment: the workers share its metrics directory."""
-    return server_env()
+def node_env(tmp_path: Path) -> dict[str, str]:
+    """One node's environment: the workers share its metrics directory, which is this
+    test's alone. (server_env's var/metrics-node-N is numbered per pytest session: a
+    session running beside this one gives the same name to a node of its own, whose
+    processes then belong to this node's run, and it counts the same model names.)"""
+    env = server_env()
+    env["BEASTMODE_METRICS_DIR"] = str(tmp_path / "metrics")
+    return env
 
 
 def start_node(env: dict[str, str]) -> Process:
@@ -94,6 +101,19 @@ def all_workers(
     return pids
 
 
+def none_alive(metrics_dir: Path) -> bool:
+    """Whether no process holds its byte of the node's lock file any more (what a process
+    that joins checks: monitoring/metrics_dir.py)."""
+    fd = os.open(metrics_dir / metrics_dir_module.LOCK_FILE, os.O_RDWR)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 0, 1)  # every byte but the mutex
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # (releases the lock too)
+    return True
+
+
 def routes(node: Process, client: Client, model: str) -> bool:
     """Whether the worker that answers knows the key and the model."""
     reply = http(f"{node.url}/v1/models", key=client.key)
@@ -155,15 +175,19 @@ def test_a_scrape_counts_the_requests_of_every_worker_and_of_killed_ones(
 def test_a_node_started_anew_does_not_inherit_the_last_runs_counts(
     node: Process, node_env: dict[str, str], alice: Client, model_with: ModelFactory
 ) -> None:
+    metrics_dir = Path(node_env["BEASTMODE_METRICS_DIR"])
     model = model_with("")
-    wait_until(lambda: routes(node, alice, model), timeout_s=20)
+    wait_until(lambda: all(routes(node, alice, model) for _ in range(10)), timeout_s=20)
     assert ask(node, alice, model)
-    assert scraped(node, model) == 1
+    assert every_scrape_says(node, model, 1)
     stop_process(node)
+    # Restarted means the old node ended: its workers too, not only the master that
+    # stop_process waited for.
+    wait_until(lambda: none_alive(metrics_dir), timeout_s=10)
 
     again = start_node(node_env)  # the same directory, as a restarted node would have
     try:
-        wait_until(lambda: routes(again, alice, model), timeout_s=20)
+        wait_until(lambda: all(routes(again, alice, model) for _ in range(10)), timeout_s=20)
         assert every_scrape_says(again, model, 0)
     finally:
         stop_process(again)
