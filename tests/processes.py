@@ -91,6 +91,7 @@ def stop_process(process: Process) -> None:
         process.popen.wait(timeout=10)
     except subprocess.TimeoutExpired:
         os.killpg(process.popen.pid, signal.SIGKILL)
+        process.popen.wait(timeout=10)
 
 
 def server_env() -> dict[str, str]:
@@ -99,7 +100,9 @@ def server_env() -> dict[str, str]:
     with the same environment share it), so no gateway counts another's requests."""
     env = dict(os.environ)
     env["DJANGO_SETTINGS_MODULE"] = "beastmode.settings_test"
-    env["BEASTMODE_METRICS_DIR"] = str(settings.VAR_DIR / f"metrics-node-{next(_nodes)}")
+    # (the pid too: pytest sessions run side by side in one checkout share var/)
+    node = f"metrics-node-{os.getpid()}-{next(_nodes)}"
+    env["BEASTMODE_METRICS_DIR"] = str(settings.VAR_DIR / node)
     settings_dict = connection.settings_dict
     if settings_dict["ENGINE"].endswith("postgresql"):
         env["DATABASE_URL"] = (
