@@ -33,6 +33,13 @@ class ResilientRedBeatScheduler(RedBeatScheduler):  # type: ignore[misc]
             log.warning("beat: Redis unavailable (%s); trying again", exc)
         return float(self.max_interval)
 
+    def setup_schedule(self) -> None:
+        """Store the schedule in Redis; with Redis away at start, once it takes the lock."""
+        try:
+            super().setup_schedule()
+        except RedisError as exc:
+            log.warning("beat: Redis unavailable at start (%s); trying again", exc)
+
     def _take_lock(self) -> bool:
         client = get_redis(self.app)
         lock = client.lock(self.lock_key, timeout=self.lock_timeout, sleep=self.max_interval)

@@ -5,9 +5,12 @@ from typing import Any
 
 from celery import Celery
 
+from beastmode import kombu_fix
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "beastmode.settings")
 
 app = Celery("beastmode")
+kombu_fix.keep_workers_through_redis_outages()
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 

@@ -118,6 +118,7 @@ async def _submit_job(
     answer.cache_plan(question)  # bad cache controls are refused now, not in the worker
     job_id = await _in_database(
         tasks.submit_job,
+        wait_s=None,  # a job given up on would still be created and run
         service_key_id=exchange.key.id,
         request_id=exchange.request_id,
         chat=question.chat,
@@ -129,12 +130,13 @@ async def _submit_job(
     exchange.finish(status=202, outcome="accepted")
 
 
-async def _in_database(function: Callable[..., T], **kwargs: Any) -> T:
+async def _in_database(function: Callable[..., T], *, wait_s: float | None, **kwargs: Any) -> T:
     """`function` on a database thread (connections too old or broken by a restart are
-    dropped before and after, as in Django's request cycle). A database that fails or
-    does not answer within API_DATABASE_WAIT_S is a 503, not a wait or a 500."""
+    dropped before and after, as in Django's request cycle). A database that fails, or
+    does not answer within `wait_s` (None: the pool's own 2 s bound), is a 503, not a wait
+    or a 500."""
     try:
-        async with asyncio.timeout(settings.API_DATABASE_WAIT_S):
+        async with asyncio.timeout(wait_s):
             return await database_sync_to_async(function)(**kwargs)
     except (TimeoutError, DatabaseError) as exc:
         raise GatewayError(
@@ -179,6 +181,11 @@ async def _get_job(
     scope: Scope, send: Send, exchange: Exchange, base_headers: Headers, job_id: str
 ) -> None:
     exchange.key = registry.current().authenticate(header(scope, b"authorization"))
-    view = await _in_database(jobs.view_for, job_id=job_id, service_key_id=exchange.key.id)
+    view = await _in_database(
+        jobs.view_for,
+        wait_s=settings.API_DATABASE_WAIT_S,
+        job_id=job_id,
+        service_key_id=exchange.key.id,
+    )
     await send_json(send, 200, view, base_headers)
     exchange.finish(status=200)

@@ -163,7 +163,7 @@ def test_a_job_that_cannot_be_queued_is_refused_with_503_and_not_created(
 def test_a_worker_and_its_beat_survive_a_redis_restart_and_end_the_jobs_it_lost(
     alice: Client, model_with: ModelFactory, tmp_path: Path
 ) -> None:
-    model = model_with("")
+    model, slow = model_with(""), model_with("delay/1500")
     with private_redis() as redis:
         env = {**server_env(), "REDIS_URL": redis.url, "BEASTMODE_JOB_RESEND_AFTER_S": "1"}
         node = start_gateway("worker-outage", env)
@@ -171,6 +171,8 @@ def test_a_worker_and_its_beat_survive_a_redis_restart_and_end_the_jobs_it_lost(
             wait_for_key(node, alice)
             with worker(env, tmp_path, "survivor") as survivor:
                 wait_for_job(node, alice, submit(node, alice, model)[0], "succeeded")
+                running = submit(node, alice, slow)[0]  # unacknowledged when Redis goes
+                wait_until(lambda: AsyncJob.objects.get(pk=running).status == "running", 10)
                 redis.kill()
                 log = tmp_path / "survivor.log"
                 wait_until(lambda: b"Connection to broker lost" in log.read_bytes(), 10)
@@ -178,6 +180,7 @@ def test_a_worker_and_its_beat_survive_a_redis_restart_and_end_the_jobs_it_lost(
                 redis.start()
 
                 wait_for_job(node, alice, lost, "succeeded")  # the beat's reaper sent it again
+                wait_for_job(node, alice, running, "succeeded")
                 wait_for_job(node, alice, submit(node, alice, model)[0], "succeeded")
                 assert survivor.poll() is None, log.read_text()
         finally:
