@@ -258,6 +258,14 @@ def fault_worker(drill: Drill, scenario: Scenario) -> None:
         time.sleep(drill.timings.worker_down_s)
         drill.start_worker()
         scenario.fault_end = time.monotonic()
+    started_wall = time.time()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # a worker's cold start: until it ends a job
+        sql = "SELECT count(*) FROM routing_asyncjob WHERE finished_at > to_timestamp(%s)"
+        if drill.query(sql, started_wall)[0][0]:
+            break
+        time.sleep(0.2)
+    scenario.notes["new_worker_ended_its_first_job_after_s"] = round(time.time() - started_wall, 1)
 
 
 def _wait_for_running_jobs(drill: Drill, *, at_least: int, timeout_s: float) -> int:
@@ -349,6 +357,13 @@ def main() -> None:
             drill.stop_supervising()
             records = faults_report.wait_for_records(drill.query, drill.load)
             jobs = faults_report.jobs_in_database(drill.query)
+            for scenario in drill.scenarios:  # what the records of the cut requests say
+                if ids := scenario.notes.get("in_flight_at_sigterm"):
+                    sql = ("SELECT request_id, status_code, outcome FROM monitoring_requestrecord"
+                           " WHERE request_id = ANY(%s) AND method <> 'JOB'")  # fmt: skip
+                    scenario.notes["records_of_those_in_flight"] = [
+                        f"{status} {outcome}" for _, status, outcome in drill.query(sql, ids)
+                    ]
             figures = faults_report.report(drill.load, drill.scenarios, records, jobs)
             print("\n  worker exits the drill did not cause: "
                   + ("; ".join(drill.worker_exits) or "none"))  # fmt: skip
@@ -357,6 +372,7 @@ def main() -> None:
                 payload = {"conditions": conditions, "scenarios": figures,
                            "worker_exits": drill.worker_exits}  # fmt: skip
                 args.json_out.write_text(json.dumps(payload, indent=2))
+            procs.stop_all()  # before Postgres and Redis go (so the logs end quietly)
     finally:
         if drill is not None:
             drill.stop_supervising()

@@ -185,6 +185,9 @@ def _scenario(
           f"{JOBS_END_WITHIN_S_TEXT} after recovery; worker records for "
           f"{job_figures['ended_with_worker_record']} of {job_figures['ended_by_a_run']} "
           "jobs ended by a run")  # fmt: skip
+    took = job_figures["duration_s"]
+    print(f"  jobs took (submitted to ended) P50 {_s(took['p50'])}, P99 {_s(took['p99'])}, "
+          f"max {_s(took['max'])}; runs per job: {job_figures['by_attempts']}")  # fmt: skip
     if job_figures["refused_but_kept"]:
         print(
             f"  ! {len(job_figures['refused_but_kept'])} job POSTs answered with an error "
@@ -288,4 +291,19 @@ def _jobs(
         "ended_by_a_run": len(ended_by_run),
         "ended_with_worker_record": with_record,
         "refused_but_kept": refused_but_kept,
-    }
+        "duration_s": _durations(rows.values()),
+        "by_attempts": dict(Counter(row.attempts for row in rows.values() if row is not None)),
+        "rows": [  # submitted (s from the fault's end), took (s), attempts, status
+            (round(row.created_at - scenario.fault_end_wall, 1),
+             None if row.finished_at is None else round(row.finished_at - row.created_at, 1),
+             row.attempts, row.status)
+            for row in rows.values() if row is not None
+        ],
+    }  # fmt: skip
+
+
+def _durations(rows: Iterable[JobRow | None]) -> dict[str, float | None]:
+    """From submission to the end, as the database has it (seconds)."""
+    took = [r.finished_at - r.created_at for r in rows if r is not None and r.finished_at]
+    return {"p50": percentile(took, 0.5), "p99": percentile(took, 0.99),
+            "max": max(took, default=None)}  # fmt: skip
