@@ -1,6 +1,7 @@
 """Fault drill: BeastMode under a steady load while its dependencies fail, one at a time.
 
-Rerun (from the repository root; ~12 minutes with the defaults, ~7 with --quick):
+Rerun (from the repository root; ~8 minutes with the defaults, ~5 with --quick; longer when
+jobs are slow to end, up to 2 minutes more per scenario):
 
     .venv/bin/python bench/faults.py
     .venv/bin/python bench/faults.py --quick --scenarios redis,worker
@@ -113,6 +114,8 @@ class Scenario:
 
 @dataclass
 class Drill:
+    """The running drill: its servers, the processes it started, the load, what happened."""
+
     args: argparse.Namespace
     run: Run
     env: dict[str, str]
@@ -127,7 +130,7 @@ class Drill:
     # The worker is supervised as systemd's Restart=always would: an exit the drill did not
     # cause is noted (a finding) and a new worker starts RESTART_AFTER_S later.
     worker_exits: list[str] = field(default_factory=list)
-    _worker_lock: threading.Lock = field(default_factory=threading.Lock)
+    worker_lock: threading.Lock = field(default_factory=threading.Lock)
     _workers_started: int = 0
     _supervising: threading.Event = field(default_factory=threading.Event)
 
@@ -163,7 +166,7 @@ class Drill:
     def _supervise(self) -> None:
         while self._supervising.is_set():
             time.sleep(0.2)
-            with self._worker_lock:
+            with self.worker_lock:
                 code = self.procs["worker"].poll()
                 if code is None:
                     continue
@@ -177,7 +180,7 @@ class Drill:
 
     def stop_supervising(self) -> None:
         self._supervising.clear()
-        with self._worker_lock:
+        with self.worker_lock:
             pass  # (waits for a restart in progress)
 
     def query(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
@@ -251,7 +254,7 @@ def fault_worker(drill: Drill, scenario: Scenario) -> None:
     scenario.notes["jobs_running_at_kill"] = running
     scenario.what = (f"the worker's process group SIGKILLed with {running} jobs running, "
                      f"a new worker {drill.timings.worker_down_s:.0f} s later")  # fmt: skip
-    with drill._worker_lock:  # (not a restart for the supervisor to note)
+    with drill.worker_lock:  # (not a restart for the supervisor to note)
         scenario.fault_start = time.monotonic()
         os.killpg(drill.procs["worker"].pid, signal.SIGKILL)
         drill.procs["worker"].wait(timeout=10)
@@ -415,4 +418,7 @@ def _interrupted(signum: int, frame: FrameType | None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit("interrupted: everything the drill started was stopped")
