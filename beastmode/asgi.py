@@ -18,6 +18,7 @@ from django.conf import settings  # noqa: E402
 from django.db import connection  # noqa: E402
 
 from beastmode import embedded_beat, shutdown  # noqa: E402
+from beastmode.lib import redaction  # noqa: E402
 from cache.semantic import index_sync  # noqa: E402
 from gateway import api  # noqa: E402
 from gateway.asgi_http import Receive, Scope, Send  # noqa: E402
@@ -47,6 +48,9 @@ index_sync.start(preload_embedder=registry.uses_semantic_matching)
 metrics.start_publishing_gauges()
 if settings.CELERY_TASK_ALWAYS_EAGER:
     embedded_beat.start()
+# uvicorn's loggers keep the handlers it made before settings.LOGGING: redact there too.
+for _name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    redaction.install_on(logging.getLogger(_name))
 runtime.speed_up_twisted_content_type()
 runtime.skip_twisted_access_log()
 runtime.freeze_startup_objects()

@@ -1,9 +1,13 @@
 """The Celery app and the one periodic schedule. Run: celery -A beastmode worker -B"""
 
+import logging
 import os
 from typing import Any
 
 from celery import Celery
+from celery.signals import after_setup_logger, after_setup_task_logger
+
+from beastmode.lib import redaction
 
 from beastmode import kombu_fix
 
@@ -50,3 +54,11 @@ def _schedule(sender: Celery, **kwargs: Any) -> None:
             "schedule": float(settings.CACHE_WARMUP_INTERVAL_S),
         },
     }
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _redact_worker_logs(logger: logging.Logger, **kwargs: Any) -> None:
+    # A worker replaces the root handlers settings.LOGGING made with its own: the filter
+    # that redacts upstream keys goes on those too.
+    redaction.install_on(logger)

@@ -12,6 +12,10 @@ a failure mode, so one process serves every endpoint the tests need:
     /ratelimit/<s>/v1/...         429 with Retry-After: <s>
     /flaky/<n>/<tag>/v1/...       500 for the first <n> requests with that tag, then ok
     /needkey/<key>/v1/...         401 unless the request carries "Authorization: Bearer <key>"
+    /leakkey/v1/...               quotes the request's key back, as careless providers do:
+                                  400 naming it without "Bearer " and "sk-" and its last 19
+                                  characters; a stream gets two chunks, 50 ms later an error
+                                  event doing the same
     /hang/v1/...                  accept, then never answer
     /garbage/v1/...               200 with a body that is not JSON
     /cut/v1/...                   stream: two chunks, then the connection drops
@@ -191,8 +195,19 @@ async def _stream(
     return response
 
 
+def _leaked_key(request: web.Request) -> str:
+    """An error message quoting the request's key in pieces that dodge a naive scrub."""
+    key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+    bare = key.removeprefix("sk-")
+    return f"Incorrect API key provided: {bare}. (A key ending in ...{key[-19:]}.)"
+
+
 async def _stream_failing(
-    request: web.Request, body: dict[str, Any], *, later_s: float
+    request: web.Request,
+    body: dict[str, Any],
+    *,
+    later_s: float,
+    message: str = "fake generation failure",
 ) -> web.StreamResponse:
     """Two chunks, then an error event (as upstreams report a failure mid-generation):
     `later_s` after them, or in the same write when 0."""
@@ -201,7 +216,7 @@ async def _stream_failing(
     chunks = _chunk(body, {"role": "assistant", "content": ""}, None) + _chunk(
         body, {"content": "Echo"}, None
     )
-    error = {"error": {"message": "fake generation failure", "type": "server_error"}}
+    error = {"error": {"message": message, "type": "server_error"}}
     event = b"data: " + json.dumps(error).encode() + b"\n\n"
     if later_s:
         await response.write(chunks)
@@ -240,6 +255,10 @@ async def _answer(request: web.Request) -> web.StreamResponse:
         return _error(500, "flaky upstream failed")
     elif parts[:1] == ["needkey"] and request.headers.get("Authorization") != f"Bearer {parts[1]}":
         return _error(401, "Incorrect API key provided")
+    elif parts[:1] == ["leakkey"]:
+        if (await request.json()).get("stream"):
+            return await _stream_failing(request, {}, later_s=0.05, message=_leaked_key(request))
+        return _error(400, _leaked_key(request))
     elif parts[:1] == ["hang"]:
         await asyncio.sleep(3600)
     elif parts[:1] == ["garbage"]:

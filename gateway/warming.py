@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db.models import Count
 from django.utils import timezone
 
+from beastmode.lib import redaction
 from beastmode.lib.chat_request import ChatRequest
 from beastmode.lib.errors import GatewayError
 from cache.models import CacheEntry
@@ -39,7 +40,7 @@ def warm_prompt(prompt_id: int) -> str:
     else:
         result = _answer_and_store(snapshot, key, body) if key else "the service key is gone"
     prompt.last_warmed_at = timezone.now()
-    prompt.last_result = result[:200]
+    prompt.last_result = redaction.redact(result)[:200]
     prompt.save(update_fields=["last_warmed_at", "last_result"])
     return result
 

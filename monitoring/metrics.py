@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from beastmode.lib import redaction
 from monitoring import metrics_dir, metrics_store
 from monitoring.metrics_store import Counter, Gauge, Histogram, Store
 from monitoring.records import RequestRow
@@ -228,6 +229,7 @@ class _NodeCollector(MultiProcessCollector):
 
     def collect(self) -> Iterator[Metric]:
         by_name = {ep.name: ep for ep in registry.current().endpoints.values()}
+        redacted: dict[str, str] = {}  # label values repeat across samples: redact each once
         for family in super().collect():  # type: ignore[no-untyped-call]
             if family.name == _CIRCUIT_STATE:
                 family.samples = [s for s in family.samples if s.labels["endpoint"] in by_name]
@@ -235,7 +237,20 @@ class _NodeCollector(MultiProcessCollector):
                 family.samples = [
                     s._replace(labels=_upstream_labels(s.labels, by_name)) for s in family.samples
                 ]
+            family.samples = [
+                s._replace(labels=_redacted_labels(s.labels, redacted)) for s in family.samples
+            ]
             yield family
+
+
+def _redacted_labels(labels: dict[str, str], redacted: dict[str, str]) -> dict[str, str]:
+    """Label values (a model name is the client's choice) without key fragments."""
+    shown = {}
+    for name, value in labels.items():
+        if (clean := redacted.get(value)) is None:
+            clean = redacted[value] = redaction.redact(value)
+        shown[name] = clean
+    return shown
 
 
 def _upstream_labels(shown: dict[str, str], by_name: dict[str, EndpointConfig]) -> dict[str, str]:

@@ -25,7 +25,7 @@ import orjson
 from django.conf import settings
 from django.db import DataError, IntegrityError, close_old_connections, transaction
 
-from beastmode.lib import fastjson
+from beastmode.lib import fastjson, redaction
 from beastmode.lib.rows import insert_json_rows, sqlite_datetime
 from monitoring import metrics, rollups
 from monitoring.models import RequestRecord
@@ -43,7 +43,11 @@ _start_lock = threading.Lock()
 
 
 def submit(record: RequestRow) -> None:
-    """Queue one record. Safe from any thread."""
+    """Queue one record. Safe from any thread. Its error text is redacted first: the
+    record is stored, counted and shown on the dashboard as it leaves here."""
+    if record["error_message"] or record["error_tips"]:
+        record["error_message"] = redaction.redact(record["error_message"])
+        record["error_tips"] = [redaction.redact(tip) for tip in record["error_tips"]]
     metrics.observe_request(record)
     _pending.append(_pack(record))
     if _writer is None:

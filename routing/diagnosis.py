@@ -1,6 +1,5 @@
 """Turn an upstream failure into a classified GatewayError that says what to do."""
 
-import re
 import socket
 import ssl
 from collections.abc import Mapping
@@ -8,11 +7,10 @@ from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from time import time
 
+from beastmode.lib import redaction
 from beastmode.lib.errors import GatewayError
 from routing import http_client
 from routing.registry import EndpointConfig
-
-_KEYLIKE = re.compile(r"\b(sk|bm|key)-[A-Za-z0-9_\-*.]{6,}")
 
 
 def from_status(
@@ -110,10 +108,12 @@ def retry_after_s(headers: Mapping[str, str]) -> float | None:
 
 
 def scrub(text: str, endpoint: EndpointConfig) -> str:
-    """Upstream text without the endpoint's key or anything shaped like a key."""
-    if endpoint.api_key:
-        text = text.replace(endpoint.api_key, "[redacted]")
-    return _KEYLIKE.sub("[redacted]", text)[:500]
+    """Upstream text, where it enters, without a fragment of any upstream key (this
+    endpoint's too, however its config was made) or anything shaped like a key."""
+    redaction.remember((endpoint.api_key,))
+    # Cut first: redaction then pays for 500 characters at most (the cut leaves no run
+    # of 8 key characters that redaction would not see).
+    return redaction.redact(text[:500])
 
 
 def _reason(status: int) -> str:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from django.utils import timezone
 
+from beastmode.lib import redaction
 from beastmode.lib.errors import GatewayError
 from routing import breaker, calls, registry
 from routing.models import EndpointProbe
@@ -66,8 +67,10 @@ async def _probe_one(endpoint: registry.EndpointConfig) -> ProbeResult:
         latency_ms = (time.perf_counter() - started) * 1000
         if error.kind.endpoint_fault:
             breaker.for_endpoint(endpoint.id).record_failure(error.error_class)
+        # Redacted here, before the admin page shows it or EndpointProbe stores it.
         return ProbeResult(
-            endpoint.name, False, latency_ms, error.error_class, error.message, error.tips
-        )
+            endpoint.name, False, latency_ms, error.error_class,
+            redaction.redact(error.message), [redaction.redact(tip) for tip in error.tips],
+        )  # fmt: skip
     breaker.for_endpoint(endpoint.id).record_success()
     return ProbeResult(endpoint.name, True, (time.perf_counter() - started) * 1000)

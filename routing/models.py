@@ -6,6 +6,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
 from django.utils import timezone
 
+from beastmode.lib import redaction
 from cache import controls
 from cache.semantic import similarity
 from routing import crypto
@@ -43,10 +44,15 @@ class ModelEndpoint(models.Model):
         return self.name
 
     def set_api_key(self, api_key: str) -> None:
+        redaction.remember((api_key,))
         self.api_key_encrypted = crypto.encrypt(api_key) if api_key else ""
 
     def get_api_key(self) -> str:
-        return crypto.decrypt(self.api_key_encrypted) if self.api_key_encrypted else ""
+        """The key, decrypted; from now on this process redacts it everywhere
+        (beastmode/lib/redaction.py)."""
+        api_key = crypto.decrypt(self.api_key_encrypted) if self.api_key_encrypted else ""
+        redaction.remember((api_key,))
+        return api_key
 
     @property
     def has_api_key(self) -> bool:

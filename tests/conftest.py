@@ -128,10 +128,11 @@ def no_sessions_left_at_teardown(django_db_setup: None, django_db_blocker: Any) 
 
 
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup: None) -> Iterator[None]:
-    """A real Celery worker when a broker is configured; embedded runs use in-process threads."""
+def celery_worker(django_db_setup: None) -> Iterator[Process | None]:
+    """A real Celery worker when a broker is configured; embedded runs use in-process threads
+    (None)."""
     if settings.CELERY_TASK_ALWAYS_EAGER:
-        yield
+        yield None
         return
     health_port = free_port()  # the worker does not listen; a tiny server tells us it is up
     process = start_process(
@@ -143,7 +144,7 @@ def celery_worker(django_db_setup: None) -> Iterator[None]:
         "celery",
         server_env(),
     )  # fmt: skip
-    yield
+    yield process
     stop_process(process)
 
 

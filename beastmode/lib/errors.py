@@ -3,6 +3,8 @@
 from dataclasses import dataclass, field
 from typing import Any
 
+from beastmode.lib import redaction
+
 
 @dataclass(frozen=True)
 class ErrorKind:
@@ -226,13 +228,14 @@ class GatewayError(Exception):
         return [*self.kind.tips, *self.extra_tips]
 
     def to_body(self) -> dict[str, Any]:
-        """The OpenAI error object, with BeastMode's tips."""
+        """The OpenAI error object, with BeastMode's tips; redacted, as it leaves the process
+        (to a client or an async job's stored result)."""
         error: dict[str, Any] = {
-            "message": self.message,
+            "message": redaction.redact(self.message),
             "type": self.kind.type,
             "param": self.param,
             "code": self.error_class,
         }
         if self.tips:
-            error["tips"] = self.tips
+            error["tips"] = [redaction.redact(tip) for tip in self.tips]
         return {"error": error}

@@ -32,7 +32,7 @@ def error_of(reply: Reply) -> dict:
 def test_upstream_401_names_model_endpoint_and_host_and_tips_about_the_key(
     gateway: Process, fake_upstream: Process, alice: Client, model_with: ModelFactory
 ) -> None:
-    model = model_with("status/401", api_key="sk-live-SECRET-upstream-key-123")
+    model = model_with("status/401", api_key="sk-live-SECRET-q7Zx2Kp9Lm-123")
     reply = chat(gateway, alice, model)
 
     assert reply.status == 502
