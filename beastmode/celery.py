@@ -7,9 +7,8 @@ from typing import Any
 from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger
 
-from beastmode.lib import redaction
-
 from beastmode import kombu_fix
+from beastmode.lib import redaction
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "beastmode.settings")
 
