@@ -26,7 +26,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from beastmode.lib import redaction
-from monitoring import metrics_dir, metrics_store
+from monitoring import labels, metrics_dir, metrics_store
 from monitoring.metrics_store import Counter, Gauge, Histogram, Store
 from monitoring.records import RequestRow
 from routing import breaker, registry
@@ -134,7 +134,7 @@ def observe_request(record: RequestRow) -> None:
 
 
 def _observe(record: RequestRow) -> None:
-    model = record["model"]
+    model = labels.model_label(record["model"])
     with metrics_store.writing:
         if record["is_warming"]:  # the cache warming itself, not client traffic
             _warming.inc((model, record["outcome"]))
@@ -145,8 +145,8 @@ def _observe(record: RequestRow) -> None:
         chat = ("chat", model)
         _server_duration.observe((*chat, record["error_class"]), record["latency_ms"] / 1000)
         for attempt in record["attempt_log"]:
-            labels = (attempt["endpoint"], attempt["error_class"] or "")
-            _client_duration.observe(labels, attempt["latency_ms"] / 1000)
+            attempt_labels = (attempt["endpoint"], attempt["error_class"] or "")
+            _client_duration.observe(attempt_labels, attempt["latency_ms"] / 1000)
         if count := record["tokens_in"]:
             _token_usage.observe((*chat, "input"), count)
         if count := record["tokens_out"]:

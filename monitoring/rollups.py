@@ -18,6 +18,7 @@ from django.db import connection, transaction
 
 from beastmode.lib.rows import write_rows
 from monitoring import histogram as hist
+from monitoring import labels
 from monitoring.models import ERROR_OUTCOMES, REJECTED_OUTCOMES, DashboardRollup
 from monitoring.records import RequestRow
 
@@ -70,7 +71,7 @@ def dashboard_aggregate(records: list[RequestRow]) -> dict[tuple[Any, ...], Dash
         if record["is_warming"]:
             continue
         minute = int(record["created_at"].timestamp()) // 60 * 60
-        key = (minute, record["model"], record["endpoint"])
+        key = (minute, labels.model_label(record["model"]), record["endpoint"])
         if (group := per_minute.get(key)) is None:
             group = per_minute[key] = DashboardSums()
         group.add(_counts_of(record), str(hist.bucket_of(record["latency_ms"])))

@@ -94,6 +94,10 @@ class DashboardSnapshot(TypedDict):
     recent_errors: list[ErrorRow]
 
 
+# Every list the snapshot sends is capped (models by requests, endpoints by name).
+MAX_ROWS = 50
+
+
 def compute(window: str = "1h") -> DashboardSnapshot:
     length_s, bucket_s = WINDOWS[window]
     now = timezone.now()
@@ -227,7 +231,7 @@ def _by_model(pairs: dict[tuple[str, str], dict[str, Any]]) -> list[ModelRow]:
                 cost_saved_usd=round(sums["cost_saved_usd"], 6),
             )
         )
-    return sorted(result, key=lambda row: -row["requests"])
+    return sorted(result, key=lambda row: -row["requests"])[:MAX_ROWS]
 
 
 def _endpoints(
@@ -238,7 +242,7 @@ def _endpoints(
     probes = {p.endpoint_id: p for p in EndpointProbe.objects.filter(ok=False)}
     states = breaker.states()
     result = []
-    for endpoint in sorted(snapshot.endpoints.values(), key=lambda e: e.name):
+    for endpoint in sorted(snapshot.endpoints.values(), key=lambda e: e.name)[:MAX_ROWS]:
         sums = _summed([s for (_, name), s in pairs.items() if name == endpoint.name])
         last = next((e for e in recent if e["endpoint"] == endpoint.name), None)
         probe = probes.get(endpoint.id)

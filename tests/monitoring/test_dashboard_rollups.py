@@ -21,7 +21,7 @@ from monitoring import histogram, recorder, rollups, snapshot
 from monitoring.models import ERROR_OUTCOMES, REJECTED_OUTCOMES, DashboardRollup, RequestRecord
 from monitoring.records import RequestRow, request_row
 from routing import registry
-from tests.personas import make_endpoint
+from tests.personas import make_endpoint, make_model
 
 # Not on a bucket boundary, so the 7d window starts and ends inside a day and an hour.
 NOW = datetime(2026, 3, 10, 13, 37, 20, 250000, tzinfo=UTC)
@@ -86,10 +86,9 @@ def quiet(transactional_db: None) -> None:
 
 @pytest.fixture
 def routed(quiet: None) -> None:
-    """The endpoints of ROUTES, known to this process's registry."""
-    for names in ROUTES.values():
-        for name in names:
-            make_endpoint(name, "http://127.0.0.1:9/v1")
+    """The models and endpoints of ROUTES, known to this process's registry."""
+    for model, names in ROUTES.items():
+        make_model(model, [make_endpoint(name, "http://127.0.0.1:9/v1") for name in names])
     registry.reload()
 
 
@@ -99,6 +98,21 @@ def test_every_window_shows_what_the_raw_records_say(routed: None) -> None:
     write(records)
     for window in snapshot.WINDOWS:
         assert_shows(window, records)
+
+
+@pytest.mark.embedded
+def test_models_that_are_not_configured_are_one_row_named_unknown(routed: None) -> None:
+    records = traffic(300)
+    for n, record in enumerate(records[:200]):
+        record["model"] = f"made-up-{n}"  # a client's random names
+    write(records)
+
+    with mock.patch.object(timezone, "now", return_value=NOW):
+        by_model = {row["model"]: row for row in snapshot.compute("7d")["by_model"]}
+
+    assert set(by_model) <= {"alpha", "beta", "unknown"}
+    assert by_model["unknown"]["requests"] >= 150  # (those in the 7-day window)
+    assert RequestRecord.objects.filter(model__startswith="made-up-").count() == 200
 
 
 def assert_shows(window: str, records: list[RequestRow]) -> None:

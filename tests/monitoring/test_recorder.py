@@ -63,7 +63,7 @@ def test_records_equal_requests_under_concurrency_with_failing_upstreams(
     counted = sum(
         metric(after, "beastmode_requests_total", model=m, outcome=o)
         - metric(before, "beastmode_requests_total", model=m, outcome=o)
-        for m in (ok, flaky, broken, slow, "no-such-model", "")
+        for m in (ok, flaky, broken, slow, "unknown", "")  # (no-such-model counts as unknown)
         for o in ("success", "client_error", "auth_error", "upstream_error")
     )
     assert counted == 300

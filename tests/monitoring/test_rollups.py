@@ -12,6 +12,8 @@ from django.test.utils import CaptureQueriesContext
 from monitoring import histogram, metrics, recorder, rollups, snapshot
 from monitoring.models import DashboardRollup, RequestRecord
 from monitoring.records import RequestRow, request_row
+from routing import registry
+from tests.personas import make_endpoint, make_model
 
 NOW = datetime.now(UTC)
 
@@ -47,6 +49,15 @@ def _histogram_of(values: list[float]) -> histogram.Histogram:
     return h
 
 
+@pytest.fixture
+def demo(transactional_db: None) -> None:
+    """Model `demo` on endpoint `ep`, configured in this process's registry (a model that
+    is not is counted as `unknown`)."""
+    make_model("demo", [make_endpoint("ep", "http://127.0.0.1:9/v1")])
+    registry.reload()
+
+
+@pytest.mark.usefixtures("demo")
 def test_rollups_written_with_records_match_the_raw_records(transactional_db: None) -> None:
     rng = random.Random(1)
     batch = [record(n, rng.lognormvariate(2, 1)) for n in range(1500)]
@@ -79,6 +90,7 @@ def test_rollups_written_with_records_match_the_raw_records(transactional_db: No
     assert result["recent_errors"][0]["error_class"] == "upstream_server_error"
 
 
+@pytest.mark.usefixtures("demo")
 def test_warming_calls_are_not_client_traffic_in_errors_or_metrics(
     transactional_db: None,
 ) -> None:
