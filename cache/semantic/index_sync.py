@@ -1,6 +1,6 @@
 """Keeps this process's semantic index in step with L3.
 
-At start it loads every unexpired vector from L3 (so a restart keeps semantic hits), then
+At start it loads every unexpired vector from L3 in bulk (so a restart keeps semantic hits), then
 follows the rows written since (new ones and ones stored again) every SEMANTIC_SYNC_S,
 which brings in what other processes and warming workers stored, and drops expired
 vectors now and then. It runs in a daemon thread.
@@ -15,16 +15,17 @@ from datetime import datetime, timedelta
 
 import numpy as np
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from cache import purge_log
 from cache.models import CacheEntry
-from cache.semantic import vector_index
+from cache.semantic import quantised, vector_index
 
 log = logging.getLogger(__name__)
 _BATCH = 5000
+_BULK = 50_000  # rows per batch of the load at start
 _started = threading.Event()
 
 
@@ -81,21 +82,20 @@ OVERLAP_S = 5.0
 
 
 def load_changed(after: Cursor | None) -> Cursor | None:
-    """Add the unexpired rows written after `after` (all of them when None) to the known
-    keys and, those with a vector, to the index; returns the cursor of the last row read.
-    Every upsert moves a row's `updated_at`, so entries stored again (by this process,
-    another one, or a warming worker; also rows expired but not yet pruned) come back with
-    their new expiry. Conversations the index holds already only get their expiry; the
-    text and vector are read for the others. Rows without a vector cost one (id, key,
+    """Add the unexpired rows written after `after` (all of them when None: `load_all`) to
+    the known keys and, those with a vector, to the index; returns the cursor of the last
+    row read. Every upsert moves a row's `updated_at`, so entries stored again (by this
+    process, another one, or a warming worker; also rows expired but not yet pruned) come
+    back with their new expiry. Conversations the index holds already only get their
+    expiry; the vector is read for the others. Rows without a vector cost one (id, key,
     updated_at) triple: every answer of a model without semantic matching passes here."""
+    if after is None:
+        return load_all()
     index = vector_index.index()
     while True:
-        now = timezone.now()
-        changed = CacheEntry.objects.filter(expires_at__gt=now)
-        if after is not None:
-            changed = changed.filter(
-                Q(updated_at__gt=after[0]) | Q(updated_at=after[0], id__gt=after[1])
-            )
+        changed = CacheEntry.objects.filter(expires_at__gt=timezone.now()).filter(
+            Q(updated_at__gt=after[0]) | Q(updated_at=after[0], id__gt=after[1])
+        )
         rows = list(
             changed.order_by("updated_at", "id").values_list("id", "key", "updated_at")[:_BATCH]
         )
@@ -117,23 +117,126 @@ def load_changed(after: Cursor | None) -> Cursor | None:
             and not index.touch(partition, key, expires_at.timestamp())
         ]
         if unindexed:
-            for partition, key, text, expires_at, embedding, owner in _vectors(unindexed):
-                index.add(partition, key, text, expires_at, embedding, owner=owner)
+            batch = _Batch()
+            for values in CacheEntry.objects.filter(id__in=unindexed).values_list(
+                "partition", "key", "expires_at", "embedding", "namespace", "model"
+            ):
+                partition, key, expires_at, embedding, namespace, model = values
+                batch.put(partition, key, expires_at.timestamp(), embedding, (namespace, model))
+            batch.add_to(index)
         after = (rows[-1][2], rows[-1][0])
         if len(rows) < _BATCH:
             return after
 
 
-def _vectors(
-    row_ids: list[int],
-) -> Iterator[tuple[str, str, str, float, np.ndarray, tuple[str, str]]]:
-    for partition, key, text, expires_at, embedding, namespace, model in CacheEntry.objects.filter(
-        id__in=row_ids
-    ).values_list(
-        "partition", "key", "prompt_text", "expires_at", "embedding", "namespace", "model"
+def load_all() -> Cursor | None:
+    """Load every unexpired row at once (a process's start): the keys into the known keys,
+    the vectors into the index, in bulk. On Postgres one server-side cursor streams the
+    rows in binary, and each batch's vectors become int8 codes in one numpy call; the
+    index builds its graph in the background afterwards (flat search meanwhile). Returns
+    the database's time at the start: the follow-up polls read again from a little
+    before it (`_rewound`)."""
+    index = vector_index.index()
+    with transaction.atomic(), index.rebuilds_held():
+        started = _now_in_database()
+        for rows in _all_rows():
+            batch = _Batch()
+            for key, partition, namespace, model, expires_at, created_at, embedding in rows:
+                known_keys.add(key)
+                if embedding is not None and not purge_log.log.covers(
+                    model=model, namespace=namespace, key=key, created_at=created_at
+                ):
+                    batch.put(partition, key, expires_at, embedding, (namespace, model))
+            batch.add_to(index)
+    return (started, 0)
+
+
+# (key, partition, namespace, model, expires_at, created_at, float32 embedding or None)
+_Row = tuple[str, str, str, str, float, float, bytes | None]
+
+
+def _all_rows() -> Iterator[list[_Row]]:
+    if connection.vendor != "postgresql":
+        yield from _all_rows_portable()
+        return
+    table = CacheEntry._meta.db_table
+    raw = connection.connection
+    assert raw is not None
+    with raw.cursor(name="semantic_index_load", binary=True) as cursor:
+        cursor.execute(
+            "SELECT key, partition, namespace, model,"
+            " extract(epoch FROM expires_at)::float8, extract(epoch FROM created_at)::float8,"
+            f" CASE WHEN semantic_eligible THEN embedding END FROM {table}"
+            " WHERE expires_at > now()"
+        )
+        while rows := cursor.fetchmany(_BULK):
+            yield rows
+
+
+def _all_rows_portable() -> Iterator[list[_Row]]:
+    rows: list[_Row] = []
+    for key, partition, namespace, model, expires_at, created_at, eligible, embedding in (
+        CacheEntry.objects.filter(expires_at__gt=timezone.now())
+        .values_list(
+            "key",
+            "partition",
+            "namespace",
+            "model",
+            "expires_at",
+            "created_at",
+            "semantic_eligible",
+            "embedding",
+        )
+        .iterator(chunk_size=_BATCH)
     ):
-        vector = vector_index.from_bytes(embedding)
-        yield partition, key, text, expires_at.timestamp(), vector, (namespace, model)
+        vector = bytes(embedding) if eligible and embedding is not None else None
+        rows.append(
+            (
+                key,
+                partition,
+                namespace,
+                model,
+                expires_at.timestamp(),
+                created_at.timestamp(),
+                vector,
+            )
+        )
+        if len(rows) == _BULK:
+            yield rows
+            rows = []
+    if rows:
+        yield rows
+
+
+def _now_in_database() -> datetime:
+    if connection.vendor != "postgresql":
+        return timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT now()")
+        found: datetime = cursor.fetchone()[0]
+        return found
+
+
+class _Batch:
+    """Vectors to index, by partition: added in one call per partition."""
+
+    def __init__(self) -> None:
+        self._parts: dict[str, tuple[list[str], list[float], list[bytes], tuple[str, str]]] = {}
+
+    def put(
+        self, partition: str, key: str, expires_at: float, embedding: bytes, owner: tuple[str, str]
+    ) -> None:
+        part = self._parts.get(partition)
+        if part is None:
+            part = self._parts[partition] = ([], [], [], owner)
+        part[0].append(key)
+        part[1].append(expires_at)
+        part[2].append(bytes(embedding))
+
+    def add_to(self, index: vector_index.SemanticIndex) -> None:
+        for partition, (keys, expires, embeddings, owner) in self._parts.items():
+            codes = quantised.codes_of_float32_bytes(b"".join(embeddings), index.dim)
+            index.add_codes(partition, keys, np.array(expires), codes, owner=owner)
 
 
 def _rewound(cursor: Cursor | None) -> Cursor | None:
@@ -146,7 +249,9 @@ def _follow_forever(preload_embedder: Callable[[], bool]) -> None:
     if preload_embedder():
         from cache.semantic.embedder import get_embedder
 
-        get_embedder()  # load the model now, not on the first request that needs it
+        # The model loads now, not on the first request that needs it; alongside the
+        # index, which a process with a million entries takes seconds to load.
+        threading.Thread(target=get_embedder, name="embedder-preload", daemon=True).start()
     while True:
         try:
             close_old_connections()
