@@ -8,6 +8,7 @@ vectors now and then. It runs in a daemon thread.
 
 import contextlib
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -60,6 +61,21 @@ class KnownKeys:
             bit = self._bit(key)
             self._bitmap[bit >> 3] |= 1 << (bit & 7)
 
+    def add_many(self, keys: list[str]) -> None:
+        """`add` for many keys at once: the hex digests in one numpy pass, the others one
+        by one."""
+        heads = np.array(keys, dtype="S7").view(np.uint8).reshape(len(keys), 7)
+        nibbles = _HEX[heads]
+        digests = (nibbles < 16).all(axis=1) & (np.char.str_len(np.array(keys, "U7")) == 7)
+        values = np.zeros(len(keys), dtype=np.int64)
+        for column in range(7):
+            values = (values << 4) | nibbles[:, column]
+        bits = values[digests] >> (28 - self.BITS)
+        bitmap = np.frombuffer(self._bitmap, dtype=np.uint8)
+        np.bitwise_or.at(bitmap, bits >> 3, (1 << (bits & 7)).astype(np.uint8))
+        for i in np.flatnonzero(~digests):
+            self.add(keys[i])
+
     def might_contain(self, key: str) -> bool:
         if not self.loaded:
             return True
@@ -71,6 +87,10 @@ class KnownKeys:
 
 
 known_keys = KnownKeys()
+# Hex digit values of ASCII bytes; 16 for every other byte.
+_HEX = np.full(256, 16, dtype=np.int64)
+for _digit in b"0123456789abcdef":
+    _HEX[_digit] = _HEX[ord(chr(_digit).upper())] = int(chr(_digit), 16)
 
 
 # Where the sync goes on: (updated_at, id) of the last row it read.
@@ -137,18 +157,58 @@ def load_all() -> Cursor | None:
     the database's time at the start: the follow-up polls read again from a little
     before it (`_rewound`)."""
     index = vector_index.index()
+    loader = _Loader(index)
     with transaction.atomic(), index.rebuilds_held():
         started = _now_in_database()
         for rows in _all_rows():
-            batch = _Batch()
-            for key, partition, namespace, model, expires_at, created_at, embedding in rows:
-                known_keys.add(key)
-                if embedding is not None and not purge_log.log.covers(
-                    model=model, namespace=namespace, key=key, created_at=created_at
-                ):
-                    batch.put(partition, key, expires_at, embedding, (namespace, model))
-            batch.add_to(index)
+            loader.add(rows)
     return (started, 0)
+
+
+class _Loader:
+    """Indexes the rows of the bulk load, a batch at a time, with as little per-row Python
+    as it can (a million rows pass here at a process's start): vectors are copied into
+    one reused buffer and made codes there."""
+
+    def __init__(self, index: vector_index.SemanticIndex) -> None:
+        self.index = index
+        self._raw = bytearray()
+        self._codes = np.empty((0, index.dim), dtype=np.float32)
+
+    def add(self, rows: list["_Row"]) -> None:
+        known_keys.add_many([row[0] for row in rows])
+        size = 4 * self.index.dim
+        purges = purge_log.log.has_purges()
+        groups: dict[str, list[_Row]] = {}
+        for row in rows:
+            embedding = row[6]
+            if embedding is None or len(embedding) != size:
+                continue
+            if purges and purge_log.log.covers(
+                model=row[3], namespace=row[2], key=row[0], created_at=row[5]
+            ):
+                continue
+            groups.setdefault(row[1], []).append(row)
+        for partition, found in groups.items():
+            self.index.add_codes(
+                partition,
+                [row[0] for row in found],
+                np.array([row[4] for row in found]),
+                self._codes_of(found),
+                owner=(found[0][2], found[0][3]),  # a partition has one namespace and model
+            )
+
+    def _codes_of(self, rows: list["_Row"]) -> np.ndarray:
+        n, dim = len(rows), self.index.dim
+        size = 4 * dim
+        if len(self._raw) < n * size:
+            self._raw = bytearray(n * size)
+            self._codes = np.empty((n, dim), dtype=np.float32)
+        view = memoryview(self._raw)
+        for i, row in enumerate(rows):
+            view[i * size : (i + 1) * size] = row[6]  # type: ignore[assignment]
+        vectors = np.frombuffer(self._raw, dtype=np.float32, count=n * dim).reshape(n, dim)
+        return quantised.float_codes(vectors, out=self._codes[:n])
 
 
 # (key, partition, namespace, model, expires_at, created_at, float32 embedding or None)
@@ -159,18 +219,41 @@ def _all_rows() -> Iterator[list[_Row]]:
     if connection.vendor != "postgresql":
         yield from _all_rows_portable()
         return
-    table = CacheEntry._meta.db_table
-    raw = connection.connection
+    raw = connection.connection  # this thread's, in the transaction: the fetcher uses it
     assert raw is not None
-    with raw.cursor(name="semantic_index_load", binary=True) as cursor:
-        cursor.execute(
-            "SELECT key, partition, namespace, model,"
-            " extract(epoch FROM expires_at)::float8, extract(epoch FROM created_at)::float8,"
-            f" CASE WHEN semantic_eligible THEN embedding END FROM {table}"
-            " WHERE expires_at > now()"
-        )
-        while rows := cursor.fetchmany(_BULK):
-            yield rows
+    batches: queue.Queue[list[_Row] | BaseException | None] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def fetch() -> None:
+        """The next batches are read (the database's and psycopg's work, which release
+        the GIL) while this thread indexes the current one."""
+        try:
+            with raw.cursor(name="semantic_index_load", binary=True) as cursor:
+                cursor.execute(
+                    "SELECT key, partition, namespace, model,"
+                    " extract(epoch FROM expires_at)::float8,"
+                    " extract(epoch FROM created_at)::float8,"
+                    " CASE WHEN semantic_eligible THEN embedding END"
+                    f" FROM {CacheEntry._meta.db_table} WHERE expires_at > now()"
+                )
+                while not stop.is_set() and (rows := cursor.fetchmany(_BULK)):
+                    batches.put(rows)
+            batches.put(None)
+        except BaseException as error:
+            batches.put(error)
+
+    fetcher = threading.Thread(target=fetch, name="semantic-load", daemon=True)
+    fetcher.start()
+    try:
+        while (found := batches.get()) is not None:
+            if isinstance(found, BaseException):
+                raise found
+            yield found
+    finally:
+        stop.set()
+        while fetcher.is_alive():  # let it see the stop (it may wait to put a batch)
+            with contextlib.suppress(queue.Empty):
+                batches.get(timeout=0.1)
 
 
 def _all_rows_portable() -> Iterator[list[_Row]]:

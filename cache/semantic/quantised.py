@@ -24,6 +24,14 @@ def codes(vectors: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(vectors * SCALE), -127, 127).astype(np.int8)
 
 
+def float_codes(vectors: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """The codes of (n, dim) float vectors as float32 whole numbers, written into `out`
+    (what FAISS is given; no int8 copy in between)."""
+    np.multiply(vectors, SCALE, out=out)
+    np.rint(out, out=out)
+    return np.clip(out, -127, 127, out=out)
+
+
 def codes_of_float32_bytes(raw: bytes, dim: int) -> np.ndarray:
     """(n, dim) int8 codes of n float32 vectors stored back to back (as L3 stores them)."""
     return codes(np.frombuffer(raw, dtype=np.float32).reshape(-1, dim))
@@ -40,7 +48,7 @@ def from_faiss_bytes(stored: np.ndarray) -> np.ndarray:
 
 def norms(codes: np.ndarray) -> np.ndarray:
     """Lengths of codes ((n, dim) -> (n,)), in code units."""
-    as_floats = codes.reshape(-1, codes.shape[-1]).astype(np.float32)
+    as_floats = np.asarray(codes, dtype=np.float32).reshape(-1, codes.shape[-1])
     found: np.ndarray = np.linalg.norm(as_floats, axis=1)
     return found
 

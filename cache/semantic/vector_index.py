@@ -90,7 +90,8 @@ class _Built:
 
 class PartitionIndex:
     """One partition's vectors. Not thread-safe: SemanticIndex holds a lock around every
-    call but `build`, which reads only its snapshot."""
+    call but `build`, which reads only its snapshot, and `_View.search`, which reads only
+    what never changes."""
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
@@ -189,66 +190,30 @@ class PartitionIndex:
     def key_of(self, row: int) -> str:
         return self._keys[row]
 
-    # --- search (under the caller's lock) --------------------------------------------
+    # --- search --------------------------------------------
+
+    def view(self, code: np.ndarray, k: int) -> "_View":
+        """Under the lock: what a search reads, and the rows of the one tail chunk that may
+        still grow (searched here). The graph and the full chunks never change (rows are
+        added to the last chunk, a rebuild swaps in new objects), so `_View.search` scans
+        them off the lock: a lookup never waits for another one's scan."""
+        query = code.astype(np.float32).reshape(1, -1)
+        want = max(1, min(len(self._keys), k + self._dead))
+        frozen = list(zip(self._tail, self._tail_starts, strict=True))
+        growing: list[tuple[np.ndarray, np.ndarray]] = []
+        if frozen and not self._sealed and frozen[-1][0].ntotal < TAIL_CHUNK:
+            growing.append(_search_flat(*frozen.pop(), query, want))
+        return _View(
+            query=query, want=want, k=k, base=self._base if self._base_n else None,
+            is_hnsw=self.is_hnsw, frozen=frozen, found=growing, keys=self._keys,
+            expires=self._expires, norms=self._norms,
+        )  # fmt: skip
 
     def search(
         self, code: np.ndarray, k: int, now: float, floor: float | None = None
     ) -> list[Candidate]:
-        """The k nearest live entries to the int8 `code`; with a ``floor`` (the lowest
-        cosine the caller can use), nearer entries may be missed when none reaches
-        floor - SCOUT_MARGIN."""
-        if not self._rows:
-            return []
-        want = max(1, min(len(self._keys), k + self._dead))
-        query = code.astype(np.float32).reshape(1, -1)
-        per_unit = 1.0 / float(quantised.norms(query)[0] or 1.0)
-        found = [self._search_tail(query, want)]
-        if self._base is not None and self._base_n:
-            if self.is_hnsw and floor is not None:
-                scouted = self._search_base(query, want, _SCOUT)
-                best = max((float(f[0].max()) for f in (*found, scouted) if len(f[0])), default=-1)
-                if best * quantised.COSINE_PER_UNIT >= floor - SCOUT_MARGIN:
-                    scouted = self._search_base(query, want, None)
-                found.append(scouted)
-            else:
-                found.append(self._search_base(query, want, None))
-        return self._live(found, k, now, per_unit)
-
-    def _search_base(
-        self, query: np.ndarray, want: int, params: faiss.SearchParameters | None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        assert self._base is not None
-        dots, rows = self._base.search(query, min(want, self._base_n), params=params)
-        keep = rows[0] >= 0
-        return dots[0][keep], rows[0][keep]
-
-    def _search_tail(self, query: np.ndarray, want: int) -> tuple[np.ndarray, np.ndarray]:
-        all_dots, all_rows = [], []
-        for chunk, start in zip(self._tail, self._tail_starts, strict=True):
-            dots, positions = chunk.search(query, min(want, chunk.ntotal))
-            keep = positions[0] >= 0
-            all_dots.append(dots[0][keep])
-            all_rows.append(positions[0][keep] + start)
-        if not all_dots:
-            return np.empty(0, np.float32), np.empty(0, np.int64)
-        return np.concatenate(all_dots), np.concatenate(all_rows)
-
-    def _live(
-        self, found: list[tuple[np.ndarray, np.ndarray]], k: int, now: float, per_unit: float
-    ) -> list[Candidate]:
-        """The k best live rows found, by the cosine of their codes (the product of the codes
-        over their lengths: their rounding leaves the codes' lengths off by ~0.2%)."""
-        rows = np.concatenate([f[1] for f in found])
-        cosines = np.concatenate([f[0] for f in found]) * per_unit / self._norms[rows]
-        result = []
-        for i in np.argsort(-cosines, kind="stable"):
-            row = int(rows[i])
-            expires_at = float(self._expires[row])
-            if expires_at > now:
-                result.append(Candidate(self._keys[row], expires_at, float(cosines[i])))
-                if len(result) == k:
-                    break
-        return result
+        """The k nearest live entries to the int8 `code` (single-threaded callers)."""
+        return self.view(code, k).search(now, floor) if self._rows else []
 
     # --- rebuilds ---------------------------------------------------------------------
 
@@ -385,8 +350,73 @@ class PartitionIndex:
                 self._sealed = False
             chunk = self._tail[-1]
             take = min(len(codes) - done, TAIL_CHUNK - chunk.ntotal)
-            chunk.add(codes[done : done + take].astype(np.float32))
+            chunk.add(np.asarray(codes[done : done + take], dtype=np.float32))
             done += take
+
+
+@dataclass
+class _View:
+    """A search's reading of a partition (PartitionIndex.view), scanned off the lock."""
+
+    query: np.ndarray
+    want: int
+    k: int
+    base: faiss.Index | None
+    is_hnsw: bool
+    frozen: list[tuple[faiss.Index, int]]
+    found: list[tuple[np.ndarray, np.ndarray]]
+    keys: list[str]
+    expires: np.ndarray
+    norms: np.ndarray
+
+    def search(self, now: float, floor: float | None = None) -> list[Candidate]:
+        """The k nearest live entries; with a ``floor`` (the lowest cosine the caller can
+        use), nearer entries may be missed when none reaches floor - SCOUT_MARGIN."""
+        found = self.found + [
+            _search_flat(chunk, start, self.query, self.want) for chunk, start in self.frozen
+        ]
+        if self.base is not None:
+            if self.is_hnsw and floor is not None:
+                scouted = self._search_base(_SCOUT)
+                best = max((float(f[0].max()) for f in (*found, scouted) if len(f[0])), default=-1)
+                if best * quantised.COSINE_PER_UNIT >= floor - SCOUT_MARGIN:
+                    scouted = self._search_base(None)
+                found.append(scouted)
+            else:
+                found.append(self._search_base(None))
+        return self._live(found, now)
+
+    def _search_base(self, params: faiss.SearchParameters | None) -> tuple[np.ndarray, np.ndarray]:
+        assert self.base is not None
+        dots, rows = self.base.search(self.query, min(self.want, self.base.ntotal), params=params)
+        keep = rows[0] >= 0
+        return dots[0][keep], rows[0][keep]
+
+    def _live(self, found: list[tuple[np.ndarray, np.ndarray]], now: float) -> list[Candidate]:
+        """The k best live rows found, by the cosine of their codes (the product of the codes
+        over their lengths: their rounding leaves the codes' lengths off by ~0.2%)."""
+        rows = np.concatenate([f[1] for f in found]) if found else np.empty(0, np.int64)
+        if not len(rows):
+            return []
+        per_unit = 1.0 / float(quantised.norms(self.query)[0] or 1.0)
+        cosines = np.concatenate([f[0] for f in found]) * per_unit / self.norms[rows]
+        result = []
+        for i in np.argsort(-cosines, kind="stable"):
+            row = int(rows[i])
+            key, expires_at = self.keys[row], float(self.expires[row])
+            if key and expires_at > now:
+                result.append(Candidate(key, expires_at, float(cosines[i])))
+                if len(result) == self.k:
+                    break
+        return result
+
+
+def _search_flat(
+    chunk: faiss.Index, start: int, query: np.ndarray, want: int
+) -> tuple[np.ndarray, np.ndarray]:
+    dots, positions = chunk.search(query, min(want, chunk.ntotal))
+    keep = positions[0] >= 0
+    return dots[0][keep], positions[0][keep] + start
 
 
 def _flat(dim: int) -> faiss.Index:
@@ -488,7 +518,8 @@ class SemanticIndex:
         codes: np.ndarray,
         owner: tuple[str, str] | None = None,
     ) -> None:
-        """Index many conversations of one partition from their int8 codes."""
+        """Index many conversations of one partition from their codes (int8, or float32
+        whole numbers: quantised.float_codes)."""
         with self._lock:
             index = self._partitions.get(partition)
             if index is None:
@@ -517,7 +548,10 @@ class SemanticIndex:
         code = quantised.codes(vector)
         with self._lock:
             index = self._partitions.get(partition)
-            return index.search(code, k, time.time(), floor) if index else []
+            if index is None or not len(index):
+                return []
+            view = index.view(code, k)
+        return view.search(time.time(), floor)
 
     def remove(self, keys: list[str]) -> None:
         with self._lock:
@@ -626,6 +660,9 @@ class SemanticIndex:
             self._wake.set()
 
     def _build_forever(self) -> None:
+        # OpenMP's thread count is per thread: a new thread starts with one per core, and a
+        # build on both cores of a node competes with every lookup of its processes.
+        faiss.omp_set_num_threads(1)
         while True:
             self._wake.wait()
             self._wake.clear()

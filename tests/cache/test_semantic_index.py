@@ -143,6 +143,8 @@ def test_a_lookup_scouts_with_a_small_beam_and_searches_fully_only_near_the_floo
     faiss_index = partition._base
 
     class Counting:
+        ntotal = faiss_index.ntotal  # type: ignore[union-attr]
+
         def search(self, *args: object, **kwargs: object) -> object:
             searches.append(kwargs.get("params"))
             return faiss_index.search(*args, **kwargs)  # type: ignore[union-attr]
