@@ -6,7 +6,7 @@ for the next run):
     env DATABASE_URL=postgres://postgres@127.0.0.1:5432/bm_semantic \\
         .venv/bin/python bench/cluster_index.py [--entries 100000] [--keep]
 
-A private database (`<DATABASE_URL's name>_cluster_index`) gets N L3 rows in one partition,
+A private database (`<DATABASE_URL's name>_cluster_index_<N>`) gets N L3 rows in one partition,
 written with COPY: N-1 synthetic rows (random unit vectors: the embedder is not run on a
 million texts; random vectors are the hardest case for HNSW) and one real answer to "What is
 the capital city of France?" with its real embedding. A fresh process (the measured one)
@@ -19,9 +19,10 @@ of that process unless named otherwise:
   exact_max_ms: the slowest exact lookup while the index loaded;
 - loaded_s: every vector indexed (flat search from then on); graph_s: the HNSW graph built
   in the background and swapped in;
-- index_bytes_per_entry: the index's own count (int8 codes, graph links, row arrays; not
-  the key strings and dict); rss_bytes_per_entry: the RSS released when the index is
-  dropped at the end (with the keys and dict; allocator reuse makes it approximate);
+- index_bytes_per_entry: the index's own count once its graph is built (int8 codes, graph
+  links, row arrays, and the keys list, dict and strings by `sys.getsizeof`);
+  rss_start_mib / rss_loaded_mib / rss_graph_mib: the process's RSS before the index
+  starts loading, once loaded, and with the graph (the embedder loads meanwhile: ~100 MiB);
 - rebuild_max_wait_ms: the longest wait for the index lock while the graph was built (a
   probe that only takes the lock, every 2 ms); rebuild_search_max_ms / _p50_ms: lookups
   (random vectors) meanwhile, which scan the flat rows until the swap; swap_ms: the
@@ -53,7 +54,7 @@ NAMESPACE, MODEL = "bench", "bench-model"
 
 def run(entries: int, *, keep: bool = False) -> dict[str, float]:
     """Seed a private database with `entries` L3 rows, measure a fresh process on it."""
-    url = private_database_url()
+    url = private_database_url(entries)
     if not _seeded(url, entries):
         _recreate(url)
         _child(url, "--seed", entries)
@@ -64,9 +65,9 @@ def run(entries: int, *, keep: bool = False) -> dict[str, float]:
             _drop(url)
 
 
-def private_database_url() -> str:
+def private_database_url(entries: int) -> str:
     base = urlsplit(os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/beastmode"))
-    return urlunsplit(base._replace(path=base.path.rstrip("/") + "_cluster_index"))
+    return urlunsplit(base._replace(path=f"{base.path.rstrip('/')}_cluster_index_{entries}"))
 
 
 # --------------------------------------------------------------------------- parent
@@ -210,8 +211,6 @@ def _rss() -> int:
 def measure(entries: int, spawned: float) -> dict[str, float]:
     """(In the measured child.) Start as a gateway process does; time the first hits."""
     import asyncio
-    import ctypes
-    import gc
     import threading
 
     from cache import service
@@ -226,6 +225,7 @@ def measure(entries: int, spawned: float) -> dict[str, float]:
     runtime.freeze_startup_objects()  # as beastmode/asgi.py does, after its start
     runtime.shorten_gil_switch_interval()
     index = vector_index.index()
+    figures["rss_start_mib"] = _rss() / 2**20
     index_sync.start(preload_embedder=lambda: True)
     exact_ms: list[float] = []
     loop = asyncio.new_event_loop()
@@ -291,15 +291,6 @@ def measure(entries: int, spawned: float) -> dict[str, float]:
     figures["index_bytes_per_entry"] = index.nbytes() / len(index)
     figures["rss_graph_mib"] = _rss() / 2**20
 
-    trim = ctypes.CDLL("libc.so.6").malloc_trim
-    gc.collect()
-    trim(0)
-    with_index = _rss()
-    vector_index._index = None
-    del index
-    gc.collect()
-    trim(0)
-    figures["rss_bytes_per_entry"] = (with_index - _rss()) / entries
     return figures
 
 
