@@ -129,12 +129,13 @@ class PartitionIndex:
     ) -> int:
         """Index new conversations in bulk (keys already indexed only get their expiry);
         returns how many rows were added."""
-        fresh = []
+        fresh, seen = [], set()
         for i, key in enumerate(keys):
             if key in self._rows:
                 self.touch(key, float(expires_at[i]), stamp)
-            else:
+            elif key not in seen:  # (a key twice in one call: one row)
                 fresh.append(i)
+                seen.add(key)
         if len(fresh) < len(keys):
             keys = [keys[i] for i in fresh]
             expires_at, codes = expires_at[fresh], codes[fresh]
@@ -190,7 +191,7 @@ class PartitionIndex:
     def key_of(self, row: int) -> str:
         return self._keys[row]
 
-    # --- search --------------------------------------------
+    # --- search ---------------------------------------------------------------------
 
     def view(self, code: np.ndarray, k: int) -> "_View":
         """Under the lock: what a search reads, and the rows of the one tail chunk that may
