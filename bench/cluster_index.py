@@ -118,8 +118,9 @@ def _child(url: str, mode: str, entries: int) -> dict[str, float]:
         "--spawned",
         repr(time.time()),
     ]
-    done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, check=False)
-    sys.stderr.write(done.stderr)
+    done = subprocess.run(
+        command, env=env, cwd=REPO, stdout=subprocess.PIPE, text=True, check=False
+    )
     if done.returncode != 0:
         raise RuntimeError(f"{mode} failed ({done.returncode})")
     lines = done.stdout.strip().splitlines()
@@ -218,14 +219,21 @@ def measure(entries: int, spawned: float) -> dict[str, float]:
     from cache.semantic import index_sync, vector_index
 
     since = lambda: time.time() - spawned  # noqa: E731
-    figures: dict[str, float] = {"django_s": since()}
+    figures: dict[str, float] = {}
+
+    def note(name: str, value: float) -> None:
+        """Keep a figure, and show it at once (a 1M run takes a while)."""
+        figures[name] = value
+        print(f"  {name:24s} {value:12.2f}", file=sys.stderr, flush=True)
+
+    note("django_s", since())
     exact, paraphrase = _probe_plan(QUESTION), _probe_plan(PARAPHRASE)
     from beastmode.lib import runtime
 
     runtime.freeze_startup_objects()  # as beastmode/asgi.py does, after its start
     runtime.shorten_gil_switch_interval()
     index = vector_index.index()
-    figures["rss_start_mib"] = _rss() / 2**20
+    note("rss_start_mib", _rss() / 2**20)
     index_sync.start(preload_embedder=lambda: True)
     exact_ms: list[float] = []
     loop = asyncio.new_event_loop()
@@ -238,16 +246,16 @@ def measure(entries: int, spawned: float) -> dict[str, float]:
             if loading:
                 exact_ms.append((time.perf_counter() - t0) * 1e3)
             if hit is not None and "exact_hit_s" not in figures:
-                figures["exact_hit_s"] = since()
+                note("exact_hit_s", since())
         if "semantic_hit_s" not in figures:
             hit = loop.run_until_complete(service.lookup(paraphrase))
             if hit is not None and hit.kind == "semantic":
-                figures["semantic_hit_s"] = since()
+                note("semantic_hit_s", since())
         if loading and index_sync.known_keys.loaded and len(index) >= entries:
-            figures["loaded_s"] = since()
-            figures["rss_loaded_mib"] = _rss() / 2**20
+            note("loaded_s", since())
+            note("rss_loaded_mib", _rss() / 2**20)
         time.sleep(0.01)
-    figures["exact_max_ms"] = max(exact_ms, default=0.0)
+    note("exact_max_ms", max(exact_ms, default=0.0))
 
     # The graph is being built in the background: how long do lookups wait meanwhile?
     waits, searches = [], []
@@ -267,7 +275,13 @@ def measure(entries: int, spawned: float) -> dict[str, float]:
     prober = threading.Thread(target=probe_lock, daemon=True)
     prober.start()
     partition = exact.key.partition
+    shown = time.monotonic()
     while index.is_rebuilding():
+        if time.monotonic() - shown > 60:
+            shown = time.monotonic()
+            longest = max(waits, default=0.0)
+            progress = f"{since():.0f} s, {len(searches)} lookups, longest wait {longest:.1f} ms"
+            print(f"  (building the graph: {progress})", file=sys.stderr, flush=True)
         query = rng.standard_normal(DIM, dtype=np.float32)
         query /= np.linalg.norm(query)
         t0 = time.perf_counter()
@@ -276,20 +290,20 @@ def measure(entries: int, spawned: float) -> dict[str, float]:
         time.sleep(0.01)
     stop.set()
     prober.join()
-    figures["graph_s"] = since()
-    figures["rebuild_max_wait_ms"] = max(waits, default=0.0)
-    figures["rebuild_search_max_ms"] = max(searches, default=0.0)
-    figures["rebuild_search_p50_ms"] = float(np.median(searches)) if searches else 0.0
-    figures["swap_ms"] = index.longest_swap_ms
+    note("graph_s", since())
+    note("rebuild_max_wait_ms", max(waits, default=0.0))
+    note("rebuild_search_max_ms", max(searches, default=0.0))
+    note("rebuild_search_p50_ms", float(np.median(searches)) if searches else 0.0)
+    note("swap_ms", index.longest_swap_ms)
     after = []
     for _ in range(200):
         query = rng.standard_normal(DIM, dtype=np.float32)
         t0 = time.perf_counter()
         index.search(partition, query / np.linalg.norm(query), k=4, floor=0.9075)
         after.append((time.perf_counter() - t0) * 1e3)
-    figures["search_p50_ms"] = float(np.median(after))
-    figures["index_bytes_per_entry"] = index.nbytes() / len(index)
-    figures["rss_graph_mib"] = _rss() / 2**20
+    note("search_p50_ms", float(np.median(after)))
+    note("index_bytes_per_entry", index.nbytes() / len(index))
+    note("rss_graph_mib", _rss() / 2**20)
 
     return figures
 
