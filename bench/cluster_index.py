@@ -17,8 +17,9 @@ of that process unless named otherwise:
 
 - exact_hit_s, semantic_hit_s: first exact hit; first semantic hit of the paraphrase;
   exact_max_ms: the slowest exact lookup while the index loaded;
-- loaded_s: every vector indexed (flat search from then on); graph_s: the HNSW graph built
-  in the background and swapped in;
+- loaded_s: every vector indexed (flat search from then on); loaded_cpu_s: the process's
+  CPU time then (all threads; what a busy machine does not inflate); graph_s: the HNSW
+  graph built in the background and swapped in;
 - index_bytes_per_entry: the index's own count once its graph is built (int8 codes, graph
   links, row arrays, and the keys list, dict and strings by `sys.getsizeof`);
   rss_start_mib / rss_loaded_mib / rss_graph_mib: the process's RSS before the index
@@ -253,6 +254,7 @@ def measure(entries: int, spawned: float) -> dict[str, float]:
                 note("semantic_hit_s", since())
         if loading and index_sync.known_keys.loaded and len(index) >= entries:
             note("loaded_s", since())
+            note("loaded_cpu_s", time.process_time())
             note("rss_loaded_mib", _rss() / 2**20)
         time.sleep(0.01)
     note("exact_max_ms", max(exact_ms, default=0.0))
