@@ -28,10 +28,9 @@ semantic
     Target: embed + search P50 <= 3 ms.
 million
     In process: 1M synthetic clustered unit vectors (low intrinsic dimension, so recall
-    means something) added one by one to a cache.semantic.vector_index.PartitionIndex (HNSW M=32,
-    efSearch=96) with a time budget (``--million-budget``, default 600 s); past it, the
-    build is redone with faiss directly (same index type and parameters, batches of 50k,
-    all cores) and both times are reported. Then single-query top-4 search timings and
+    means something) added in batches of 50k to a cache.semantic.vector_index.SemanticIndex
+    as int8 codes, then its rebuild (int8 HNSW, M=32, efSearch=96, one thread), timed
+    together. Then single-query top-4 search timings and
     recall@1 against exact search on 200 held-out queries. Target: search P99 <= 1 ms.
 rss
     Real gateway processes (daphne, beastmode.asgi:application; ``--rss-runs``, default 3,
@@ -109,12 +108,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--real-entries", type=int, default=None, help="semantic: real (2000)")
     parser.add_argument("--queries", type=int, default=None, help="semantic: questions (500)")
     parser.add_argument("--million-n", type=int, default=None, help="million: size (1M)")
-    parser.add_argument(
-        "--million-budget",
-        type=float,
-        default=600.0,
-        help="million: s for the PartitionIndex build before faiss directly (600)",
-    )
     parser.add_argument("--million-queries", type=int, default=200, help="recall queries")
     parser.add_argument("--million-timed", type=int, default=1800, help="extra timed queries")
     parser.add_argument("--rss-runs", type=int, default=None, help="rss: processes each (3)")

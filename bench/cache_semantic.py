@@ -2,9 +2,9 @@
 
 semantic: embed + search latency of real questions against a 100k-entry SemanticIndex, the
 lookup a semantic cache request makes. million: search latency and recall@1 of the HNSW
-index at 1M synthetic clustered vectors, built the product's way within a time budget, else
-with faiss directly. The app's ``cache`` package is imported from the repository root, which
-bench/cache.py puts first on sys.path.
+index at 1M synthetic clustered vectors, built the product's way (rows added in batches as a
+start's bulk load does, then the index's rebuild: int8 HNSW). The app's ``cache`` package is
+imported from the repository root, which bench/cache.py puts first on sys.path.
 """
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ import argparse
 import csv
 import gc
 import math
-import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,7 +90,7 @@ def part_semantic(args: argparse.Namespace, report: Report) -> None:
     print(f"  {n_real} real question1 embedded in {time.perf_counter() - started:.1f} s")
     n_random = args.entries - n_real
     noise = normalise(rng.standard_normal((n_random, DIM), dtype=np.float32))
-    index = SemanticIndex(dim=DIM, max_entries=max(args.entries, 1_000_000))
+    index = SemanticIndex(dim=DIM, max_entries=max(args.entries, 1_000_000), background=False)
     partition = "bench-partition"
     expires = time.time() + 86400
     real_at = set(rng.choice(args.entries, size=n_real, replace=False).tolist())
@@ -100,14 +98,18 @@ def part_semantic(args: argparse.Namespace, report: Report) -> None:
     r = q = 0
     for i in range(args.entries):
         if i in real_at:
-            index.add(partition, f"real-{r}", pairs[r][0], expires, real[r])
+            index.add(partition, f"real-{r}", expires, real[r])
             r += 1
         else:
-            index.add(partition, f"rand-{q}", "random", expires, noise[q])
+            index.add(partition, f"rand-{q}", expires, noise[q])
             q += 1
+    index.rebuild_pending()  # what the index's builder thread does in the background
     build_s = time.perf_counter() - started
     kind = "HNSW" if args.entries >= HNSW_MIN_ENTRIES else "flat"
-    print(f"  index built one add at a time in {build_s:.1f} s ({len(index):,} entries, {kind})")
+    print(
+        f"  index built (one add at a time, then its rebuild) in {build_s:.1f} s "
+        f"({len(index):,} entries, {kind})"
+    )
 
     texts = [
         keys.conversation_text([{"role": "user", "content": q2}]) for _, q2 in pairs[: args.queries]
@@ -201,9 +203,8 @@ def exact_top1(vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
 
 
 def part_million(args: argparse.Namespace, report: Report) -> None:
-    import faiss
 
-    from cache.semantic.vector_index import HNSW_EF_SEARCH, HNSW_M, PartitionIndex
+    from cache.semantic.vector_index import HNSW_EF_SEARCH, HNSW_M
 
     n = args.million_n
     print(
@@ -216,68 +217,28 @@ def part_million(args: argparse.Namespace, report: Report) -> None:
     queries = gen.sample(rng, args.million_queries)
     print(f"  {n:,} clustered vectors generated in {time.perf_counter() - started:.1f} s")
 
-    # 1. The product's path: PartitionIndex, one add at a time, within the budget.
-    part = PartitionIndex(DIM)
-    expires = time.time() + 86400
+    # The product's path: rows added in batches (as a start's bulk load does), then the
+    # rebuild the index's builder thread runs (HNSW over int8 codes).
+    from cache.semantic import quantised
+    from cache.semantic.vector_index import SemanticIndex
+
+    index = SemanticIndex(DIM, max_entries=n, background=False)
+    expires = np.full(50_000, time.time() + 86400)
     started = time.perf_counter()
-    added = 0
-    budget_hit = False
-    for i in range(n):
-        part.add(f"v{i}", "", expires, vectors[i])
-        added += 1
-        if added % 50_000 == 0:
-            elapsed = time.perf_counter() - started
-            print(f"    PartitionIndex: {added:,} added, {elapsed:.0f} s", flush=True)
-            if elapsed > args.million_budget and added < n:
-                budget_hit = True
-                break
-    part_s = time.perf_counter() - started
-    build_note = f"PartitionIndex build {part_s:.0f} s"
-    search: Callable[[np.ndarray], int]
-    if not budget_hit:
-        print(f"  PartitionIndex built one add at a time in {part_s:.1f} s (HNSW: {part.is_hnsw})")
-        now = time.time()
+    for start in range(0, n, 50_000):
+        stop = min(n, start + 50_000)
+        keys = [f"v{i}" for i in range(start, stop)]
+        index.add_codes("p", keys, expires[: stop - start], quantised.codes(vectors[start:stop]))
+    index.rebuild_pending()
+    build_s = time.perf_counter() - started
+    build_note = f"SemanticIndex bulk add + rebuild {build_s:.0f} s"
+    print(f"  {build_note} ({index.nbytes() / n:.0f} B per entry)")
 
-        def search(q: np.ndarray) -> int:
-            found = part.search(q, 4, now)
-            return int(found[0].key[1:]) if found else -1
+    def search(q: np.ndarray) -> int:
+        found = index.search("p", q, 4)
+        return int(found[0].key[1:]) if found else -1
 
-        path = "PartitionIndex.search (top-4)"
-    else:
-        rate = added / part_s
-        print(
-            f"  PartitionIndex: {added:,} in {part_s:.0f} s, over the "
-            f"{args.million_budget:.0f} s budget; building with faiss directly"
-        )
-        build_note = (
-            f"PartitionIndex reached {added // 1000}k in {part_s:.0f} s (>= {n / rate:.0f} s "
-            "projected for all)"
-        )
-        del part
-        gc.collect()
-        threads = os.cpu_count() or 1
-        faiss.omp_set_num_threads(threads)
-        inner = faiss.IndexHNSWFlat(DIM, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-        inner.hnsw.efSearch = HNSW_EF_SEARCH
-        direct = faiss.IndexIDMap2(inner)
-        started = time.perf_counter()
-        for start in range(0, n, 50_000):
-            stop = min(n, start + 50_000)
-            direct.add_with_ids(vectors[start:stop], np.arange(start, stop, dtype=np.int64))
-            if stop % 200_000 == 0:
-                print(
-                    f"    faiss: {stop:,} added, {time.perf_counter() - started:.0f} s", flush=True
-                )
-        direct_s = time.perf_counter() - started
-        faiss.omp_set_num_threads(1)  # as vector_index.py: single queries on one thread
-        build_note += f"; faiss batches of 50k, {threads} threads: {direct_s:.0f} s"
-        print(f"  faiss built in {direct_s:.1f} s")
-
-        def search(q: np.ndarray) -> int:
-            _, ids = direct.search(q.reshape(1, -1), 4)
-            return int(ids[0][0])
-
-        path = "faiss IndexIDMap2(HNSWFlat).search (top-4)"
+    path = "SemanticIndex.search (int8 HNSW, top-4)"
 
     truth = exact_top1(vectors, queries)
     for q in queries[:50]:

@@ -2,7 +2,10 @@
 
 Rerun (about 2 minutes on 2 busy cores, most of it embedding ~12k texts once):
 
-    .venv/bin/python bench/semantic_eval.py [--data ../shared/data] [--threshold 0.95]
+    .venv/bin/python bench/semantic_eval.py [--data ../shared/data] [--threshold 0.95] [--float]
+
+By default the vectors are compared as the semantic index compares them: int8 codes
+(cache/semantic/quantised.py); `--float` compares the embedder's float32 vectors instead.
 
 Protocol: fill a FAISS IndexFlatIP with one side of every pair, ask with the other side, take
 the top-4 entries and let cache.semantic.similarity.choose pick the one to serve (score(cosine) >=
@@ -45,7 +48,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cache.semantic import english, guards, similarity
+from cache.semantic import english, guards, quantised, similarity
 from cache.semantic.embedder import get_embedder
 
 faiss.omp_set_num_threads(1)
@@ -293,6 +296,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=HERE.parents[1] / "shared" / "data")
     parser.add_argument("--threshold", type=float, default=similarity.DEFAULT_THRESHOLD)
+    parser.add_argument(
+        "--float", action="store_true", help="float32 vectors, not the index's int8 codes"
+    )
     args = parser.parse_args()
 
     cases = [gptcache_case(args.data), *qqp_cases(args.data)]
@@ -305,6 +311,12 @@ def main() -> None:
     vectors = dict(zip(texts, embedder.embed(texts), strict=True))
     print(f"embedder load {load_s:.2f} s; embedded {len(texts)} texts in "
           f"{time.perf_counter() - t0:.1f} s (one at a time, as the product does)")  # fmt: skip
+    if not args.float:
+        # Each code over its length: the inner product is the index's cosine of the codes.
+        vectors = {t: c / np.linalg.norm(c)
+                   for t, c in ((t, quantised.codes(v).astype(np.float32))
+                                for t, v in vectors.items())}  # fmt: skip
+    print("vectors compared:", "float32" if args.float else "int8 codes (as the index does)")
     for case in [*cases, mnh]:
         case.search(vectors)
 

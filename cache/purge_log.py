@@ -64,6 +64,10 @@ class PurgeLog:
         self._newest = 0.0
         self._lock = threading.Lock()
 
+    def has_purges(self) -> bool:
+        """Whether any purge is held (else `covers` is False for everything)."""
+        return bool(self._latest)
+
     def covers(self, *, model: str, namespace: str, key: str, created_at: float) -> bool:
         latest = self._latest
         if not latest:

@@ -133,8 +133,11 @@ def _lower_tier_hit(plan: CachePlan, now: float) -> Hit | None:
     return Hit(found[0], "exact", found[1]) if found else None
 
 
-def _fetch(key: str, plan: CachePlan, now: float) -> tuple[Entry, str] | None:
-    """An entry from L1, else L2, else L3 (promoted upward), with the tier it came from."""
+def _fetch(
+    key: str, plan: CachePlan, now: float, *, promote: bool = True
+) -> tuple[Entry, str] | None:
+    """An entry from L1, else L2, else L3 (promoted upward unless not `promote`), with the
+    tier it came from."""
     layers = tiers()
     if (entry := layers.l1.get(key, now)) is not None and is_fresh(entry, plan, now):
         return entry, "L1"
@@ -150,8 +153,10 @@ def _fetch(key: str, plan: CachePlan, now: float) -> tuple[Entry, str] | None:
         tier = "L3"
         if entry is None or not is_fresh(entry, plan, now) or is_purged(entry):
             return None
-        layers.l2.put(entry, now)
-    _put_l1(entry, now)
+        if promote:
+            layers.l2.put(entry, now)
+    if promote:
+        _put_l1(entry, now)
     return entry, tier
 
 
@@ -173,30 +178,33 @@ def _semantic_hit(plan: CachePlan, now: float) -> Hit | None:
     if plan.vector is None:
         plan.too_long = True
         return None
-    candidates = [
-        candidate
-        for candidate in vector_index.index().search(
-            plan.key.partition,
-            plan.vector,
-            k=similarity.TOP_K,
-            floor=similarity.min_cosine(plan.threshold),
-        )
-        if not false_pairs.is_marked(plan.key.partition, asked, candidate.text)
-    ]
-    while candidates:
-        chosen = similarity.choose(
-            asked, [(c.text, c.cosine) for c in candidates], threshold=plan.threshold
-        )
-        if chosen is None:
-            return None
-        candidate = candidates.pop(chosen)
-        if (found := _fetch(candidate.key, plan, now)) is None:
-            continue  # purged or expired since it was indexed: try the next best
-        score = round(similarity.score(candidate.cosine), 4)
-        hit = Hit(found[0], "semantic", found[1], score)
-        submit_io(_log_pair, plan, hit, candidate.text)
-        return hit
-    return None
+    floor = similarity.min_cosine(plan.threshold)
+    # The index keeps no text: the candidates that can be served are read from the tiers
+    # (without promoting them), and one that is gone (purged, expired) is left out.
+    candidates = []
+    for candidate in vector_index.index().search(
+        plan.key.partition, plan.vector, k=similarity.TOP_K, floor=floor
+    ):
+        if (
+            candidate.cosine < floor
+            or (found := _fetch(candidate.key, plan, now, promote=False)) is None
+        ):
+            continue
+        text = found[0].prompt_text
+        if not false_pairs.is_marked(plan.key.partition, asked, text):
+            candidates.append((candidate, text, found))
+    chosen = similarity.choose(
+        asked, [(text, c.cosine) for c, text, _ in candidates], threshold=plan.threshold
+    )
+    if chosen is None:
+        return None
+    candidate, text, (entry, tier) = candidates[chosen]
+    if tier == "L3":
+        tiers().l2.put(entry, now)
+    _put_l1(entry, now)
+    hit = Hit(entry, "semantic", tier, round(similarity.score(candidate.cosine), 4))
+    submit_io(_log_pair, plan, hit, text)
+    return hit
 
 
 def _log_pair(plan: CachePlan, hit: Hit, cached_text: str) -> None:

@@ -205,7 +205,7 @@ def write_l2_and_index(batch: list[tuple[Entry, CachePlan]], now: float) -> list
         vector = plan.vector if plan.semantic else None
         if vector is not None:
             vector_index.index().add(
-                entry.partition, entry.key, entry.prompt_text, entry.expires_at, vector,
+                entry.partition, entry.key, entry.expires_at, vector,
                 owner=(entry.namespace, entry.model),
             )  # fmt: skip
         embedding = vector_index.to_bytes(vector) if vector is not None else None

@@ -12,7 +12,7 @@ from django.db import connection
 from cache import keys, service
 from cache import writer as cache_writer
 from cache.models import CacheEntry
-from cache.semantic import vector_index
+from cache.semantic import quantised, vector_index
 from cache.streams import StreamAssembler, replay
 from cache.tiers import DatabaseTier, Entry, MemoryTier
 from tests.processes import wait_until
@@ -180,7 +180,7 @@ def test_cached_answers_add_nothing_for_the_garbage_collector_to_walk() -> None:
         answer = entry(f"k{i}", expires_at=2e9)
         answer.response = {"choices": [{"message": {"role": "assistant", "content": "hi"}}]}
         l1.put(answer, now=0)
-        index.add(f"k{i}", f"prompt {i}", 1e12, vector)
+        index.add(f"k{i}", 1e12, quantised.codes(vector), stamp=i)
         for_l3.append(DatabaseTier.row(answer, b"\0" * 8))
     del answer
     gc.collect()
