@@ -70,8 +70,11 @@ def main() -> None:
             target_url, key, model, env = args.url, args.key, args.model, dict(os.environ)
         else:
             target_url, key, model, env = start_gateway(args, procs, work_dir)
+        print(f"drawing {args.requests} requests (Hypothesis: ~20 ms each) ...", flush=True)
+        drawing = time.monotonic()
         requests = generate(args.requests, key=key, model=model)
-        print(f"sending {len(requests)} requests to {target_url} ...", flush=True)
+        print(f"drawn in {time.monotonic() - drawing:.0f} s; sending them to {target_url} ...",
+              flush=True)  # fmt: skip
         started = time.monotonic()
         outcomes = send_all(target_url, requests, args.concurrency)
         elapsed_s = time.monotonic() - started

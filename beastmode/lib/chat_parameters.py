@@ -99,7 +99,9 @@ def _check_number(name: str, value: object, low: float, high: float, *, integer:
         raise invalid_type(name, "an integer" if integer else "a number", value)
     if integer and isinstance(value, float):
         raise invalid_type(name, "an integer", value)
-    if not math.isfinite(value):  # only from a client that sent NaN or Infinity raw
+    # Floats only: math.isfinite(10**400) overflows. NaN and Infinity reach here only in
+    # bodies not parsed by parse_chat_request (warm-up prompts, stored jobs).
+    if isinstance(value, float) and not math.isfinite(value):
         raise GatewayError(
             "invalid_request",
             f"Invalid '{name}': expected a finite number, but got {value} instead.",

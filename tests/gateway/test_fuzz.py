@@ -122,6 +122,7 @@ def test_no_client_input_gets_a_5xx_and_every_request_leaves_one_record(
         ("POST", "/v1/chat/completions", {"temperature": 2.5}, 400, "invalid_request",
          "temperature"),
         ("POST", "/v1/chat/completions", {"n": 1000}, 400, "invalid_request", "n"),
+        ("POST", "/v1/chat/completions", {"top_p": 10**4000}, 400, "invalid_request", "top_p"),
         ("POST", "/v1/chat/completions", {"max_tokens": 10**30}, 400, "invalid_request",
          "max_tokens"),
         ("POST", "/v1/chat/completions", {"stop": ["a", "b", "c", "d", "e"]}, 400,
