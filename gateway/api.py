@@ -15,7 +15,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import DatabaseError
 
-from beastmode.lib.chat_request import parse_chat_request
+from beastmode.lib.chat_request import model_named_in, parse_chat_request
 from beastmode.lib.errors import GatewayError
 from gateway import answer, jobs, tasks
 from gateway.answer import Headers
@@ -115,7 +115,11 @@ async def _chat_completions(
     snapshot = registry.current()
     exchange.key = snapshot.authenticate(header(scope, b"authorization"))
     raw = await read_body(scope, receive, settings.MAX_BODY_BYTES)
-    chat = parse_chat_request(raw, max_depth=settings.MAX_JSON_DEPTH)
+    try:
+        chat = parse_chat_request(raw, max_depth=settings.MAX_JSON_DEPTH)
+    except GatewayError:
+        exchange.model = model_named_in(raw)  # the record keeps it (escaped)
+        raise
     exchange.model, exchange.stream = chat.model, chat.stream
     question = answer.Question(
         key=exchange.key,

@@ -63,6 +63,17 @@ def parse_chat_request(raw: bytes, *, max_depth: int = 64) -> ChatRequest:
     return check_chat_body(body)
 
 
+def model_named_in(raw: bytes) -> str:
+    """The model a body names, if it names one as a string ("" otherwise): for the record
+    of a request parse_chat_request refused (say, for a lone surrogate in the model)."""
+    try:
+        body = fastjson.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return ""
+    model = body.get("model") if isinstance(body, dict) else None
+    return model if isinstance(model, str) else ""
+
+
 def _too_deep(max_depth: int) -> GatewayError:
     return GatewayError(
         "json_too_deep",

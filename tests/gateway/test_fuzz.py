@@ -189,7 +189,8 @@ def test_a_lone_surrogate_in_the_model_gets_a_400_and_a_record(
 
     assert status == 400 and json.loads(reply)["error"]["param"] == "model"
     recorder.flush()
-    assert RequestRecord.objects.filter(request_id=headers[b"x-request-id"].decode()).exists()
+    record = RequestRecord.objects.get(request_id=headers[b"x-request-id"].decode())
+    assert record.model == "m\\ud800"  # the client's value, escaped
 
 
 @given(st.text())
