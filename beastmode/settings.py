@@ -200,6 +200,10 @@ LOGGING = {
 # --- BeastMode ---
 # Request bodies above this size are refused with 413 before they are read in full.
 MAX_BODY_BYTES = env_int("BEASTMODE_MAX_BODY_BYTES", str(4 * 1024 * 1024))
+# Request bodies nested deeper than this are refused with 400 `json_too_deep` (the body
+# object is level 1; a tool's JSON schema nested 10 levels takes about 25). At most 900:
+# the standard library's parser, which reads what orjson refuses, stops near 1,000.
+MAX_JSON_DEPTH = min(env_int("BEASTMODE_MAX_JSON_DEPTH", "64"), 900)
 # How often each process checks whether admins changed keys, routes or endpoints.
 REGISTRY_REFRESH_S = env_float("BEASTMODE_REGISTRY_REFRESH_S", "0.5")
 # Request records are written in batches off the hot path.

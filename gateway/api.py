@@ -15,7 +15,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import DatabaseError
 
-from beastmode.lib.chat_request import parse_chat_request
+from beastmode.lib.chat_request import model_named_in, parse_chat_request
 from beastmode.lib.errors import GatewayError
 from gateway import answer, jobs, tasks
 from gateway.answer import Headers
@@ -38,6 +38,8 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 API_PATHS = ("/v1/", "/chat/completions", "/models", "/jobs/")
+# Every method some API path takes; any other is a 405 on every API path.
+API_METHODS = ("GET", "POST")
 
 
 def is_api_path(path: str) -> bool:
@@ -50,6 +52,8 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     base_headers = [(b"x-request-id", request_id.encode())]
     path = scope["path"].removeprefix("/v1")
     try:
+        if scope["method"] not in API_METHODS:
+            raise _method_not_allowed(scope, "GET or POST")
         if path == "/chat/completions":
             _require_method(scope, "POST")
             await _chat_completions(scope, receive, send, exchange, base_headers)
@@ -60,10 +64,15 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
             _require_method(scope, "GET")
             await _get_job(scope, send, exchange, base_headers, path.removeprefix("/jobs/"))
         else:
-            raise GatewayError("path_not_found", f"No API at {scope['path']}.")
+            raise GatewayError("path_not_found", f"No API at {scope['path'][:200]}.")
     except GatewayError as error:
-        await send_json(send, error.status, error.to_body(), base_headers + error_headers(error))
-        exchange.finish(status=error.status, error=error)
+        try:
+            headers = base_headers + error_headers(error)
+            if error.error_class == "method_not_allowed":
+                headers.append((b"allow", _allowed_methods(path).encode()))
+            await send_json(send, error.status, error.to_body(), headers)
+        finally:  # recorded also when the client left before the answer was sent
+            exchange.finish(status=error.status, error=error)
     except ClientDisconnected:
         exchange.finish(status=499, outcome="client_disconnected")
     except asyncio.CancelledError:
@@ -82,9 +91,22 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
 
 def _require_method(scope: Scope, method: str) -> None:
     if scope["method"] != method:
-        raise GatewayError(
-            "method_not_allowed", f"{scope['path']} accepts {method}, not {scope['method']}."
-        )
+        raise _method_not_allowed(scope, method)
+
+
+def _method_not_allowed(scope: Scope, allowed: str) -> GatewayError:
+    return GatewayError(
+        "method_not_allowed",
+        f"{scope['path'][:200]} accepts {allowed}, not {scope['method'][:40]}.",
+    )
+
+
+def _allowed_methods(path: str) -> str:
+    if path == "/chat/completions":
+        return "POST"
+    if path == "/models" or path.startswith("/jobs/"):
+        return "GET"
+    return ", ".join(API_METHODS)
 
 
 async def _chat_completions(
@@ -93,7 +115,11 @@ async def _chat_completions(
     snapshot = registry.current()
     exchange.key = snapshot.authenticate(header(scope, b"authorization"))
     raw = await read_body(scope, receive, settings.MAX_BODY_BYTES)
-    chat = parse_chat_request(raw)
+    try:
+        chat = parse_chat_request(raw, max_depth=settings.MAX_JSON_DEPTH)
+    except GatewayError:
+        exchange.model = model_named_in(raw)  # the record keeps it (escaped)
+        raise
     exchange.model, exchange.stream = chat.model, chat.stream
     question = answer.Question(
         key=exchange.key,
@@ -181,6 +207,8 @@ async def _get_job(
     scope: Scope, send: Send, exchange: Exchange, base_headers: Headers, job_id: str
 ) -> None:
     exchange.key = registry.current().authenticate(header(scope, b"authorization"))
+    if not jobs.is_job_id(job_id):
+        raise jobs.job_not_found(job_id)
     view = await _in_database(
         jobs.view_for,
         wait_s=settings.API_DATABASE_WAIT_S,

@@ -12,6 +12,7 @@ call upstream again (its answer was lost with the worker, unless the cache kept 
 
 import contextlib
 import logging
+import re
 import secrets
 import threading
 from collections.abc import Iterator
@@ -59,11 +60,24 @@ def forget(job_id: str) -> None:
         AsyncJob.objects.filter(pk=job_id, status=QUEUED).delete()
 
 
+_JOB_ID = re.compile(r"job_[0-9a-f]{24}")
+
+
+def is_job_id(text: str) -> bool:
+    """Shaped like the ids `submit` makes (anything else names no job: no query needed,
+    and text Postgres cannot hold, like NUL, never reaches it)."""
+    return _JOB_ID.fullmatch(text) is not None
+
+
+def job_not_found(job_id: str) -> GatewayError:
+    return GatewayError("job_not_found", f"No job '{job_id[:100]}' for this service key.")
+
+
 def view_for(*, job_id: str, service_key_id: int) -> dict[str, Any]:
     """What GET /v1/jobs/<id> shows; only the key that submitted the job may see it."""
     job = AsyncJob.objects.filter(pk=job_id, service_key_id=service_key_id).first()
     if job is None:
-        raise GatewayError("job_not_found", f"No job '{job_id}' for this service key.")
+        raise job_not_found(job_id)
     view: dict[str, Any] = {
         "id": job.id,
         "object": "beastmode.job",

@@ -5,6 +5,8 @@ on the hot path."""
 from datetime import datetime
 from typing import Any, TypedDict
 
+from beastmode.lib.stored_text import storable
+
 
 class RequestRow(TypedDict):
     request_id: str
@@ -76,16 +78,18 @@ def request_row(
     error_message: str = "",
     error_tips: list[str] | None = None,
 ) -> RequestRow:
-    """A record; the defaults are RequestRecord's (tests/monitoring/test_records.py)."""
+    """A record; the defaults are RequestRecord's (tests/monitoring/test_records.py). The
+    texts a client chose (method, path, model, error message) are escaped and cut to fit
+    their columns: the database accepts every record (beastmode/lib/stored_text.py)."""
     return {
-        "request_id": request_id,
+        "request_id": storable(request_id, 64),
         "created_at": created_at,
-        "method": method,
-        "path": path,
+        "method": storable(method, 8),
+        "path": storable(path, 200),
         "service_key_id": service_key_id,
-        "service_key_name": service_key_name,
-        "model": model,
-        "endpoint": endpoint,
+        "service_key_name": storable(service_key_name, 100),
+        "model": storable(model, 200),
+        "endpoint": storable(endpoint, 100),
         "stream": stream,
         "is_async_job": is_async_job,
         "attempts": attempts,
@@ -108,6 +112,6 @@ def request_row(
         "saved_tokens_out": saved_tokens_out,
         "cost_saved_usd": cost_saved_usd,
         "error_class": error_class,
-        "error_message": error_message,
-        "error_tips": [] if error_tips is None else error_tips,
+        "error_message": storable(error_message),
+        "error_tips": [] if error_tips is None else [storable(tip) for tip in error_tips],
     }

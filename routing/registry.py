@@ -162,18 +162,15 @@ class Snapshot:
         return key
 
     def resolve(self, key: KeyConfig, model_name: str) -> RouteConfig:
+        """The model's route; GatewayError 404 `model_not_found` alike for a model that
+        does not exist and one this key may not use, so a key never learns which
+        models exist beyond its own."""
         route = self.routes.get(model_name)
-        if route is None:
+        if route is None or not key.may_use(model_name):
             raise GatewayError(
                 "model_not_found",
-                f"The model '{model_name}' does not exist. GET /v1/models lists the models "
-                "this key may use.",
-                param="model",
-            )
-        if not key.may_use(model_name):
-            raise GatewayError(
-                "model_not_allowed",
-                f"The service key '{key.name}' may not use the model '{model_name}'.",
+                f"The model '{model_name[:200]}' does not exist or this key may not use it. "
+                "GET /v1/models lists the models this key may use.",
                 param="model",
             )
         return route

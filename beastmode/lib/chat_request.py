@@ -1,9 +1,11 @@
 """Validate a chat completion body before anything is spent on it."""
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from beastmode.lib import fastjson
+from beastmode.lib.chat_parameters import check_parameters, invalid_type, json_type
 from beastmode.lib.errors import GatewayError
 
 # Fields that would let a client steer where or how BeastMode calls upstream.
@@ -24,14 +26,9 @@ FORBIDDEN_FIELDS = frozenset(
         "vertex_credentials",
     }
 )
-ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
-_RANGES: dict[str, tuple[float, float]] = {
-    "temperature": (0, 2),
-    "top_p": (0, 1),
-    "presence_penalty": (-2, 2),
-    "frequency_penalty": (-2, 2),
-}
-_POSITIVE_INTS = ("n", "max_tokens", "max_completion_tokens")
+ROLES = ("system", "assistant", "user", "function", "tool", "developer")  # OpenAI's order
+# A JSON escape of a UTF-16 surrogate: a lone one only json.loads (the fallback) accepts.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 @dataclass(frozen=True)
@@ -43,12 +40,86 @@ class ChatRequest:
     cache_field: Any = None  # BeastMode's own `cache` controls, never sent upstream
 
 
-def parse_chat_request(raw: bytes) -> ChatRequest:
+def parse_chat_request(raw: bytes, *, max_depth: int = 64) -> ChatRequest:
+    """The checked request (GatewayError 400 naming what is wrong): valid JSON without
+    NaN, Infinity or lone surrogates, nested at most `max_depth` levels (the body is
+    level 1), then check_chat_body."""
     try:
-        body = fastjson.loads(raw)
+        body = fastjson.loads(raw, finite=True)
+    except RecursionError:
+        raise _too_deep(max_depth) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise GatewayError("invalid_json", f"The request body is not valid JSON: {exc}.") from None
+    # Cheap first: a body with fewer brackets than the limit cannot nest that deep.
+    if raw.count(b"[") + raw.count(b"{") > max_depth and _depth_exceeds(body, max_depth):
+        raise _too_deep(max_depth)
+    if _SURROGATE_ESCAPE.search(raw) and (where := _lone_surrogate_at(body)) is not None:
+        raise GatewayError(
+            "invalid_request",
+            f"Invalid value for '{where}': the string holds a lone UTF-16 surrogate (an "
+            "escape like \\ud800 without its pair), which is not text. Send valid Unicode.",
+            param=where,
+        )
     return check_chat_body(body)
+
+
+def model_named_in(raw: bytes) -> str:
+    """The model a body names, if it names one as a string ("" otherwise): for the record
+    of a request parse_chat_request refused (say, for a lone surrogate in the model)."""
+    try:
+        body = fastjson.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return ""
+    model = body.get("model") if isinstance(body, dict) else None
+    return model if isinstance(model, str) else ""
+
+
+def _too_deep(max_depth: int) -> GatewayError:
+    return GatewayError(
+        "json_too_deep",
+        f"The request body nests JSON more than {max_depth} levels deep "
+        "(BEASTMODE_MAX_JSON_DEPTH): flatten it.",
+    )
+
+
+def _depth_exceeds(body: Any, max_depth: int) -> bool:
+    """Whether arrays and objects nest deeper than `max_depth` (iteratively: no recursion
+    limit to hit)."""
+    stack = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > max_depth:
+            return True
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def _lone_surrogate_at(body: Any) -> str | None:
+    """The path (`messages[0].content`) of the first string or key holding a lone
+    surrogate, or None."""
+    stack: list[tuple[Any, str]] = [(body, "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            if not _is_unicode(value):
+                return path or "body"
+        elif isinstance(value, dict):
+            for key, child in value.items():
+                if not _is_unicode(key):
+                    return path or "body"
+                stack.append((child, f"{path}.{key}" if path else key))
+        elif isinstance(value, list):
+            stack.extend((child, f"{path}[{index}]") for index, child in enumerate(value))
+    return None
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_chat_body(body: Any) -> ChatRequest:
@@ -67,15 +138,9 @@ def check_chat_body(body: Any) -> ChatRequest:
     if not isinstance(model, str) or not model:
         raise GatewayError("invalid_request", "'model' is required (a string).", param="model")
     _check_messages(body.get("messages"))
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise GatewayError("invalid_request", "'stream' must be true or false.", param="stream")
+    check_parameters(body)
+    stream = body.get("stream") or False
     stream_options = body.get("stream_options")
-    if stream_options is not None and not isinstance(stream_options, dict):
-        raise GatewayError(
-            "invalid_request", "'stream_options' must be an object.", param="stream_options"
-        )
-    _check_numbers(body)
     cache_field = body.pop("cache", None)
     return ChatRequest(
         model=model,
@@ -96,12 +161,22 @@ def _check_messages(messages: object) -> None:
         if not isinstance(message, dict):
             raise GatewayError("invalid_request", f"'{param}' must be an object.", param=param)
         role = message.get("role")
+        if not isinstance(role, str):
+            raise GatewayError(
+                "invalid_request",
+                f"Invalid type for '{param}.role': expected one of {_listing(ROLES)}, but got "
+                f"{json_type(role)} instead.",
+                param=f"{param}.role",
+            )
         if role not in ROLES:
             raise GatewayError(
                 "invalid_request",
-                f"'{param}.role' must be one of {', '.join(sorted(ROLES))}; got {role!r}.",
+                f"Invalid value for '{param}.role': '{role[:40]}'. Supported values are: "
+                f"{_listing(ROLES)}.",
                 param=f"{param}.role",
             )
+        if (name := message.get("name")) is not None and not isinstance(name, str):
+            raise invalid_type(f"{param}.name", "a string", name)
         content = message.get("content")
         if content is None and not _may_omit_content(message):
             raise GatewayError(
@@ -202,30 +277,3 @@ def _listing(values: tuple[str, ...]) -> str:
     if len(quoted) <= 2:
         return " and ".join(quoted)
     return ", ".join(quoted[:-1]) + ", and " + quoted[-1]
-
-
-def _check_numbers(body: dict[str, Any]) -> None:
-    for name, (low, high) in _RANGES.items():
-        value = body.get(name)
-        if value is None:
-            continue
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not (low <= value <= high)
-        ):
-            raise GatewayError(
-                "invalid_request",
-                f"'{name}' must be a number from {low} to {high}; got {value!r}.",
-                param=name,
-            )
-    for name in _POSITIVE_INTS:
-        value = body.get(name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise GatewayError(
-                "invalid_request",
-                f"'{name}' must be a positive integer; got {value!r}.",
-                param=name,
-            )

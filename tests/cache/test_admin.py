@@ -53,11 +53,14 @@ def warm_model(transactional_db: None) -> str:
     ("fields", "error"),
     [
         ({"messages": '"just a string"'}, "'messages' must be a non-empty array."),
-        ({"messages": '[{"role": "wizard", "content": "hi"}]'}, "'messages[0].role' must be"),
+        (
+            {"messages": '[{"role": "wizard", "content": "hi"}]'},
+            "Invalid value for 'messages[0].role'",
+        ),
         ({"messages": '[{"role": "user", "content": 5}]'}, "'messages[0].content' must be a"),
         ({"messages": '[{"role": "user", "content": []}]'}, "'messages[0].content' must be a"),
         ({"parameters": '{"api_base": "http://evil.example"}'}, "'api_base' is not accepted"),
-        ({"parameters": '{"temperature": 7}'}, "'temperature' must be a number from 0 to 2"),
+        ({"parameters": '{"temperature": 7}'}, "Invalid 'temperature': decimal above maximum"),
         ({"parameters": '{"stream": true}'}, "'stream' is not a warm-up parameter"),
         ({"parameters": '["temperature", 0]'}, "'parameters' must be an object"),
         ({"model": "no-such-model"}, "There is no model 'no-such-model'"),

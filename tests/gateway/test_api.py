@@ -216,13 +216,22 @@ def test_unknown_model_is_404_with_a_hint(gateway: Process, alice: Client) -> No
     assert raised.value.body["param"] == "model"
 
 
-def test_a_key_cannot_use_a_model_outside_its_allow_list(
+def test_a_model_outside_the_allow_list_looks_like_one_that_does_not_exist(
     gateway: Process, bob: Client, model_with: ModelFactory
 ) -> None:
     model = model_with("")
-    with pytest.raises(openai.PermissionDeniedError) as raised:
-        sdk(gateway, bob).chat.completions.create(model=model, messages=CHAT["messages"])
-    assert raised.value.body["code"] == "model_not_allowed"
+    bodies = []
+    for name in (model, "no-such-model"):
+        with pytest.raises(openai.NotFoundError) as raised:
+            sdk(gateway, bob).chat.completions.create(model=name, messages=CHAT["messages"])
+        assert isinstance(raised.value.body, dict)
+        bodies.append(
+            {**raised.value.body, "message": raised.value.body["message"].replace(name, "X")}
+        )
+
+    assert bodies[0] == bodies[1]  # a limited key cannot tell which models exist
+    assert bodies[0]["code"] == "model_not_found" and bodies[0]["param"] == "model"
+    assert "does not exist or this key may not use it" in bodies[0]["message"]
 
 
 @pytest.mark.parametrize(

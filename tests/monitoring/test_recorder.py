@@ -9,6 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from monitoring import recorder
 from monitoring.models import RequestRecord
+from monitoring.records import request_row
 from tests.personas import Client, ModelFactory, record_for
 from tests.processes import Process, Reply, http, wait_until
 
@@ -166,3 +167,27 @@ def test_a_written_record_reads_back_as_it_was_submitted_on_either_database(
     just_before = created_at - timedelta(microseconds=1)
     assert RequestRecord.objects.filter(created_at__gt=just_before, created_at__lte=created_at)
     assert not RequestRecord.objects.filter(created_at__gt=created_at)
+
+
+@pytest.mark.embedded
+@pytest.mark.django_db(transaction=True)
+def test_a_record_of_hostile_text_is_written_escaped_and_cut_to_its_columns() -> None:
+    """What a client chose (method, path, model, the error quoting them) may hold NUL and
+    lone surrogates and be longer than its column: the record keeps it escaped and cut,
+    and the database takes it (no record set aside)."""
+    recorder.submit(
+        request_row(
+            request_id="req-hostile", created_at=datetime.now(UTC), method="PROPPATCHXYZ",
+            path="/v1/jobs/\x00" + "x" * 300, model="m\ud800\x00", outcome="client_error",
+            status_code=404, latency_ms=1.0, error_message="No job '\x00\ud800'",
+            error_tips=["tip \ud800"],
+        )
+    )  # fmt: skip
+    recorder.flush()
+
+    record = RequestRecord.objects.get(request_id="req-hostile")
+    assert record.method == "PROPPAT…"
+    assert record.path.startswith("/v1/jobs/\\x00xxx") and len(record.path) == 200
+    assert record.model == "m\\ud800\\x00"
+    assert record.error_message == "No job '\\x00\\ud800'"
+    assert record.error_tips == ["tip \\ud800"]

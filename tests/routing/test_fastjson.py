@@ -35,3 +35,15 @@ def test_parse_refuses_what_json_loads_refuses_with_its_message(data: bytes) -> 
     with pytest.raises(ValueError) as theirs:
         json.loads(data)
     assert str(ours.value) == str(theirs.value)
+
+
+@pytest.mark.parametrize("data", [b"NaN", b'{"t": Infinity}', b"[-Infinity]", b"[1e999]"])
+def test_finite_loads_refuses_what_is_not_a_finite_json_number(data: bytes) -> None:
+    with pytest.raises(ValueError):
+        fastjson.loads(data, finite=True)
+
+
+def test_dumps_writes_a_lone_surrogate_as_its_escape() -> None:
+    value = {"text": "a\ud800", "big": 2**70}  # neither is something orjson writes
+    assert fastjson.dumps(value) == b'{"text":"a\\ud800","big":1180591620717411303424}'
+    assert json.loads(fastjson.dumps(value)) == value
