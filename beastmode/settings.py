@@ -232,7 +232,7 @@ CACHE_L3_WRITE_INTERVAL_S = env_float("BEASTMODE_CACHE_L3_WRITE_INTERVAL_S", "4"
 # A request waits this long at most for an L3 lookup; a slower or failed one is a miss,
 # and the database is skipped for a few seconds (cache/layers.py).
 CACHE_DATABASE_WAIT_S = env_float("BEASTMODE_CACHE_DATABASE_WAIT_S", "0.25")
-# A job GET waits this long at most for the database, then gets 503 (a POST: the pool's 2 s).
+# An async-job request (POST, GET) waits this long at most for the database, then gets 503.
 API_DATABASE_WAIT_S = env_float("BEASTMODE_API_DATABASE_WAIT_S", "1")
 CACHE_L1_MAX_ENTRIES = env_int("BEASTMODE_CACHE_L1_MAX_ENTRIES", "20000")
 CACHE_L1_MAX_BYTES = env_int("BEASTMODE_CACHE_L1_MAX_BYTES", str(64 * 1024 * 1024))

@@ -8,6 +8,7 @@ Served under /v1/... and the bare paths (/chat/completions, /models, /jobs/<id>)
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -142,28 +143,34 @@ async def _submit_job(
     """Queue the request for a worker (the answer service runs it there); 202 with its id."""
     assert exchange.key is not None
     answer.cache_plan(question)  # bad cache controls are refused now, not in the worker
-    job_id = await _in_database(
-        tasks.submit_job,
-        wait_s=None,  # a job given up on would still be created and run
-        service_key_id=exchange.key.id,
-        request_id=exchange.request_id,
-        chat=question.chat,
-        cache_control=question.cache_control,
-    )
+    abandoned = threading.Event()  # the job is deleted if it is stored after the 503
+    try:
+        job_id = await _in_database(
+            tasks.submit_job,
+            wait_s=settings.API_DATABASE_WAIT_S,
+            service_key_id=exchange.key.id,
+            request_id=exchange.request_id,
+            chat=question.chat,
+            cache_control=question.cache_control,
+            abandoned=abandoned,
+        )
+    except GatewayError:
+        abandoned.set()
+        raise
     exchange.is_async_job = True
     payload = {"id": job_id, "object": "beastmode.job", "status": "queued"}
     await send_json(send, 202, payload, base_headers)
     exchange.finish(status=202, outcome="accepted")
 
 
-async def _in_database(function: Callable[..., T], *, wait_s: float | None, **kwargs: Any) -> T:
-    """`function` on a database thread (connections too old or broken by a restart are
-    dropped before and after, as in Django's request cycle). A database that fails, or
-    does not answer within `wait_s` (None: the pool's own 2 s bound), is a 503, not a wait
-    or a 500."""
+async def _in_database(function: Callable[..., T], *, wait_s: float, **kwargs: Any) -> T:
+    """`function` on a thread of its own (connections too old or broken by a restart are
+    dropped before and after, as in Django's request cycle; not the one shared thread,
+    where calls waiting for a database that is down queued behind each other for 14 s). A
+    database that fails, or does not answer within `wait_s`, is a 503, not a wait or a 500."""
     try:
         async with asyncio.timeout(wait_s):
-            return await database_sync_to_async(function)(**kwargs)
+            return await database_sync_to_async(function, thread_sensitive=False)(**kwargs)
     except (TimeoutError, DatabaseError) as exc:
         raise GatewayError(
             "database_unavailable", f"The database is unavailable ({type(exc).__name__})."

@@ -1,6 +1,8 @@
 """Celery entry points for model calls that are not interactive: async jobs and warming.
 They take ids, never secrets."""
 
+import threading
+
 from celery import shared_task
 
 from beastmode.lib import dispatch
@@ -11,17 +13,26 @@ from gateway.models import WarmupPrompt
 
 
 def submit_job(
-    *, service_key_id: int, request_id: str, chat: ChatRequest, cache_control: str | None
+    *,
+    service_key_id: int,
+    request_id: str,
+    chat: ChatRequest,
+    cache_control: str | None,
+    abandoned: threading.Event | None = None,
 ) -> str:
     """Store an async job and send it to the workers; returns its id. A job that cannot
-    be sent is deleted (GatewayError: the queue is away). Only the id travels, never the
-    content or a secret."""
+    be sent is deleted (GatewayError: the queue is away), and so is one whose caller gave
+    up waiting while it was stored (`abandoned`: the caller answered 503). Only the id
+    travels, never the content or a secret."""
     job_id = jobs.submit(
         service_key_id=service_key_id,
         request_id=request_id,
         chat=chat,
         cache_control=cache_control,
     )
+    if abandoned is not None and abandoned.is_set():
+        jobs.forget(job_id)
+        raise GatewayError("database_unavailable", "The database answered too late.")
     try:
         dispatch.enqueue(run_job, job_id)
     except Exception as exc:
