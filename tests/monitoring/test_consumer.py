@@ -67,6 +67,9 @@ def test_anonymous_non_staff_and_cross_origin_are_refused(
     assert converse(None) == (False, [])
     assert converse(clerk) == (False, [])
     assert converse(admin_browser, origin="http://evil.example") == (False, [])
+    # The same host on another port, or scheme, is another origin (another site's page).
+    assert converse(admin_browser, origin="http://127.0.0.1:6666") == (False, [])
+    assert converse(admin_browser, origin="https://127.0.0.1") == (False, [])
 
 
 @pytest.mark.parametrize("message", [{"window": "1y"}, ["7d"], {"other": 1}])
