@@ -1,6 +1,9 @@
 """Hostile requests over HTTP: N requests (default 20,000) drawn by the same Hypothesis
 strategies as tests/gateway/test_fuzz.py (devtools/hostile_requests.py) against a real
-gateway, then the status counts, the 5xx count, and request records vs requests.
+gateway, then the status counts, the 5xx count, request records vs requests, and canary
+hits: started by itself, it gives the demo model's endpoint a planted key and points it at
+the fake upstream's /leakkey/ mode, which quotes the key back in pieces in every answer,
+then counts answers and records that hold any 8 characters of it (there must be none).
 
     .venv/bin/python bench/fuzz.py                          # starts upstream + daphne itself
     .venv/bin/python bench/fuzz.py --server uvicorn --requests 5000
@@ -23,6 +26,7 @@ import argparse
 import http.client
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -59,6 +63,7 @@ class Outcome:
     openai_error: bool  # an {"error": {message, type, param, code}} body
     body: bytes
     request: HostileRequest
+    leaked: int = 0  # pieces of the planted canary key in the answer
 
 
 def main() -> None:
@@ -123,6 +128,7 @@ def start_gateway(
     key = prepare_gateway(run, upstream, env)
     if key is None:
         sys.exit("the gateway could not be prepared")
+    plant_canary(env, upstream)
     port = free_port()
     procs.start("gateway", server_argv(args.server, "beastmode.asgi:application", port), REPO, env)
     ready = wait_ready(procs, "gateway", Target("gateway", port, key), timeout=60)
@@ -130,6 +136,28 @@ def start_gateway(
         print(procs.log_tail("gateway"))
         sys.exit(f"the gateway did not come up: {ready.detail}")
     return f"http://{HOST}:{port}", key, "demo", env
+
+
+# A planted upstream key, which the demo model's upstream (the fake upstream's /leakkey/
+# mode) quotes back in pieces in every answer: no 8 characters of it may leave BeastMode.
+CANARY = "sk-canary-" + secrets.token_hex(12)
+
+
+def plant_canary(env: dict[str, str], upstream: Target) -> None:
+    script = (
+        "from routing.models import ModelEndpoint\n"
+        "endpoint = ModelEndpoint.objects.get(name='demo-upstream')\n"
+        f"endpoint.base_url = 'http://{HOST}:{upstream.port}/leakkey/v1'\n"
+        f"endpoint.set_api_key({CANARY!r})\n"
+        "endpoint.save()\n"
+    )
+    subprocess.run([sys.executable, "manage.py", "shell", "-c", script], cwd=REPO, env=env,
+                   capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+
+
+def canary_pieces(text: str) -> int:
+    """How many 8-character pieces of the canary `text` holds."""
+    return sum(CANARY[i : i + 8] in text for i in range(len(CANARY) - 7))
 
 
 def generate(count: int, *, key: str, model: str) -> list[HostileRequest]:
@@ -184,9 +212,8 @@ def _send_one(connection: http.client.HTTPConnection, request: HostileRequest) -
     body = response.read()
     if response.getheader("connection", "").lower() == "close":
         connection.close()
-    # Canary-key scanning (#18, "secrets by construction") hooks in here: scan `body` and
-    # the response headers for planted upstream keys, and the records after the run.
     return Outcome(
+        leaked=canary_pieces(body.decode("utf-8", "replace") + str(response.getheaders())),
         status=response.status,
         request_id=response.getheader("x-request-id"),
         openai_error=_is_openai_error(body),
@@ -205,7 +232,7 @@ def _is_openai_error(body: bytes) -> bool:
 
 def count_records(ids: list[str], env: dict[str, str], work_dir: Path) -> Counter[str]:
     """How many records each request id has, read by a Django shell on the gateway's
-    database."""
+    database, and (under a key of its own) how many hold a piece of the canary."""
     ids_path = work_dir / "request-ids.json"
     ids_path.write_text(json.dumps(ids))
     script = (
@@ -213,18 +240,23 @@ def count_records(ids: list[str], env: dict[str, str], work_dir: Path) -> Counte
         "from collections import Counter\n"
         "from monitoring.models import RequestRecord\n"
         f"ids = json.load(open({str(ids_path)!r}))\n"
-        "found = Counter()\n"
+        f"pieces = {[CANARY[i : i + 8] for i in range(len(CANARY) - 7)]!r}\n"
+        "found, leaked = Counter(), 0\n"
         "for start in range(0, len(ids), 5000):\n"
-        "    chunk = ids[start:start + 5000]\n"
-        "    found.update(RequestRecord.objects.filter(request_id__in=chunk)"
-        ".values_list('request_id', flat=True))\n"
-        "print(json.dumps(found))\n"
+        "    for row in RequestRecord.objects.filter(request_id__in=ids[start:start + 5000])"
+        ".values():\n"
+        "        found[row['request_id']] += 1\n"
+        "        leaked += any(piece in str(row) for piece in pieces)\n"
+        "print(json.dumps({'found': found, 'leaked': leaked}))\n"
     )
     done = subprocess.run(
         [sys.executable, "manage.py", "shell", "-c", script],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=True,
     )  # fmt: skip
-    return Counter(json.loads(done.stdout.strip().splitlines()[-1]))
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    found: Counter[str] = Counter(result["found"])
+    found["(records with a canary piece)"] = result["leaked"]
+    return found
 
 
 def report(
@@ -242,6 +274,9 @@ def report(
     print(f"answered by the app: {len(app_answers)}; refused by the server before it: "
           f"{len(before_app)} ({dict(Counter(o.status for o in before_app))})")  # fmt: skip
     print(f"app errors that are not OpenAI-style: {len(not_openai)}")
+    leaked_records = records.pop("(records with a canary piece)", 0) if records else 0
+    print(f"canary key pieces (8 characters) leaked: in {sum(o.leaked > 0 for o in outcomes)} "
+          f"answers, in {leaked_records} records")  # fmt: skip
     if records is not None:
         ids = [o.request_id for o in app_answers]
         missing = sum(1 for i in ids if records.get(i, 0) == 0)
