@@ -289,8 +289,8 @@ def _ask_and_wait(key: str, node: Target, text: str, as_job: bool) -> None:
 
 def _circuit_state(node: Target, endpoint: str) -> int | None:
     text = _get(node, "/metrics").decode()
-    found = re.search(rf'^beastmode_circuit_state{{endpoint="{endpoint}"}} (\d)$', text, re.M)
-    return int(found.group(1)) if found else None
+    found = re.search(rf'^beastmode_circuit_state{{endpoint="{endpoint}"}} (\S+)$', text, re.M)
+    return int(float(found.group(1))) if found else None
 
 
 def _upstream_calls(upstream: Target) -> int:
