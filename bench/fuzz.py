@@ -128,13 +128,14 @@ def start_gateway(
     key = prepare_gateway(run, upstream, env)
     if key is None:
         sys.exit("the gateway could not be prepared")
-    plant_canary(env, upstream)
     port = free_port()
     procs.start("gateway", server_argv(args.server, "beastmode.asgi:application", port), REPO, env)
     ready = wait_ready(procs, "gateway", Target("gateway", port, key), timeout=60)
     if not ready.ok:
         print(procs.log_tail("gateway"))
         sys.exit(f"the gateway did not come up: {ready.detail}")
+    plant_canary(env, upstream)
+    time.sleep(2)  # the gateway's registry follows changes every 0.5 s
     return f"http://{HOST}:{port}", key, "demo", env
 
 
@@ -275,8 +276,10 @@ def report(
           f"{len(before_app)} ({dict(Counter(o.status for o in before_app))})")  # fmt: skip
     print(f"app errors that are not OpenAI-style: {len(not_openai)}")
     leaked_records = records.pop("(records with a canary piece)", 0) if records else 0
+    quoting = sum(b"upstream_bad_request" in o.body for o in outcomes)
     print(f"canary key pieces (8 characters) leaked: in {sum(o.leaked > 0 for o in outcomes)} "
-          f"answers, in {leaked_records} records")  # fmt: skip
+          f"answers, in {leaked_records} records ({quoting} answers passed on the upstream's "
+          "error quoting the key)")  # fmt: skip
     if records is not None:
         ids = [o.request_id for o in app_answers]
         missing = sum(1 for i in ids if records.get(i, 0) == 0)
