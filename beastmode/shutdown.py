@@ -74,7 +74,7 @@ def _begin_drain() -> None:
     for reader in _reactor().getReaders():  # new connections are refused: balancers move on
         if isinstance(reader, tcp.Port):
             reader.stopListening()  # type: ignore[no-untyped-call]
-    log.info("SIGTERM: draining %d requests in flight", in_flight)
+    log.info("shutting down: draining %d requests in flight", in_flight)
     _drain = asyncio.get_event_loop().create_task(_drain_and_stop())
 
 
