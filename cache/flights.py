@@ -117,10 +117,13 @@ async def _follow_or_lead_cluster(flight: Flight, plan: CachePlan, wait_s: float
     deadline = time.monotonic() + wait_s
     pause, leader = shared_flights.FIRST_POLL_S, ""
     while True:
+        # Held before it is known: a request cancelled while its claim is on the way still
+        # drops the claim on leaving (drop only deletes a claim with this token).
+        flight._claim = token
         claim = await in_io_thread(shared_flights.claim, key, token, wait_s, leader)
         if claim.leads:
-            flight._claim = token
             return
+        flight._claim = ""
         if claim.answer is not None:
             entry, stored = claim.answer
             if is_purged(entry) or not is_fresh(entry, plan, time.time()):
