@@ -195,12 +195,7 @@ def _spool_overflow() -> None:
 
 
 def _flush_at_exit() -> None:
-    try:
-        flush(timeout_s=EXIT_FLUSH_TIMEOUT_S)
-    except Exception:
-        log.exception("database unavailable at exit; spooling %d records", len(_pending))
-        _spool(list(_pending))
-        _pending.clear()
+    write_out(time.monotonic() + EXIT_FLUSH_TIMEOUT_S)
 
 
 def _spool(records: list[bytes]) -> None:

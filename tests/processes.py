@@ -20,15 +20,11 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from devtools.servers import free_port as free_port  # (tests import it from here)
+
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 _nodes = itertools.count()  # metrics directories handed out this session
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 20) -> None:

@@ -131,18 +131,22 @@ def _check_stream_options(options: dict[str, Any] | None) -> None:
         raise invalid_type("stream_options.include_usage", "a boolean", include_usage)
 
 
+def _too_long(param: str, maximum: int, length: int) -> GatewayError:
+    return GatewayError(
+        "invalid_request",
+        f"Invalid '{param}': array too long. Expected an array with maximum length "
+        f"{maximum}, but got an array with length {length} instead.",
+        param=param,
+    )
+
+
 def _check_stop(stop: object) -> None:
     if stop is None or isinstance(stop, str):
         return
     if not isinstance(stop, list):
         raise invalid_type("stop", "a string or an array of strings", stop)
     if len(stop) > _MAX_STOP_SEQUENCES:
-        raise GatewayError(
-            "invalid_request",
-            f"Invalid 'stop': array too long. Expected an array with maximum length "
-            f"{_MAX_STOP_SEQUENCES}, but got an array with length {len(stop)} instead.",
-            param="stop",
-        )
+        raise _too_long("stop", _MAX_STOP_SEQUENCES, len(stop))
     for index, sequence in enumerate(stop):
         if not isinstance(sequence, str):
             raise invalid_type(f"stop[{index}]", "a string", sequence)
@@ -170,12 +174,7 @@ def _check_tools(tools: object) -> None:
     if not isinstance(tools, list):
         raise invalid_type("tools", "an array of objects", tools)
     if len(tools) > _MAX_TOOLS:
-        raise GatewayError(
-            "invalid_request",
-            f"Invalid 'tools': array too long. Expected an array with maximum length "
-            f"{_MAX_TOOLS}, but got an array with length {len(tools)} instead.",
-            param="tools",
-        )
+        raise _too_long("tools", _MAX_TOOLS, len(tools))
     for index, tool in enumerate(tools):
         if not isinstance(tool, dict):
             raise invalid_type(f"tools[{index}]", "an object", tool)

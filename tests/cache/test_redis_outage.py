@@ -1,59 +1,38 @@
 """L2 fails open: with Redis killed mid-run, every request is still answered."""
 
 import shutil
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from devtools.servers import RedisServer, private_redis
 from tests.personas import Client, ModelFactory, wait_for_key, wait_for_model
 from tests.processes import (
     Process,
-    free_port,
     http,
     server_env,
     start_gateway,
     stop_process,
     upstream_hits,
-    wait_for_port,
 )
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
 
 
 @pytest.fixture
-def doomed_redis() -> Iterator[subprocess.Popen]:
+def doomed_redis() -> Iterator[RedisServer]:
     """A Redis of this test's own, to be killed."""
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    wait_for_port(port, process)
-    process.port = port  # type: ignore[attr-defined]
-    yield process
-    process.kill()
-    process.wait()
+    with private_redis() as server:
+        yield server
 
 
 def test_requests_are_answered_after_redis_dies(
-    doomed_redis: subprocess.Popen, alice: Client, model_with: ModelFactory, fake_upstream: Process
+    doomed_redis: RedisServer, alice: Client, model_with: ModelFactory, fake_upstream: Process
 ) -> None:
     model, slow_model = model_with(""), model_with("delay/300/outage")
-    env = {**server_env(), "REDIS_URL": f"redis://127.0.0.1:{doomed_redis.port}/0"}  # type: ignore[attr-defined]
+    env = {**server_env(), "REDIS_URL": doomed_redis.url}
     gateway: Process = start_gateway("redis-outage", env)
     url = f"{gateway.url}/v1/chat/completions"
 
@@ -65,8 +44,7 @@ def test_requests_are_answered_after_redis_dies(
 
     try:
         assert ask("before the outage")[:2] == (200, "miss")
-        doomed_redis.send_signal(signal.SIGKILL)
-        doomed_redis.wait()
+        doomed_redis.kill()
 
         assert ask("before the outage")[:2] == (200, "exact")
         results = [ask(f"during the outage {i}") for i in range(20)]
@@ -86,17 +64,16 @@ def test_requests_are_answered_after_redis_dies(
 
 
 def test_with_redis_gone_a_node_still_opens_its_own_circuits(
-    doomed_redis: subprocess.Popen, alice: Client, model_with: ModelFactory
+    doomed_redis: RedisServer, alice: Client, model_with: ModelFactory
 ) -> None:
     """The shared circuits (routing/circuits.py) fall back to each process deciding alone."""
     model = model_with("status/500")
-    env = {**server_env(), "REDIS_URL": f"redis://127.0.0.1:{doomed_redis.port}/0",  # type: ignore[attr-defined]
+    env = {**server_env(), "REDIS_URL": doomed_redis.url,
            "BEASTMODE_BREAKER_COOLDOWN_S": "30"}  # fmt: skip
     gateway: Process = start_gateway("redis-outage-circuits", env)
     try:
         wait_for_model(gateway, wait_for_key(gateway, alice), model)
-        doomed_redis.send_signal(signal.SIGKILL)
-        doomed_redis.wait()
+        doomed_redis.kill()
         body = {"model": model, "messages": [{"role": "user", "content": "anyone?"}]}
         url = f"{gateway.url}/v1/chat/completions"
         statuses = [http(url, method="POST", key=alice.key, body=body).status for _ in range(4)]
