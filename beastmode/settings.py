@@ -103,6 +103,11 @@ else:
     }
 
 REDIS_URL = env_str("REDIS_URL")
+# Service keys' limits while Redis is away: "open" enforces them in each process on its
+# own (N processes allow up to N times a limit), "closed" refuses limited keys (503).
+RATE_LIMITS_WITHOUT_REDIS = env_str("BEASTMODE_RATE_LIMITS_WITHOUT_REDIS", "open")
+if RATE_LIMITS_WITHOUT_REDIS not in ("open", "closed"):
+    raise ImproperlyConfigured("BEASTMODE_RATE_LIMITS_WITHOUT_REDIS must be open or closed")
 if REDIS_URL:
     CACHES = {
         "default": {

@@ -20,6 +20,7 @@ from beastmode.lib.chat_request import ChatRequest
 from beastmode.lib.errors import GatewayError
 from cache import flights, streams
 from cache import service as cache_service
+from gateway import limits
 from gateway.asgi_http import ClientDisconnected, sse_event
 from gateway.exchange import CacheOutcome, Exchange
 from routing import calls, router
@@ -80,6 +81,7 @@ def answer_blocking(exchange: Exchange, question: Question) -> Answer:
             return await answer(exchange, question)
         finally:
             await calls.close_connections()
+            await limits.close()
 
     return asyncio.run(answer_and_close())
 
@@ -105,6 +107,11 @@ async def _answer(exchange: Exchange, question: Question, sink: StreamSink | Non
     async with flights.coalesce(plan, budget_s=budget_s) as flight:
         if flight.answer is not None:
             return await _serve_hit(exchange, question, flight.answer, sink)
+        # It calls upstream: tokens per minute and the budget (hits cost neither).
+        if question.key.limits is not None:
+            exchange.usage = await limits.charge(
+                exchange.usage, question.key, chat.model, chat, exchange.request_id
+            )
         headers: Headers = []
         if plan is not None:
             exchange.cache = CacheOutcome.of_miss(plan.shadow)

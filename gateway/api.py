@@ -18,7 +18,8 @@ from django.db import DatabaseError
 
 from beastmode.lib.chat_request import model_named_in, parse_chat_request
 from beastmode.lib.errors import GatewayError
-from gateway import answer, jobs, tasks
+from cache import flights
+from gateway import answer, jobs, limits, tasks
 from gateway.answer import Headers
 from gateway.asgi_http import (
     SSE_HEADERS,
@@ -32,7 +33,7 @@ from gateway.asgi_http import (
     send_json,
 )
 from gateway.exchange import Exchange, new_request_id
-from routing import registry
+from routing import registry, router
 
 T = TypeVar("T")
 
@@ -61,6 +62,9 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         elif path == "/models":
             _require_method(scope, "GET")
             await _list_models(scope, send, exchange, base_headers)
+        elif path == "/key/info":
+            _require_method(scope, "GET")
+            await _key_info(scope, send, exchange, base_headers)
         elif path.startswith("/jobs/"):
             _require_method(scope, "GET")
             await _get_job(scope, send, exchange, base_headers, path.removeprefix("/jobs/"))
@@ -105,7 +109,7 @@ def _method_not_allowed(scope: Scope, allowed: str) -> GatewayError:
 def _allowed_methods(path: str) -> str:
     if path == "/chat/completions":
         return "POST"
-    if path == "/models" or path.startswith("/jobs/"):
+    if path in ("/models", "/key/info") or path.startswith("/jobs/"):
         return "GET"
     return ", ".join(API_METHODS)
 
@@ -128,6 +132,10 @@ async def _chat_completions(
         chat=chat,
         cache_control=header(scope, b"cache-control"),
     )
+    if exchange.key.limits is not None:
+        lease_s = router.worst_case_s(question.route) + flights.GRACE_S
+        exchange.usage = await limits.admit(exchange.key, chat.model, exchange.request_id, lease_s)
+        base_headers += exchange.usage.headers if exchange.usage else []
     if (header(scope, b"x-beastmode-async") or "").lower() == "true":
         await _submit_job(send, exchange, question, base_headers)
         return
@@ -207,6 +215,13 @@ async def _list_models(scope: Scope, send: Send, exchange: Exchange, base_header
         for name in snapshot.models_for(exchange.key)
     ]
     await send_json(send, 200, {"object": "list", "data": data}, base_headers)
+    exchange.finish(status=200)
+
+
+async def _key_info(scope: Scope, send: Send, exchange: Exchange, base_headers: Headers) -> None:
+    """The calling key's limits, what is left of them, its spend and when it resets."""
+    exchange.key = registry.current().authenticate(header(scope, b"authorization"))
+    await send_json(send, 200, await limits.key_info(exchange.key), base_headers)
     exchange.finish(status=200)
 
 

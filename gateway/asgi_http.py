@@ -1,5 +1,6 @@
 """Minimal ASGI HTTP plumbing for the lean /v1 path: read a bounded body, send JSON or SSE."""
 
+import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -82,9 +83,10 @@ async def send_json(
 
 
 def error_headers(error: GatewayError) -> list[tuple[bytes, bytes]]:
-    headers: list[tuple[bytes, bytes]] = []
+    headers = list(error.headers)
     if error.retry_after_s is not None:
-        headers.append((b"retry-after", str(max(1, round(error.retry_after_s))).encode()))
+        headers.append((b"retry-after", str(max(1, math.ceil(error.retry_after_s))).encode()))
+        headers.append((b"retry-after-ms", str(max(1, round(error.retry_after_s * 1000))).encode()))
     elif error.status != 500:
         # BeastMode already retried upstream failures; a replay would repeat the failure.
         headers.append((b"x-should-retry", b"false"))

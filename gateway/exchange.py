@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from beastmode.lib.errors import GatewayError
 from beastmode.lib.usage import token_count
+from gateway import limits
 from monitoring import recorder, records
 from routing.registry import KeyConfig, RouteConfig
 from routing.router import Trace
@@ -97,6 +98,7 @@ class Exchange:
     tokens_in: int = 0
     tokens_out: int = 0
     recorded: bool = False
+    usage: limits.Usage | None = None  # what a limited key's request holds until it ends
 
     def add_usage(self, usage: dict[str, Any] | None) -> None:
         if isinstance(usage, dict):
@@ -119,6 +121,8 @@ class Exchange:
         if outcome is None:
             outcome = _outcome(status, error)
         cache = self.cache or _NOT_CACHED
+        cost_usd = endpoint.cost_usd(self.tokens_in, self.tokens_out) if endpoint else 0.0
+        limits.settle(self.usage, self.tokens_in + self.tokens_out, cost_usd)
         recorder.submit(
             records.request_row(
                 request_id=self.request_id,
@@ -141,7 +145,7 @@ class Exchange:
                 overhead_ms=round(max(0.0, latency_ms - self.trace.upstream_ms), 3),
                 tokens_in=self.tokens_in,
                 tokens_out=self.tokens_out,
-                cost_usd=endpoint.cost_usd(self.tokens_in, self.tokens_out) if endpoint else 0.0,
+                cost_usd=cost_usd,
                 is_warming=self.is_warming,
                 cache_outcome=cache.outcome,
                 cache_tier=cache.tier,
@@ -176,4 +180,6 @@ def _outcome(status: int, error: GatewayError | None) -> str:
         return "upstream_error"
     if error.error_class == "upstream_rate_limited":
         return "upstream_error"
+    if error.error_class in ("rate_limit_exceeded", "insufficient_quota"):
+        return "rate_limited"
     return _OUTCOME_BY_STATUS.get(status, "client_error")

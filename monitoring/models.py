@@ -3,7 +3,7 @@ from django.db import models
 # How the dashboard counts outcomes: errors (every endpoint failed, or a BeastMode bug)
 # and rejections (the caller's request or key was refused).
 ERROR_OUTCOMES = ("internal_error", "upstream_error")
-REJECTED_OUTCOMES = ("auth_error", "client_error")
+REJECTED_OUTCOMES = ("auth_error", "client_error", "rate_limited")
 
 
 class RequestRecord(models.Model):
@@ -13,6 +13,7 @@ class RequestRecord(models.Model):
         SUCCESS = "success"
         CLIENT_ERROR = "client_error"  # malformed or invalid input, unknown model
         AUTH_ERROR = "auth_error"  # missing, wrong, revoked or expired key; model not allowed
+        RATE_LIMITED = "rate_limited"  # over a service key's rate limit or budget
         UPSTREAM_ERROR = "upstream_error"  # every endpoint failed
         CLIENT_DISCONNECTED = "client_disconnected"
         ACCEPTED = "accepted"  # an async job was queued

@@ -11,7 +11,7 @@ import math
 import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from django.db import connection, transaction
@@ -21,6 +21,7 @@ from monitoring import histogram as hist
 from monitoring import labels
 from monitoring.models import ERROR_OUTCOMES, REJECTED_OUTCOMES, DashboardRollup
 from monitoring.records import RequestRow
+from routing.models import KeySpend
 
 DASHBOARD_BUCKETS_S = (60, 3600, 86400)
 COUNTS = (
@@ -102,30 +103,74 @@ def _counts_of(record: RequestRow) -> dict[str, float]:
 
 
 def update_from(records: list[RequestRow]) -> None:
-    """Add the records to their DashboardRollup rows. Writers take turns: a
-    transaction-scoped lock (Postgres; SQLite transactions are serialised already) held
-    from here to the commit of the batch, a few milliseconds. It is the only lock writers
-    share, so they queue but never deadlock."""
-    sums = dashboard_aggregate(records)
-    if not sums:
+    """Add the records to their DashboardRollup rows and their keys' KeySpend days.
+    Writers take turns: a transaction-scoped lock (Postgres; SQLite transactions are
+    serialised already) held from here to the commit of the batch, a few milliseconds. It
+    is the only lock writers share, so they queue but never deadlock."""
+    if not records:
         return
-    key_fields = ("bucket_s", "bucket_start", "is_total", "model", "endpoint")
     with transaction.atomic():
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_DASHBOARD_LOCK])
-        # bucket_s too: the unique index leads with it (without, Postgres reads it whole).
-        stored = DashboardRollup.objects.filter(
-            bucket_s__in=DASHBOARD_BUCKETS_S, bucket_start__in={key[1] for key in sums}
-        ).values(*key_fields, *COUNTS, "histogram")
-        existing = {tuple(row[name] for name in key_fields): row for row in stored}
-        write_rows(
-            DashboardRollup,
-            (*key_fields, *COUNTS, "histogram"),
-            [(*key, *part.plus(existing.get(key))) for key, part in sums.items()],
-            conflict=key_fields,
-            update=(*COUNTS, "histogram"),
+        _add_dashboard_sums(dashboard_aggregate(records))
+        _add_key_spend(records)
+
+
+def _add_dashboard_sums(sums: dict[tuple[Any, ...], DashboardSums]) -> None:
+    if not sums:
+        return
+    key_fields = ("bucket_s", "bucket_start", "is_total", "model", "endpoint")
+    # bucket_s too: the unique index leads with it (without, Postgres reads it whole).
+    stored = DashboardRollup.objects.filter(
+        bucket_s__in=DASHBOARD_BUCKETS_S, bucket_start__in={key[1] for key in sums}
+    ).values(*key_fields, *COUNTS, "histogram")
+    existing = {tuple(row[name] for name in key_fields): row for row in stored}
+    write_rows(
+        DashboardRollup,
+        (*key_fields, *COUNTS, "histogram"),
+        [(*key, *part.plus(existing.get(key))) for key, part in sums.items()],
+        conflict=key_fields,
+        update=(*COUNTS, "histogram"),
+    )
+
+
+def _add_key_spend(records: list[RequestRow]) -> None:
+    """Add the records' requests, tokens and cost to their keys' KeySpend days (under the
+    writers' lock, as the dashboard rows)."""
+    spend: dict[tuple[int, date], list[float]] = {}
+    for record in records:
+        if (key_id := record["service_key_id"]) is None:
+            continue
+        sums = spend.setdefault((key_id, record["created_at"].astimezone(UTC).date()), [0, 0, 0])
+        sums[0] += 1
+        sums[1] += record["tokens_in"] + record["tokens_out"]
+        sums[2] += record["cost_usd"]
+    if not spend:
+        return
+    stored = {
+        (row.service_key_id, row.day): row
+        for row in KeySpend.objects.filter(
+            service_key_id__in={key for key, _ in spend}, day__in={day for _, day in spend}
         )
+    }
+    rows = []
+    for (key_id, day), (requests, tokens, cost) in spend.items():
+        row = stored.get((key_id, day))
+        if row is not None:
+            requests, tokens, cost = (
+                row.requests + requests,
+                row.tokens + tokens,
+                row.cost_usd + cost,
+            )
+        rows.append((key_id, day, int(requests), int(tokens), cost))
+    write_rows(
+        KeySpend,
+        ("service_key_id", "day", "requests", "tokens", "cost_usd"),
+        rows,
+        conflict=("service_key_id", "day"),
+        update=("requests", "tokens", "cost_usd"),
+    )
 
 
 def _dashboard_key(row: DashboardRollup) -> tuple[Any, ...]:

@@ -4,10 +4,11 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from cache.semantic import switch
-from routing import breaker, health, repointing, service_keys
+from routing import breaker, health, repointing, service_keys, spend
 from routing.models import ModelEndpoint, Route, RouteEndpoint, ServiceKey
 
 
@@ -165,7 +166,10 @@ class ServiceKeyForm(forms.ModelForm):
 
     class Meta:
         model = ServiceKey
-        fields = ["name", "allowed_models", "expires_at", "cache_namespace"]
+        fields = [
+            "name", "allowed_models", "expires_at", "cache_namespace", "rpm", "tpm",
+            "max_parallel", "budget_usd", "budget_period", "model_limits",
+        ]  # fmt: skip
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -180,11 +184,51 @@ class ServiceKeyForm(forms.ModelForm):
 class ServiceKeyAdmin(admin.ModelAdmin):
     form = ServiceKeyForm
     list_display = [
-        "name", "prefix", "models", "cache_namespace", "expires_at", "revoked_at", "created_at"
+        "name", "prefix", "models", "rate_limits", "spend", "budget_left", "expires_at",
+        "revoked_at",
     ]  # fmt: skip
     search_fields = ["name", "prefix"]
-    readonly_fields = ["prefix", "revoked_at", "created_at"]
+    readonly_fields = ["prefix", "spend", "budget_left", "revoked_at", "created_at"]
+    fieldsets = [
+        (None, {"fields": ["name", "prefix", "allowed_models", "expires_at", "cache_namespace"]}),
+        (
+            "Limits (enforced across every node; empty = not limited)",
+            {"fields": ["rpm", "tpm", "max_parallel", "model_limits"]},
+        ),
+        ("Budget", {"fields": ["budget_usd", "budget_period", "spend", "budget_left"]}),
+        (None, {"fields": ["revoked_at", "created_at"]}),
+    ]
     actions = ["revoke"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ServiceKey]:
+        """With each key's spend in the current day, week, month and in total."""
+        return spend.with_period_spend(super().get_queryset(request), timezone.now())
+
+    @admin.display(description="limits")
+    def rate_limits(self, key: ServiceKey) -> str:
+        parts = [
+            f"{value} {unit}"
+            for value, unit in ((key.rpm, "rpm"), (key.tpm, "tpm"), (key.max_parallel, "at once"))
+            if value
+        ]
+        if key.model_limits:
+            parts.append(f"+ {len(key.model_limits)} per model")
+        return ", ".join(parts) or "—"
+
+    @admin.display(description="spend this period")
+    def spend(self, key: ServiceKey) -> str:
+        if not key.pk:
+            return "—"
+        return f"{spend.usd(spend.of_period(key))} ({key.budget_period})"
+
+    @admin.display(description="budget left")
+    def budget_left(self, key: ServiceKey) -> str:
+        if not key.pk or key.budget_usd is None:
+            return "—"
+        budget = float(key.budget_usd)
+        left = max(0.0, budget - spend.of_period(key))
+        share = f" ({left / budget:.0%})" if budget else ""
+        return f"{spend.usd(left)} of {spend.usd(budget)}{share}"
 
     @admin.display(description="allowed models")
     def models(self, key: ServiceKey) -> str:

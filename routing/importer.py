@@ -13,13 +13,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+from django.core.exceptions import ValidationError
 from django.db import DatabaseError
 
 from cache import controls
 from cache.semantic import similarity, switch
 from routing import import_values, repointing
 from routing.import_values import ImportError_
-from routing.models import ModelEndpoint, Route, RouteEndpoint
+from routing.models import ModelEndpoint, Route, RouteEndpoint, ServiceKey
+from routing.service_keys import assign_new_key
 
 _ENDPOINT_FIELDS = {
     "name", "provider", "base_url", "model", "api_key_env", "timeout_s", "connect_timeout_s",
@@ -27,6 +29,9 @@ _ENDPOINT_FIELDS = {
     "output_cost_per_1m", "enabled",
 }  # fmt: skip
 _MODEL_FIELDS = {"name", "endpoints", "description", "enabled", "cache", "timeout_s"}
+_KEY_FIELDS = {
+    "name", "models", "rpm", "tpm", "max_parallel", "budget_usd", "budget_period", "model_limits",
+}  # fmt: skip
 # What ModelEndpoint's columns (and so admin) hold.
 _COST_MAX_DIGITS, _COST_DECIMAL_PLACES = 12, 6
 _MAX_RETRIES = 32767
@@ -38,6 +43,7 @@ class ImportSummary:
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     purged: list[repointing.Repoint] = field(default_factory=list)  # models repointed
+    new_keys: dict[str, str] = field(default_factory=dict)  # name: raw key, shown once
     # Where each name was defined first: a second definition must be the same.
     _defined: dict[str, tuple[str, Any]] = field(default_factory=dict, repr=False)
 
@@ -48,16 +54,62 @@ def import_models(text: str) -> ImportSummary:
         data = yaml.safe_load(text)  # never yaml.load: the file may come from anyone
     except yaml.YAMLError as exc:
         raise ImportError_(f"not valid YAML: {exc}") from None
-    models = data.get("models") if isinstance(data, dict) else None
-    if not isinstance(models, list):
-        raise ImportError_("the file must have a top-level 'models:' list")
+    if not isinstance(data, dict) or not (set(data) & {"models", "keys"}):
+        raise ImportError_("the file must have a top-level 'models:' list, 'keys:' or both")
+    _reject_unknown(data, {"models", "keys"}, "the file")
+    models, keys = data.get("models") or [], data.get("keys") or []
+    for name, value in (("models", models), ("keys", keys)):
+        if not isinstance(value, list):
+            raise ImportError_(f"'{name}:' must be a list")
     summary = ImportSummary()
     # One transaction: a bad value anywhere leaves the database as it was.
     with repointing.purging_repointed_models() as repoints:
         for index, spec in enumerate(models):
             _import_model(spec, f"models[{index}]", summary)
+        for index, spec in enumerate(keys):
+            _import_key(spec, f"keys[{index}]", summary)
     summary.purged = repoints
     return summary
+
+
+def _import_key(spec: Any, where: str, summary: ImportSummary) -> None:
+    """A service key's allow-list and limits, matched by name among the keys not revoked;
+    a name no key has creates a key, whose secret is shown once."""
+    if not isinstance(spec, dict):
+        raise ImportError_(f"{where}: must be a mapping with a 'name'")
+    _require(spec, "name", where, "the service key's name")
+    name = import_values.text(spec["name"], f"{where}.name", max_length=100, what="a key name")
+    where = f"{where} ({name})"
+    _define_once(summary, f"key {name}", spec, where, again=False)
+    _reject_unknown(spec, _KEY_FIELDS, where)
+    models = spec.get("models") or []
+    if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+        raise ImportError_(f"{where}.models: must be a list of model names")
+    wanted = {
+        "allowed_models": models,
+        "budget_period": spec.get("budget_period") or "monthly",
+        "model_limits": spec.get("model_limits") or {},
+        **{name: spec.get(name) for name in ("rpm", "tpm", "max_parallel")},
+        # As written: a float's binary value has more decimal places than the column.
+        "budget_usd": None if spec.get("budget_usd") is None else str(spec["budget_usd"]),
+    }
+    matches = list(ServiceKey.objects.filter(name=name, revoked_at=None)[:2])
+    if len(matches) > 1:
+        raise ImportError_(f"{where}: several keys not revoked are named {name!r}; rename them")
+    key = matches[0] if matches else ServiceKey(name=name)
+    before = {field: getattr(key, field) for field in wanted}
+    _apply(key, wanted)
+    try:
+        key.full_clean(exclude=["prefix", "key_hash", "cache_namespace"])
+    except ValidationError as exc:
+        problems = "; ".join(f"{f}: {' '.join(e)}" for f, e in exc.message_dict.items())
+        raise ImportError_(f"{where}: {problems}") from None
+    changed = {field: getattr(key, field) for field in wanted} != before
+    if not matches:
+        summary.new_keys[name] = assign_new_key(key)
+    if changed or not matches:
+        key.save()
+    _tally(summary, f"key {name}", not matches, changed)
 
 
 def _import_model(spec: Any, where: str, summary: ImportSummary) -> None:

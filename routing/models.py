@@ -2,6 +2,7 @@ import time
 from collections.abc import Collection, Iterable
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
 from django.utils import timezone
@@ -10,6 +11,7 @@ from beastmode.lib import redaction
 from cache import controls
 from cache.semantic import similarity
 from routing import crypto
+from routing.key_limits import PERIODS, model_limits_errors
 from routing.upstreams import validate_base_url
 
 
@@ -172,6 +174,40 @@ class ServiceKey(models.Model):
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Limits, enforced across the cluster (gateway/limits.py); empty = not limited.
+    rpm = models.PositiveIntegerField(
+        "requests per minute", null=True, blank=True, validators=[MinValueValidator(1)]
+    )
+    tpm = models.PositiveIntegerField(
+        "tokens per minute",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="prompt + completion tokens as the upstream reports them",
+    )
+    max_parallel = models.PositiveIntegerField(
+        "concurrent requests", null=True, blank=True, validators=[MinValueValidator(1)]
+    )
+    budget_usd = models.DecimalField(
+        "budget (USD)",
+        max_digits=14,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="spend allowed per budget period; cache hits cost nothing",
+    )
+    budget_period = models.CharField(
+        max_length=8,
+        choices=[(period, period) for period in PERIODS],
+        default="monthly",
+        help_text="the budget resets at the start of each UTC day, week (Monday) or month",
+    )
+    model_limits = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='per model, e.g. {"gpt-4o": {"rpm": 10}, "mini": {"rpm": 100, "tpm": 50000}}',
+    )
 
     objects = ServiceKeyQuerySet.as_manager()
 
@@ -186,6 +222,10 @@ class ServiceKey(models.Model):
         # process hears of would be a revocation that never takes effect.
         with transaction.atomic():
             super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        if errors := model_limits_errors(self.model_limits):
+            raise ValidationError({"model_limits": errors})
 
     def revoke(self) -> None:
         self.revoked_at = timezone.now()
@@ -296,3 +336,19 @@ class EndpointProbe(models.Model):
     error_class = models.CharField(max_length=40, blank=True, default="")
     message = models.TextField(blank=True, default="")
     checked_at = models.DateTimeField()
+
+
+class KeySpend(models.Model):
+    """What a service key spent per UTC day, summed from its records as they are written
+    (monitoring/rollups.py): budgets, /v1/key/info and the admin read it."""
+
+    service_key_id = models.BigIntegerField()  # no foreign key: spend outlives a deleted key
+    day = models.DateField()
+    requests = models.PositiveIntegerField(default=0)
+    tokens = models.BigIntegerField(default=0)
+    cost_usd = models.FloatField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["service_key_id", "day"], name="keyspend_key_day")
+        ]

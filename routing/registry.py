@@ -28,6 +28,7 @@ from beastmode.lib.errors import GatewayError
 from cache import keys as cache_keys
 from cache.policy import CachePolicy
 from routing import circuits
+from routing.key_limits import KeyLimits, key_limits
 from routing.models import (
     KEY_LOG_MAX_KEYS,
     ModelEndpoint,
@@ -110,6 +111,7 @@ class KeyConfig:
     revoked: bool
     cache_namespace_id: int | None = None  # a shared namespace's primary key; None = own
     key_hash_prefix: str = ""  # names the key's own cache namespace; unlike ids, never reused
+    limits: KeyLimits | None = None  # None: not limited (the hot path checks nothing)
 
     def may_use(self, model_name: str) -> bool:
         return not self.allowed_models or model_name in self.allowed_models
@@ -290,9 +292,18 @@ def _put_keys(
     # Plain tuples of the fields used: model instances cost half a full reload at 100k keys.
     fields = rows.values_list(
         "id", "key_hash", "name", "allowed_models", "expires_at", "revoked_at",
-        "cache_namespace_id",
+        "cache_namespace_id", *_LIMIT_FIELDS,
     )  # fmt: skip
-    for key_id, key_hash, name, allowed_models, expires_at, revoked_at, namespace_id in fields:
+    for (
+        key_id,
+        key_hash,
+        name,
+        allowed_models,
+        expires_at,
+        revoked_at,
+        namespace_id,
+        *limits,
+    ) in fields:
         keys_by_hash[key_hash] = KeyConfig(
             id=key_id,
             name=name,
@@ -301,6 +312,7 @@ def _put_keys(
             revoked=revoked_at is not None,
             cache_namespace_id=namespace_id,
             key_hash_prefix=key_hash[: cache_keys.OWN_NAMESPACE_HASH_CHARS],
+            limits=key_limits(**dict(zip(_LIMIT_FIELDS, limits, strict=True))),
         )
         key_hashes_by_id[key_id] = key_hash
 
@@ -317,6 +329,7 @@ def bump_version(*, key_ids: Collection[int] = ()) -> None:
     RegistryVersion.objects.bump(key_ids=key_ids)
 
 
+_LIMIT_FIELDS = ("rpm", "tpm", "max_parallel", "budget_usd", "budget_period", "model_limits")
 _snapshot: Snapshot | None = None
 _lock = threading.Lock()
 _reload_lock = threading.Lock()  # one catch-up at a time (refresher, jobs, warming)

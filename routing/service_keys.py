@@ -3,6 +3,7 @@
 import hashlib
 import secrets
 from datetime import datetime
+from typing import Any
 
 from routing.models import ServiceKey
 
@@ -26,9 +27,14 @@ def create_service_key(
     *,
     allowed_models: list[str] | None = None,
     expires_at: datetime | None = None,
+    **limits: Any,
 ) -> tuple[ServiceKey, str]:
-    """Create a key; returns the row and the raw key, to be shown once."""
-    service_key = ServiceKey(name=name, allowed_models=allowed_models or [], expires_at=expires_at)
+    """Create a key; returns the row and the raw key, to be shown once. `limits`: rpm,
+    tpm, max_parallel, budget_usd, budget_period, model_limits (ValidationError if bad)."""
+    service_key = ServiceKey(
+        name=name, allowed_models=allowed_models or [], expires_at=expires_at, **limits
+    )
+    service_key.full_clean(exclude=["prefix", "key_hash", "cache_namespace"])
     raw_key = assign_new_key(service_key)
     service_key.save()
     return service_key, raw_key

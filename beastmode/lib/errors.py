@@ -193,6 +193,31 @@ KINDS: dict[str, ErrorKind] = {
             ),
         ),
         ErrorKind(
+            "rate_limit_exceeded",
+            429,
+            "requests",
+            (
+                "Retry after the time in Retry-After; x-ratelimit-* headers show what is left.",
+                "Ask the gateway's admin to raise this service key's limits if it needs more.",
+            ),
+        ),
+        ErrorKind(
+            "insufficient_quota",
+            429,
+            "insufficient_quota",
+            (
+                "GET /v1/key/info shows the key's budget, its spend and when it resets.",
+                "Ask the gateway's admin to raise this service key's budget.",
+            ),
+        ),
+        ErrorKind(
+            "limits_unavailable",
+            503,
+            "service_unavailable",
+            ("Retry shortly: the gateway's Redis is being restored.",),
+            True,
+        ),
+        ErrorKind(
             "no_endpoint",
             503,
             "service_unavailable",
@@ -216,6 +241,8 @@ class GatewayError(Exception):
     retry_after_s: float | None = None
     upstream_status: int | None = None
     extra_tips: list[str] = field(default_factory=list)
+    error_type: str | None = None  # instead of the kind's (OpenAI's "requests", "tokens")
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # sent with the error
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
@@ -237,7 +264,7 @@ class GatewayError(Exception):
         (to a client or an async job's stored result)."""
         error: dict[str, Any] = {
             "message": redaction.redact(self.message),
-            "type": self.kind.type,
+            "type": self.error_type or self.kind.type,
             "param": self.param,
             "code": self.error_class,
         }

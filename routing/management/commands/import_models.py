@@ -25,6 +25,8 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"purged the cached answers of model {repoint.model_name}: {repoint.reason}"
             )
+        for name, raw_key in summary.new_keys.items():
+            self.stdout.write(f"service key {name!r}, shown once: {raw_key}")
         self.stdout.write(
             f"{len(summary.created)} created, {len(summary.updated)} updated, "
             f"{len(summary.unchanged)} unchanged"

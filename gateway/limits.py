@@ -1,0 +1,634 @@
+"""Per-key limits: requests and tokens per minute, requests at once, a spend budget.
+
+A request of a limited key is admitted before anything is done for it (requests per
+minute, requests at once) and charged when it is about to call upstream (tokens per
+minute, estimated from the request; the budget), so a cache hit or a coalesced answer
+costs no tokens and no budget. When it ends its usage is settled: the slot is released,
+the token estimate corrected to what the upstream reported, the cost added to the spend.
+
+Rates are GCRA buckets (`limit` per minute, refilling continuously, as OpenAI's limits
+do); requests at once are leases that expire with the route's worst case, so the slots
+of a process that died come back. With Redis configured every process and node share the
+state (one Lua script per step, on Redis's clock); without Redis, or while Redis is away
+and RATE_LIMITS_WITHOUT_REDIS is "open", each process enforces the limits on its own.
+Spend is durable in KeySpend (written with the records); a period's shared counter is
+seeded from it.
+"""
+
+import asyncio
+import logging
+import math
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import redis.asyncio
+from django.conf import settings
+from django.utils import timezone
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from beastmode.lib.chat_request import ChatRequest
+from beastmode.lib.errors import GatewayError
+from cache import layers
+from cache import service as cache_service
+from routing import spend
+from routing.key_limits import KeyLimits, RateLimits, period_bounds
+from routing.registry import KeyConfig
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[bytes, bytes]]
+
+WINDOW_MS = 60_000.0
+PREFIX = "bm:limit:"
+REDIS_WAIT_S = 0.1  # longer, and Redis counts as away (a breaker then skips it a while)
+SPEND_DB_WAIT_S = 0.25  # reading a period's spend from KeySpend to seed its counter
+TOTAL_SPEND_TTL_S = 30 * 86400  # a `total` budget's counter is seeded again after this
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """`limit` per minute at `key`; this step takes `cost` from it (0: only looks)."""
+
+    key: str
+    limit: int
+    cost: float
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One step's limits, all taken or none: buckets, slots (key, limit) taken by
+    `member` for `lease_ms`, and a budget against the spend counter at `spend_key`."""
+
+    buckets: tuple[Bucket, ...] = ()
+    slots: tuple[tuple[str, int], ...] = ()
+    member: str = ""
+    lease_ms: float = 0.0
+    spend_key: str = ""
+    budget: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """`refused`: "" (taken), "bucket:<i>", "slot:<i>", "budget", or "seed" (the spend
+    counter is not there yet). Per bucket: (remaining, ms until full); the spend."""
+
+    refused: str
+    retry_ms: float
+    buckets: tuple[tuple[int, float], ...]
+    spend: float = 0.0
+
+
+@dataclass(slots=True)
+class Usage:
+    """What a request holds and was charged, until it is settled."""
+
+    key: KeyConfig
+    model: str
+    member: str
+    shared: bool = True  # held in Redis (else in this process)
+    slots: tuple[str, ...] = ()
+    token_buckets: tuple[Bucket, ...] = ()  # each with the tokens reserved
+    spend_key: str = ""
+    headers: Headers = field(default_factory=list)
+    settled: bool = False
+
+
+# --- the shared state: one Lua script for checks, one for settling ---------------------
+
+# KEYS: buckets, then slots, then the spend key (when ARGV[3] >= 0).
+# ARGV: #buckets, #slots, budget (-1: none), member, lease ms, then per bucket its limit
+# and cost, then per slot its limit. Returns refused, retry ms, spend, then per bucket
+# remaining and ms until full.
+_CHECK = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local nb, ns, budget = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local refused, retry, spend = '', 0, 0
+local after, out = {}, {}
+for i = 1, nb do
+  local limit, cost = tonumber(ARGV[4 + 2 * i]), tonumber(ARGV[5 + 2 * i])
+  local interval = 60000 / limit
+  local tat = math.max(tonumber(redis.call('GET', KEYS[i]) or '0'), now)
+  local new = tat + cost * interval
+  if cost > 0 and new - 60000 > now and refused == '' then
+    refused, retry = 'bucket:' .. i, new - 60000 - now
+  end
+  after[i] = new
+  table.insert(out, tostring(math.floor((60000 - (tat - now)) / interval)))
+  table.insert(out, tostring(tat - now))
+end
+for i = 1, ns do
+  local key, limit = KEYS[nb + i], tonumber(ARGV[5 + 2 * nb + i])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  if refused == '' and redis.call('ZCARD', key) >= limit then
+    local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    refused, retry = 'slot:' .. i, math.min(1000, tonumber(first[2]) - now)
+  end
+end
+if budget >= 0 and refused == '' then
+  local stored = redis.call('GET', KEYS[nb + ns + 1])
+  if not stored then
+    refused = 'seed'
+  else
+    spend = tonumber(stored)
+    if spend >= budget then refused = 'budget' end
+  end
+end
+if refused == '' then
+  for i = 1, nb do
+    if after[i] > now then
+      redis.call('SET', KEYS[i], tostring(after[i]), 'PX', math.ceil(after[i] - now))
+      local interval = 60000 / tonumber(ARGV[4 + 2 * i])
+      out[2 * i - 1] = tostring(math.floor((60000 - (after[i] - now)) / interval))
+      out[2 * i] = tostring(after[i] - now)
+    end
+  end
+  for i = 1, ns do
+    redis.call('ZADD', KEYS[nb + i], now + tonumber(ARGV[5]), ARGV[4])
+    redis.call('PEXPIRE', KEYS[nb + i], math.ceil(tonumber(ARGV[5])))
+  end
+end
+return {refused, tostring(retry), tostring(spend), unpack(out)}
+"""
+
+# KEYS: slots, then buckets, then the spend key. ARGV: #slots, #buckets, member, cost,
+# then per bucket its limit and the tokens to give back (negative: to take).
+_SETTLE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local ns, nb = tonumber(ARGV[1]), tonumber(ARGV[2])
+for i = 1, ns do redis.call('ZREM', KEYS[i], ARGV[3]) end
+for i = 1, nb do
+  local key = KEYS[ns + i]
+  local interval = 60000 / tonumber(ARGV[3 + 2 * i])
+  local tat = math.max(tonumber(redis.call('GET', key) or '0'), now)
+  local new = tat - tonumber(ARGV[4 + 2 * i]) * interval
+  if new > now then
+    redis.call('SET', key, tostring(new), 'PX', math.ceil(new - now))
+  else
+    redis.call('DEL', key)
+  end
+end
+local spend = KEYS[ns + nb + 1]
+if spend and tonumber(ARGV[4]) > 0 and redis.call('EXISTS', spend) == 1 then
+  redis.call('INCRBYFLOAT', spend, ARGV[4])
+end
+return 1
+"""
+
+
+def _check_args(check: Check) -> tuple[list[str], list[Any]]:
+    keys = [b.key for b in check.buckets] + [key for key, _ in check.slots]
+    args: list[Any] = [len(check.buckets), len(check.slots)]
+    args += [-1 if check.budget is None else check.budget, check.member, check.lease_ms]
+    for b in check.buckets:
+        args += [b.limit, b.cost]
+    args += [limit for _, limit in check.slots]
+    if check.budget is not None:
+        keys.append(check.spend_key)
+    return keys, args
+
+
+def _verdict(reply: list[Any]) -> Verdict:
+    values = [v.decode() if isinstance(v, bytes) else str(v) for v in reply]
+    numbers = [float(v) for v in values[3:]]
+    pairs = tuple((int(numbers[i]), numbers[i + 1]) for i in range(0, len(numbers), 2))
+    return Verdict(values[0], float(values[1]), pairs, float(values[2]))
+
+
+class _SharedState:
+    """The limits' state in Redis: an asyncio client per event loop for checks (the hot
+    path), the cache's Redis client on its I/O threads for settling."""
+
+    FAILURES, COOLDOWN_S = 3, 10.0
+
+    def __init__(self) -> None:
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._failures, self._open_until = 0, 0.0
+
+    @property
+    def available(self) -> bool:
+        return bool(settings.REDIS_URL) and time.monotonic() >= self._open_until
+
+    async def check(self, check: Check) -> Verdict | None:
+        """The verdict, or None when Redis is away."""
+        if not self.available:
+            return None
+        try:
+            keys, args = _check_args(check)
+            async with asyncio.timeout(REDIS_WAIT_S):
+                reply = await self._client()[1](keys=keys, args=args)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed(exc)
+            return None
+        self._failures = 0
+        return _verdict(reply)
+
+    async def seed(self, spend_key: str, spend: float, ttl_s: float) -> None:
+        try:
+            async with asyncio.timeout(REDIS_WAIT_S):
+                await self._client()[0].set(spend_key, repr(spend), nx=True, px=int(ttl_s * 1000))
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed(exc)
+
+    def settle(self, keys: list[str], args: list[Any]) -> None:
+        layers.tiers().l2.run(lambda client: client.eval(_SETTLE, len(keys), *keys, *args))
+
+    def close(self) -> None:
+        """Forget this loop's client (its loop is ending: asyncio.run in workers)."""
+        loop = asyncio.get_running_loop()
+        self._clients.pop(loop, None)
+
+    def _client(self) -> tuple[Any, Any]:
+        """This event loop's client and its check script."""
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            redis_client = redis.asyncio.Redis.from_url(
+                settings.REDIS_URL,
+                socket_timeout=1,
+                socket_connect_timeout=REDIS_WAIT_S,
+                retry=Retry(NoBackoff(), 0),  # the breaker decides when to try again
+            )
+            client = self._clients[loop] = (redis_client, redis_client.register_script(_CHECK))
+        return client
+
+    def _failed(self, exc: BaseException) -> None:
+        self._failures += 1
+        if self._failures >= self.FAILURES:
+            self._open_until = time.monotonic() + self.COOLDOWN_S
+            log.warning("rate limits: Redis unavailable (%r); skipped for %ss",
+                        exc, self.COOLDOWN_S)  # fmt: skip
+
+
+class _LocalState:
+    """The same checks in this process (the embedded default; Redis away, "open")."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tats: dict[str, float] = {}
+        self._slots: dict[str, dict[str, float]] = {}
+        self._spend: dict[str, tuple[float, float]] = {}  # key: (spend, expires at ms)
+
+    def check(self, check: Check, now_ms: float | None = None) -> Verdict:
+        now = time.time() * 1000 if now_ms is None else now_ms
+        with self._lock:
+            refused, retry, out, after = "", 0.0, [], []
+            for i, b in enumerate(check.buckets, 1):
+                interval = WINDOW_MS / b.limit
+                tat = max(self._tats.get(b.key, 0.0), now)
+                new = tat + b.cost * interval
+                if b.cost > 0 and new - WINDOW_MS > now and not refused:
+                    refused, retry = f"bucket:{i}", new - WINDOW_MS - now
+                after.append((b.key, new, interval))
+                out.append((math.floor((WINDOW_MS - (tat - now)) / interval), tat - now))
+            for i, (key, limit) in enumerate(check.slots, 1):
+                held = self._slots.setdefault(key, {})
+                for member in [m for m, until in held.items() if until <= now]:
+                    del held[member]
+                if not refused and len(held) >= limit:
+                    refused, retry = f"slot:{i}", min(1000.0, min(held.values()) - now)
+            spend = 0.0
+            if check.budget is not None and not refused:
+                stored = self._spend.get(check.spend_key)
+                if stored is None or stored[1] <= now:
+                    refused = "seed"
+                else:
+                    spend = stored[0]
+                    refused = "budget" if spend >= check.budget else ""
+            if refused:
+                return Verdict(refused, retry, tuple(out), spend)
+            for at, (key, new, interval) in enumerate(after):
+                self._tats[key] = new
+                out[at] = (math.floor((WINDOW_MS - (new - now)) / interval), new - now)
+            for key, _ in check.slots:
+                self._slots[key][check.member] = now + check.lease_ms
+            return Verdict("", 0.0, tuple(out), spend)
+
+    def seed(self, spend_key: str, spend: float, ttl_s: float) -> None:
+        with self._lock:
+            self._spend.setdefault(spend_key, (spend, time.time() * 1000 + ttl_s * 1000))
+
+    def settle(self, usage: "Usage", tokens: int, cost_usd: float) -> None:
+        now = time.time() * 1000
+        with self._lock:
+            for key in usage.slots:
+                self._slots.get(key, {}).pop(usage.member, None)
+            for b in usage.token_buckets:
+                interval = WINDOW_MS / b.limit
+                self._tats[b.key] = (
+                    max(self._tats.get(b.key, 0.0), now) - (b.cost - tokens) * interval
+                )
+            stored = self._spend.get(usage.spend_key)
+            if stored is not None and cost_usd > 0:
+                self._spend[usage.spend_key] = (stored[0] + cost_usd, stored[1])
+
+    def clear(self) -> None:
+        with self._lock:
+            self._tats.clear()
+            self._slots.clear()
+            self._spend.clear()
+
+
+shared = _SharedState()
+local = _LocalState()
+
+
+# --- the steps a request takes ----------------------------------------------------------
+
+
+async def admit(key: KeyConfig, model: str, member: str, lease_s: float) -> Usage | None:
+    """Admit a request of `key` for `model` (GatewayError 429 when over a rate or at its
+    requests at once); None when the key has no limits. `lease_s`: how long its slot may
+    be held at most (the route's worst case)."""
+    limits = key.limits
+    if limits is None:
+        return None
+    rates, model_rates = limits.rates, limits.for_model(model)
+    request_buckets = [
+        Bucket(_key(key, scope, "rpm"), rate.rpm, 1)
+        for scope, rate in (("", rates), (model, model_rates))
+        if rate.rpm
+    ]
+    token_buckets = _token_buckets(key, model, limits, 0)
+    slots = tuple(
+        (_key(key, scope, "parallel"), rate.max_parallel)
+        for scope, rate in (("", rates), (model, model_rates))
+        if rate.max_parallel
+    )
+    check = Check((*request_buckets, *token_buckets), slots, member, lease_s * 1000)
+    verdict, is_shared = await _decide(check)
+    usage = Usage(key, model, member, is_shared, slots=tuple(k for k, _ in slots))
+    usage.headers = _headers(
+        request_buckets, verdict.buckets[: len(request_buckets)],
+        token_buckets, verdict.buckets[len(request_buckets) :],
+    )  # fmt: skip
+    if verdict.refused:
+        raise _refusal(key, model, check, verdict, usage.headers)
+    return usage
+
+
+async def charge(
+    usage: Usage | None, key: KeyConfig, model: str, chat: ChatRequest, member: str,
+    now: datetime | None = None,
+) -> Usage | None:  # fmt: skip
+    """Before calling upstream: reserve the request's estimated tokens and check the
+    budget (GatewayError 429). Returns the usage to settle (None: the key has no limits)."""
+    limits = key.limits
+    if limits is None:
+        return usage
+    usage = usage or Usage(key, model, member)
+    estimate = estimate_tokens(chat)
+    buckets = _token_buckets(key, model, limits, estimate)
+    spend_key, ttl_s = _spend_key(key, limits, now or timezone.now())
+    if not buckets and limits.budget_usd is None:
+        return usage
+    check = Check(buckets, spend_key=spend_key, budget=limits.budget_usd)
+    verdict, is_shared = await _decide(check)
+    if verdict.refused == "seed":
+        spend = await _period_spend(key, limits, now or timezone.now())
+        if spend is not None:
+            await (shared.seed if is_shared else _local_seed)(spend_key, spend, ttl_s)
+            verdict, is_shared = await _decide(check)
+        if spend is None or verdict.refused == "seed":  # the spend is unknown: not held back
+            verdict, is_shared = await _decide(Check(buckets))
+    if verdict.refused:
+        raise _refusal(key, model, check, verdict, [], now=now)  # sent with the admission's
+    usage.shared = is_shared
+    usage.token_buckets, usage.spend_key = buckets, spend_key
+    return usage
+
+
+def settle(usage: Usage | None, tokens: int, cost_usd: float) -> None:
+    """The request ended having used `tokens` and cost `cost_usd`: release its slot,
+    correct its token reservation, add its cost to the spend. Off the event loop."""
+    if usage is None or usage.settled:
+        return
+    usage.settled = True
+    if not usage.shared:
+        local.settle(usage, tokens, cost_usd)
+        return
+    keys = [*usage.slots, *(b.key for b in usage.token_buckets)]
+    args: list[Any] = [len(usage.slots), len(usage.token_buckets), usage.member, cost_usd]
+    for b in usage.token_buckets:
+        args += [b.limit, b.cost - tokens]
+    if usage.spend_key:
+        keys.append(usage.spend_key)
+    cache_service.submit_io(shared.settle, keys, args)
+
+
+def estimate_tokens(chat: ChatRequest) -> int:
+    """Tokens a request may use, before the upstream says: its messages at 4 characters
+    a token, plus the completion it allows (max_tokens, per choice)."""
+    messages = chat.body.get("messages") or []
+    characters = sum(len(str(message.get("content") or "")) for message in messages) + 8 * len(
+        messages
+    )
+    completion = chat.body.get("max_completion_tokens") or chat.body.get("max_tokens") or 0
+    return math.ceil(characters / 4) + int(completion) * int(chat.body.get("n") or 1)
+
+
+async def close() -> None:
+    """Before an event loop ends (workers run each job in one of its own)."""
+    shared.close()
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+def _key(key: KeyConfig, model: str, name: str) -> str:
+    scope = f"m:{model}:" if model else ""
+    return f"{PREFIX}{key.id}:{key.key_hash_prefix}:{scope}{name}"
+
+
+def _token_buckets(
+    key: KeyConfig, model: str, limits: KeyLimits, cost: float
+) -> tuple[Bucket, ...]:
+    rates: list[tuple[str, RateLimits]] = [("", limits.rates), (model, limits.for_model(model))]
+    return tuple(
+        Bucket(_key(key, scope, "tpm"), rate.tpm, cost) for scope, rate in rates if rate.tpm
+    )
+
+
+def _spend_key(key: KeyConfig, limits: KeyLimits, now: datetime) -> tuple[str, float]:
+    start, end = period_bounds(limits.budget_period, now)
+    ttl_s = (end - now).total_seconds() + 3600 if end else TOTAL_SPEND_TTL_S
+    return (
+        f"{PREFIX}{key.id}:{key.key_hash_prefix}:spend:{limits.budget_period}:{start.date()}",
+        ttl_s,
+    )
+
+
+async def _decide(check: Check) -> tuple[Verdict, bool]:
+    """The verdict, and whether Redis gave it (else this process did)."""
+    if settings.REDIS_URL:
+        verdict = await shared.check(check)
+        if verdict is not None:
+            return verdict, True
+        if settings.RATE_LIMITS_WITHOUT_REDIS == "closed":
+            raise GatewayError(
+                "limits_unavailable",
+                "The rate limiter is unavailable (Redis is down), and this gateway refuses "
+                "limited keys' requests until it is back.",
+            )
+    return local.check(check), False
+
+
+async def _local_seed(spend_key: str, spend: float, ttl_s: float) -> None:
+    local.seed(spend_key, spend, ttl_s)
+
+
+async def _period_spend(key: KeyConfig, limits: KeyLimits, now: datetime) -> float | None:
+    """What the key spent this period, from KeySpend; None when the database is away."""
+    return await cache_service.in_io_thread(
+        lambda: layers.db(lambda: spend.period_spend(key.id, limits, now), wait_s=SPEND_DB_WAIT_S)
+    )
+
+
+def _headers(
+    request_buckets: list[Bucket],
+    request_state: tuple[tuple[int, float], ...],
+    token_buckets: tuple[Bucket, ...],
+    token_state: tuple[tuple[int, float], ...],
+) -> Headers:
+    """OpenAI's x-ratelimit-* headers, for the tighter of the key's and the model's."""
+    headers: Headers = []
+    for name, buckets, states in (
+        ("requests", request_buckets, request_state),
+        ("tokens", token_buckets, token_state),
+    ):
+        if not buckets:
+            continue
+        bucket, (remaining, reset_ms) = min(
+            zip(buckets, states, strict=True), key=lambda p: p[1][0]
+        )
+        headers += [
+            (f"x-ratelimit-limit-{name}".encode(), str(bucket.limit).encode()),
+            (f"x-ratelimit-remaining-{name}".encode(), str(max(0, remaining)).encode()),
+            (f"x-ratelimit-reset-{name}".encode(), duration(reset_ms).encode()),
+        ]
+    return headers
+
+
+def duration(ms: float) -> str:
+    """As OpenAI writes reset times: 20ms, 1s, 6m0s."""
+    if ms < 1000:
+        return f"{max(0, round(ms))}ms"
+    seconds = round(ms / 1000, 1)
+    minutes, seconds = divmod(seconds, 60)
+    return f"{int(minutes)}m{seconds:g}s" if minutes else f"{seconds:g}s"
+
+
+def _refusal(
+    key: KeyConfig, model: str, check: Check, verdict: Verdict, headers: Headers,
+    now: datetime | None = None,
+) -> GatewayError:  # fmt: skip
+    who = f"service key '{key.name}'"
+    kind, _, index = verdict.refused.partition(":")
+    if kind == "budget":
+        limits = key.limits
+        assert limits is not None and limits.budget_usd is not None
+        _, resets = period_bounds(limits.budget_period, now or timezone.now())
+        when = (
+            f"It resets at {resets.isoformat().replace('+00:00', 'Z')}."
+            if resets
+            else ("It is a total budget: it does not reset.")
+        )
+        return GatewayError(
+            "insufficient_quota",
+            f"The {who} has used its {limits.budget_period} budget: ${verdict.spend:,.6g} "
+            f"spent of ${limits.budget_usd:,.6g}. {when}",
+            headers=headers,
+        )
+    retry_s = max(verdict.retry_ms, 1.0) / 1000
+    if kind == "slot":
+        _, limit = check.slots[int(index) - 1]
+        return GatewayError(
+            "rate_limit_exceeded",
+            f"Too many concurrent requests for {who}: Limit {limit} at once. "
+            "Please try again when one of them has finished.",
+            retry_after_s=retry_s, error_type="requests", headers=headers,
+        )  # fmt: skip
+    bucket = check.buckets[int(index) - 1]
+    scope = f" for model '{model}'" if ":m:" in bucket.key else ""
+    what = "tokens per min (TPM)" if bucket.key.endswith("tpm") else "requests per min (RPM)"
+    if bucket.cost > bucket.limit:
+        return GatewayError(
+            "rate_limit_exceeded",
+            f"Request too large for {who}{scope} on {what}: Limit {bucket.limit}, Requested "
+            f"{bucket.cost:g}. Send fewer tokens (shorter messages, a lower max_tokens).",
+            error_type="tokens", headers=headers,
+        )  # fmt: skip
+    return GatewayError(
+        "rate_limit_exceeded",
+        f"Rate limit reached for {who}{scope} on {what}: Limit {bucket.limit}"
+        + (f", Requested {bucket.cost:g}" if what.startswith("tokens") else "")
+        + f". Please try again in {duration(verdict.retry_ms)}.",
+        retry_after_s=retry_s,
+        error_type="tokens" if what.startswith("tokens") else "requests",
+        headers=headers,
+    )
+
+
+async def key_info(key: KeyConfig, now: datetime | None = None) -> dict[str, Any]:
+    """What GET /v1/key/info tells a key about itself: limits, what is left, its spend."""
+    now = now or timezone.now()
+    limits = key.limits or KeyLimits()
+    info: dict[str, Any] = {
+        "object": "beastmode.key",
+        "name": key.name,
+        "limits": {
+            "rpm": limits.rates.rpm,
+            "tpm": limits.rates.tpm,
+            "max_parallel": limits.rates.max_parallel,
+            "models": {
+                model: {"rpm": rates.rpm, "tpm": rates.tpm, "max_parallel": rates.max_parallel}
+                for model, rates in sorted(limits.per_model.items())
+            },
+        },
+        "rate_limits": {},
+        "budget": None,
+    }
+    peeks = [
+        (name, Bucket(_key(key, "", name), limit, 0))
+        for name, limit in (("rpm", limits.rates.rpm), ("tpm", limits.rates.tpm))
+        if limit
+    ]
+    spend_key, _ = _spend_key(key, limits, now)
+    check = Check(
+        tuple(bucket for _, bucket in peeks),
+        spend_key=spend_key,
+        budget=None if limits.budget_usd is None else _NO_BUDGET,
+    )
+    verdict, _ = await _decide(check)
+    for (name, bucket), (remaining, reset_ms) in zip(peeks, verdict.buckets, strict=True):
+        info["rate_limits"]["requests" if name == "rpm" else "tokens"] = {
+            "limit": bucket.limit, "remaining": max(0, remaining), "reset": duration(reset_ms)
+        }  # fmt: skip
+    if limits.budget_usd is not None:
+        spent: float | None = verdict.spend
+        if verdict.refused == "seed":
+            spent = await _period_spend(key, limits, now)  # None: the database is away
+        start, resets = period_bounds(limits.budget_period, now)
+        info["budget"] = {
+            "usd": limits.budget_usd,
+            "period": limits.budget_period,
+            "spent_usd": None if spent is None else round(spent, 9),
+            "remaining_usd": None
+            if spent is None
+            else round(max(0.0, limits.budget_usd - spent), 9),
+            "period_start": start.isoformat().replace("+00:00", "Z"),
+            "resets_at": resets.isoformat().replace("+00:00", "Z") if resets else None,
+        }
+    return info
+
+
+_NO_BUDGET = 1e300  # a budget no spend reaches: the check only reads the spend
