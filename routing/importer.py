@@ -60,7 +60,7 @@ def import_models(text: str) -> ImportSummary:
     models, keys = data.get("models") or [], data.get("keys") or []
     for name, value in (("models", models), ("keys", keys)):
         if not isinstance(value, list):
-            raise ImportError_(f"'{name}:' must be a list")
+            raise ImportError_(f"the file must have a top-level '{name}:' list")
     summary = ImportSummary()
     # One transaction: a bad value anywhere leaves the database as it was.
     with repointing.purging_repointed_models() as repoints:

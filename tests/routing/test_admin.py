@@ -42,6 +42,8 @@ def test_a_new_service_key_is_shown_once_and_stored_hashed(admin_browser: Browse
             "allowed_models": "demo, gpt-4o",
             "expires_at_0": "",
             "expires_at_1": "",
+            "budget_period": "monthly",  # as the form shows them
+            "model_limits": "{}",
         },
         follow=True,
     )
