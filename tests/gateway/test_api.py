@@ -170,6 +170,27 @@ def test_requests_without_a_valid_key_get_401_and_a_record(
     assert (record.outcome, record.status_code, record.error_class) == ("auth_error", 401, code)
 
 
+@pytest.mark.parametrize(
+    ("auth", "tip"),
+    [
+        (None, "Authorization: Bearer"),
+        ("Bearer bm-not-a-real-key-at-all", "start with 'bm-'"),
+    ],
+)
+def test_a_401_tells_the_caller_what_to_do_and_shows_only_the_start_of_the_key(
+    gateway: Process, alice: Client, auth: str | None, tip: str
+) -> None:
+    headers = {"Authorization": auth} if auth else {}
+    reply = http(f"{gateway.url}/v1/chat/completions", method="POST", body=CHAT, headers=headers)
+
+    error = reply.json()["error"]
+    assert reply.status == 401 and set(error) >= {"message", "type", "param", "code"}
+    assert any(tip in t for t in error["tips"]), error["tips"]
+    assert any("Service keys" in t for t in error["tips"])
+    assert not error["message"].endswith(("….", "..")), error["message"]
+    assert "not-a-real-key" not in error["message"]
+
+
 def test_sdk_raises_authentication_error_for_a_wrong_key(gateway: Process, alice: Client) -> None:
     wrong = Client("nobody", "bm-wrong", 0)
     with pytest.raises(openai.AuthenticationError) as raised:
