@@ -109,20 +109,19 @@ class ModelEndpointAdmin(PurgesRepointedModels):
     @admin.action(description="Test connection")
     def test_connection(self, request: HttpRequest, queryset: QuerySet[ModelEndpoint]) -> None:
         for result in health.probe(list(queryset.values_list("id", flat=True))):
+            name = f"Endpoint '{result.endpoint}'"
+            if result.model:  # as clients know it, like the API's messages
+                name += f" of model '{result.model}'"
             if result.ok:
                 self.message_user(
                     request,
-                    f"Endpoint '{result.endpoint}': OK, answered in {result.latency_ms:.0f} ms.",
+                    f"{name}: OK, answered in {result.latency_ms:.0f} ms.",
                     messages.SUCCESS,
                 )
             else:
                 tips = format_html_join("", "<li>{}</li>", ((tip,) for tip in result.tips))
                 diagnosis = format_html(
-                    "Endpoint '{}' failed ({}): {}<ul>{}</ul>",
-                    result.endpoint,
-                    result.error_class,
-                    result.message,
-                    tips,
+                    "{} failed ({}): {}<ul>{}</ul>", name, result.error_class, result.message, tips
                 )
                 self.message_user(request, diagnosis, messages.ERROR)
 
