@@ -7,6 +7,7 @@ from beastmode import views
 from monitoring import views as monitoring_views
 
 admin.site.site_url = "/monitoring"  # admin's "View site" (our header calls it Dashboard)
+admin.site.site_header = admin.site.site_title = "BeastMode admin"
 
 urlpatterns = [
     path("", views.home, name="home"),

@@ -81,8 +81,8 @@ class ModelEndpointForm(forms.ModelForm):
 class ModelEndpointAdmin(PurgesRepointedModels):
     form = ModelEndpointForm
     list_display = [
-        "name", "provider", "base_url", "upstream_model", "has_key", "circuit", "last_probe",
-        "enabled",
+        "name", "circuit", "last_probe", "enabled", "provider", "upstream_model", "has_key",
+        "base_url",
     ]  # fmt: skip
     list_filter = ["provider", "enabled"]
     search_fields = ["name", "base_url", "upstream_model"]
@@ -92,7 +92,7 @@ class ModelEndpointAdmin(PurgesRepointedModels):
     def has_key(self, endpoint: ModelEndpoint) -> bool:
         return endpoint.has_api_key
 
-    @admin.display(description="circuit (this process)")
+    @admin.display(description="circuit")  # as this process's breaker sees it
     def circuit(self, endpoint: ModelEndpoint) -> str:
         return breaker.for_endpoint(endpoint.id).state
 
