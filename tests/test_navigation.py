@@ -3,6 +3,8 @@
 import pytest
 from django.test import Client as BrowserClient
 
+pytestmark = pytest.mark.embedded
+
 
 @pytest.mark.django_db
 def test_the_root_sends_a_visitor_to_the_admin_login_and_back() -> None:
