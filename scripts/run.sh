@@ -40,15 +40,20 @@ key=$(.venv/bin/python manage.py load_demo \
   --upstream-url "http://127.0.0.1:$DEMO_UPSTREAM_PORT/v1" 2> "$login_file")
 login=$(cat "$login_file"); rm -f "$login_file"
 # The demo upstream must be ours and up (someone may have taken the port meanwhile).
+upstream_up() {
+  kill -0 "$upstream_pid" 2>/dev/null && python3 -c \
+    "import socket, sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 0.2)" \
+    "$DEMO_UPSTREAM_PORT" 2>/dev/null
+}
 for _ in $(seq 100); do
-  kill -0 "$upstream_pid" 2>/dev/null || {
-    echo "the demo upstream did not start on port $DEMO_UPSTREAM_PORT: set DEMO_UPSTREAM_PORT=… to use another" >&2
-    exit 1
-  }
-  python3 -c "import socket, sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 0.2)" \
-    "$DEMO_UPSTREAM_PORT" 2>/dev/null && break
+  upstream_up && break
+  kill -0 "$upstream_pid" 2>/dev/null || break
   sleep 0.1
 done
+if ! upstream_up; then
+  echo "the demo upstream did not start on port $DEMO_UPSTREAM_PORT: set DEMO_UPSTREAM_PORT=… to use another" >&2
+  exit 1
+fi
 
 cat <<BANNER
 
