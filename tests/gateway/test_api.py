@@ -4,6 +4,7 @@ import json
 import re
 import time
 from datetime import timedelta
+from typing import Any
 
 import openai
 import pytest
@@ -207,14 +208,15 @@ def test_a_revoked_key_stops_working_within_seconds(
 
     ServiceKey.objects.get(pk=alice.key_id).revoke()
 
-    def refused() -> bool:
+    def refusal() -> Any:
         try:
             client.chat.completions.create(model=model, messages=CHAT["messages"])
         except openai.AuthenticationError as error:
-            return error.body["code"] == "revoked_api_key"
-        return False
+            return error.body if error.body["code"] == "revoked_api_key" else None
+        return None
 
-    wait_until(refused, timeout_s=5)
+    error = wait_until(refusal, timeout_s=5)
+    assert any("Service keys" in tip for tip in error["tips"])  # where a new key comes from
 
 
 def test_an_expired_key_is_refused(gateway: Process, transactional_db: None) -> None:
