@@ -1,8 +1,13 @@
-.PHONY: run test lint bench
+.PHONY: run reset-demo test lint bench
 
-# Serve BeastMode with a demo model (HOST, PORT, SERVER=daphne|uvicorn override).
+# Serve BeastMode with a demo model (HOST, PORT, DEMO_UPSTREAM_PORT, SERVER=daphne|uvicorn
+# override). The first run makes the admin login and a demo service key; later runs reuse them.
 run:
 	@scripts/run.sh
+
+# A new admin password and a new demo service key (the old key is revoked).
+reset-demo:
+	@scripts/run.sh --reset-demo
 
 # The whole test suite against real Postgres and Redis, then the embedded default.
 test:

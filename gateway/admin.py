@@ -1,21 +1,58 @@
 """Admin pages that join the apps below: warm-up prompts (a key's prompts), cache entries
 (named by the key or shared namespace that owns them)."""
 
+import math
+from array import array
+from typing import Any
+
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import CharField, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Cast, Concat, Substr
 from django.http import HttpRequest
+from django.utils.text import Truncator
 
 from beastmode.lib import dispatch
 from cache import keys, purge
 from cache.models import CacheEntry, CacheNamespace
 from gateway import tasks
 from gateway.models import WarmupPrompt
-from routing.models import ServiceKey
+from routing.models import Route, ServiceKey
+
+
+class _JSONOrEmpty(forms.JSONField):
+    """A JSON field that starts empty on a new form (Django's shows `null`)."""
+
+    def prepare_value(self, value: Any) -> Any:
+        return "" if value is None else super().prepare_value(value)
+
+
+class WarmupPromptForm(forms.ModelForm):
+    model = forms.ChoiceField(help_text="a model of Routes")
+    messages = _JSONOrEmpty(
+        help_text=WarmupPrompt._meta.get_field("messages").help_text,
+        widget=forms.Textarea(
+            attrs={"rows": 4, "placeholder": '[{"role": "user", "content": "Opening hours?"}]'}
+        ),
+    )
+
+    class Meta:
+        model = WarmupPrompt
+        fields = ["service_key", "model", "messages", "parameters", "enabled"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        names = list(Route.objects.order_by("model_name").values_list("model_name", flat=True))
+        if self.instance.model and self.instance.model not in names:
+            names.append(self.instance.model)  # removed since: still opens, refused on save
+        model_field = self.fields["model"]
+        assert isinstance(model_field, forms.ChoiceField)
+        model_field.choices = [("", "---------"), *((name, name) for name in names)]
 
 
 @admin.register(WarmupPrompt)
 class WarmupPromptAdmin(admin.ModelAdmin):
+    form = WarmupPromptForm
     list_display = ["model", "messages", "service_key", "enabled", "last_warmed_at", "last_result"]
     list_filter = ["model", "enabled"]
     actions = ["warm_now"]
@@ -30,11 +67,15 @@ class WarmupPromptAdmin(admin.ModelAdmin):
 @admin.register(CacheEntry)
 class CacheEntryAdmin(admin.ModelAdmin):
     list_display = [
-        "model", "namespace_display", "hits", "size_bytes", "created_at", "expires_at"
+        "model", "prompt_preview", "hits", "namespace_display", "size_bytes", "created_at",
+        "expires_at",
     ]  # fmt: skip
     list_filter = ["model", "namespace"]
     search_fields = ["key", "model", "namespace"]
-    readonly_fields = [f.name for f in CacheEntry._meta.fields]
+    # The embedding is float32 bytes: summed up, not printed.
+    readonly_fields = [
+        *(f.name for f in CacheEntry._meta.fields if f.name != "embedding"), "embedding_summary"
+    ]  # fmt: skip
     actions = ["purge_entries", "purge_models", "purge_namespaces"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -68,6 +109,18 @@ class CacheEntryAdmin(admin.ModelAdmin):
                 key_name=Subquery(own.values("name")[:1]),
             )
         )
+
+    @admin.display(description="prompt")
+    def prompt_preview(self, entry: CacheEntry) -> str:
+        return Truncator(" ".join(entry.prompt_text.split())).chars(60)  # (admin escapes it)
+
+    @admin.display(description="embedding")
+    def embedding_summary(self, entry: CacheEntry) -> str:
+        if entry.embedding is None:
+            return "none (not embedded: exact matching only)"
+        vector = array("f", bytes(entry.embedding))
+        norm = math.sqrt(sum(x * x for x in vector))
+        return f"{len(vector)} dimensions (float32), norm {norm:.3f}"
 
     @admin.display(description="namespace", ordering="namespace")
     def namespace_display(self, entry: CacheEntry) -> str:

@@ -82,8 +82,8 @@ class ModelEndpointForm(forms.ModelForm):
 class ModelEndpointAdmin(PurgesRepointedModels):
     form = ModelEndpointForm
     list_display = [
-        "name", "provider", "base_url", "upstream_model", "has_key", "circuit", "last_probe",
-        "enabled",
+        "name", "circuit", "last_probe", "enabled", "provider", "upstream_model", "has_key",
+        "base_url",
     ]  # fmt: skip
     list_filter = ["provider", "enabled"]
     search_fields = ["name", "base_url", "upstream_model"]
@@ -93,7 +93,7 @@ class ModelEndpointAdmin(PurgesRepointedModels):
     def has_key(self, endpoint: ModelEndpoint) -> bool:
         return endpoint.has_api_key
 
-    @admin.display(description="circuit (this process)")
+    @admin.display(description="circuit")  # as this process's breaker sees it
     def circuit(self, endpoint: ModelEndpoint) -> str:
         return breaker.for_endpoint(endpoint.id).state
 
@@ -110,20 +110,19 @@ class ModelEndpointAdmin(PurgesRepointedModels):
     @admin.action(description="Test connection")
     def test_connection(self, request: HttpRequest, queryset: QuerySet[ModelEndpoint]) -> None:
         for result in health.probe(list(queryset.values_list("id", flat=True))):
+            name = f"Endpoint '{result.endpoint}'"
+            if result.model:  # as clients know it, like the API's messages
+                name += f" of model '{result.model}'"
             if result.ok:
                 self.message_user(
                     request,
-                    f"Endpoint '{result.endpoint}': OK, answered in {result.latency_ms:.0f} ms.",
+                    f"{name}: OK, answered in {result.latency_ms:.0f} ms.",
                     messages.SUCCESS,
                 )
             else:
                 tips = format_html_join("", "<li>{}</li>", ((tip,) for tip in result.tips))
                 diagnosis = format_html(
-                    "Endpoint '{}' failed ({}): {}<ul>{}</ul>",
-                    result.endpoint,
-                    result.error_class,
-                    result.message,
-                    tips,
+                    "{} failed ({}): {}<ul>{}</ul>", name, result.error_class, result.message, tips
                 )
                 self.message_user(request, diagnosis, messages.ERROR)
 

@@ -152,7 +152,7 @@ class Snapshot:
         key = self.keys_by_hash.get(hash_key(raw_key))
         if key is None:
             raise GatewayError(
-                "invalid_api_key", f"Incorrect API key provided: {_redact(raw_key)}."
+                "invalid_api_key", f"Incorrect API key provided ({_redact(raw_key)})."
             )
         if key.revoked:
             raise GatewayError("revoked_api_key", f"The service key '{key.name}' was revoked.")

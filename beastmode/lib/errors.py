@@ -18,6 +18,21 @@ class ErrorKind:
     endpoint_fault: bool = False
 
 
+# For a client's own service key (401s).
+_NEW_KEY = (
+    "Ask a BeastMode admin for a service key (admin → Service keys → Add); "
+    "it is shown once, when it is made.",
+)
+_SEND_KEY = (
+    "Send the service key as 'Authorization: Bearer <key>' "
+    "(the openai SDK does this with api_key=...).",
+    *_NEW_KEY,
+)
+_WRONG_KEY = (
+    "Check that the whole key was copied: BeastMode service keys start with 'bm-'.",
+    "Check that the client talks to this BeastMode (base_url), not another gateway.",
+    *_NEW_KEY,
+)
 _CHECK_KEY = (
     "Check the endpoint's API key in BeastMode admin (Model endpoints → API key).",
     "Check that the key is still valid (not revoked, expired or out of credit).",
@@ -48,10 +63,10 @@ KINDS: dict[str, ErrorKind] = {
         ErrorKind("forbidden_field", 400, "invalid_request_error"),
         ErrorKind("body_too_large", 413, "invalid_request_error"),
         ErrorKind("json_too_deep", 400, "invalid_request_error"),
-        ErrorKind("missing_api_key", 401, "authentication_error"),
-        ErrorKind("invalid_api_key", 401, "authentication_error"),
-        ErrorKind("revoked_api_key", 401, "authentication_error"),
-        ErrorKind("expired_api_key", 401, "authentication_error"),
+        ErrorKind("missing_api_key", 401, "authentication_error", _SEND_KEY),
+        ErrorKind("invalid_api_key", 401, "authentication_error", _WRONG_KEY),
+        ErrorKind("revoked_api_key", 401, "authentication_error", _NEW_KEY),
+        ErrorKind("expired_api_key", 401, "authentication_error", _NEW_KEY),
         ErrorKind("model_not_found", 404, "invalid_request_error"),
         ErrorKind("job_not_found", 404, "invalid_request_error"),
         ErrorKind("path_not_found", 404, "invalid_request_error"),

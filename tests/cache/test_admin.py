@@ -1,6 +1,8 @@
 """Cache admin pages: namespaces shown by name, warm-up prompts checked like API requests."""
 
 import html
+import re
+from array import array
 
 import pytest
 from django.test import Client as BrowserClient
@@ -63,7 +65,8 @@ def warm_model(transactional_db: None) -> str:
         ({"parameters": '{"temperature": 7}'}, "Invalid 'temperature': decimal above maximum"),
         ({"parameters": '{"stream": true}'}, "'stream' is not a warm-up parameter"),
         ({"parameters": '["temperature", 0]'}, "'parameters' must be an object"),
-        ({"model": "no-such-model"}, "There is no model 'no-such-model'"),
+        # (picked from a select of the routes; one removed meanwhile is refused)
+        ({"model": "no-such-model"}, "no-such-model is not one of the available choices"),
         ({"service_key": "restricted"}, "may not use the model 'warm-model'"),
     ],
 )
@@ -87,3 +90,39 @@ def test_a_valid_warmup_prompt_is_saved(admin_browser: BrowserClient, warm_model
     add_warmup_prompt(admin_browser, service_key=str(key.pk), parameters='{"temperature": 0}')
 
     assert WarmupPrompt.objects.get().parameters == {"temperature": 0}
+
+
+def test_an_entry_shows_a_short_escaped_prompt_and_sums_up_its_embedding(
+    admin_browser: BrowserClient,
+) -> None:
+    now = timezone.now()
+    vector = array("f", [3.0, 4.0] + [0.0] * 382)  # norm 5
+    entry = CacheEntry.objects.create(
+        key="e" * 64, namespace="key:0123456789abcdef", model="m", partition="p",
+        prompt_text="<script>alert(1)</script> opening hours " * 5, response={},
+        embedding=vector.tobytes(), created_at=now, expires_at=now,
+    )  # fmt: skip
+
+    listing = admin_browser.get("/admin/cache/cacheentry/").content.decode()
+    detail = admin_browser.get(f"/admin/cache/cacheentry/{entry.pk}/change/").content.decode()
+
+    preview = re.search(r'<td class="field-prompt_preview">(.*?)</td>', listing)
+    assert preview and preview[1].startswith("&lt;script&gt;alert(1)&lt;/script&gt; opening")
+    assert len(html.unescape(preview[1])) <= 60 and preview[1].endswith("…")
+    assert "384 dimensions (float32), norm 5.000" in detail
+    assert "\\x00" not in detail and "&lt;memory at" not in detail
+
+
+def test_a_new_warmup_prompt_starts_empty_and_picks_its_model_from_the_routes(
+    admin_browser: BrowserClient, warm_model: str
+) -> None:
+    Route.objects.create(model_name="another-model")
+
+    page = admin_browser.get("/admin/gateway/warmupprompt/add/").content.decode()
+
+    messages = re.search(r'<textarea name="messages"[^>]*>(.*?)</textarea>', page, re.S)
+    assert messages and messages[1].strip() == ""  # not `null`
+    model = re.search(r'<select name="model"[^>]*>(.*?)</select>', page, re.S)
+    assert model, "the model is chosen, not typed"
+    options = re.findall(r'<option value="([^"]*)"', model[1])
+    assert options == ["", "another-model", "warm-model"]

@@ -4,6 +4,7 @@ import json
 import re
 import time
 from datetime import timedelta
+from typing import Any
 
 import openai
 import pytest
@@ -170,6 +171,27 @@ def test_requests_without_a_valid_key_get_401_and_a_record(
     assert (record.outcome, record.status_code, record.error_class) == ("auth_error", 401, code)
 
 
+@pytest.mark.parametrize(
+    ("auth", "tip"),
+    [
+        (None, "Authorization: Bearer"),
+        ("Bearer bm-not-a-real-key-at-all", "start with 'bm-'"),
+    ],
+)
+def test_a_401_tells_the_caller_what_to_do_and_shows_only_the_start_of_the_key(
+    gateway: Process, alice: Client, auth: str | None, tip: str
+) -> None:
+    headers = {"Authorization": auth} if auth else {}
+    reply = http(f"{gateway.url}/v1/chat/completions", method="POST", body=CHAT, headers=headers)
+
+    error = reply.json()["error"]
+    assert reply.status == 401 and set(error) >= {"message", "type", "param", "code"}
+    assert any(tip in t for t in error["tips"]), error["tips"]
+    assert any("Service keys" in t for t in error["tips"])
+    assert not error["message"].endswith(("….", "..")), error["message"]
+    assert "not-a-real-key" not in error["message"]
+
+
 def test_sdk_raises_authentication_error_for_a_wrong_key(gateway: Process, alice: Client) -> None:
     wrong = Client("nobody", "bm-wrong", 0)
     with pytest.raises(openai.AuthenticationError) as raised:
@@ -186,14 +208,15 @@ def test_a_revoked_key_stops_working_within_seconds(
 
     ServiceKey.objects.get(pk=alice.key_id).revoke()
 
-    def refused() -> bool:
+    def refusal() -> Any:
         try:
             client.chat.completions.create(model=model, messages=CHAT["messages"])
         except openai.AuthenticationError as error:
-            return error.body["code"] == "revoked_api_key"
-        return False
+            return error.body if error.body["code"] == "revoked_api_key" else None
+        return None
 
-    wait_until(refused, timeout_s=5)
+    error = wait_until(refusal, timeout_s=5)
+    assert any("Service keys" in tip for tip in error["tips"])  # where a new key comes from
 
 
 def test_an_expired_key_is_refused(gateway: Process, transactional_db: None) -> None:

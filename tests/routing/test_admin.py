@@ -1,11 +1,13 @@
 """Admin workflows: test connection with the live diagnosis, service keys shown once, revoke."""
 
+import re
+
 import pytest
 from django.test import Client as BrowserClient
 
 from routing.models import ModelEndpoint, Route, ServiceKey
 from routing.service_keys import create_service_key, hash_key
-from tests.personas import make_endpoint
+from tests.personas import make_endpoint, make_model
 from tests.processes import Process, free_port
 
 
@@ -26,12 +28,30 @@ def test_test_connection_reports_success_and_the_same_diagnosis_a_request_would_
                       [good.id, no_v1.id, refused.id])  # fmt: skip
 
     assert "Endpoint &#x27;good&#x27;: OK, answered in" in page
-    assert "Endpoint 'no-v1' failed (upstream_not_found)" in page
+    assert "Endpoint &#x27;no-v1&#x27; failed (upstream_not_found)" in page
     assert "end in /v1" in page
-    assert "Endpoint 'refused' failed (connection_refused)" in page
+    assert "Endpoint &#x27;refused&#x27; failed (connection_refused)" in page
     assert "Check that the upstream server is running" in page
     assert ModelEndpoint.objects.get(name="no-v1").probe.error_class == "upstream_not_found"
     assert ModelEndpoint.objects.get(name="good").probe.ok
+
+
+def test_test_connection_names_the_model_clients_use_and_shows_failures_as_errors(
+    admin_browser: BrowserClient, fake_upstream: Process
+) -> None:
+    broken = make_endpoint("broken", f"{fake_upstream.url}/status/503/v1",
+                           upstream_model="vendor-model-id-7")  # fmt: skip
+    make_model("support-bot", [broken])
+
+    page = run_action(admin_browser, "/admin/routing/modelendpoint/", "test_connection",
+                      [broken.id])  # fmt: skip
+
+    error = re.search(r'<li class="error">(.*?)</li>\s*</ul>\s*</li>', page, re.S)
+    assert error, page
+    assert "Endpoint &#x27;broken&#x27; of model &#x27;support-bot&#x27; failed" in error[1]
+    assert "Model &#x27;support-bot&#x27;: endpoint" in error[1]
+    assert "vendor-model-id-7" not in error[1]
+    assert error[1].count("<li>") >= 2  # the tips, as a list
 
 
 def test_a_new_service_key_is_shown_once_and_stored_hashed(admin_browser: BrowserClient) -> None:

@@ -1,18 +1,17 @@
-import secrets
 from typing import Any
 
 import yaml
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 
+from devtools import demo
 from routing.importer import import_models
-from routing.service_keys import create_service_key
 
 
 class Command(BaseCommand):
     help = (
         "Route the model 'demo' to a local upstream (and 'demo-broken' to one that always "
-        "answers 503, so failures show on /monitoring), print a service key and an admin login."
+        "answers 503, so failures show on /monitoring); print the demo service key (stdout) and "
+        "the admin login (stderr), both made on the first run and reused later."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -41,13 +40,11 @@ class Command(BaseCommand):
             {"name": "demo-broken", "endpoints": [endpoint("demo-broken-upstream", broken)]},
         ]
         import_models(yaml.safe_dump({"models": models}))
-        password = secrets.token_urlsafe(12)
-        user, _ = get_user_model().objects.get_or_create(
-            username="admin", defaults={"is_staff": True, "is_superuser": True}
-        )
-        user.is_staff = user.is_superuser = True
-        user.set_password(password)
-        user.save()
-        self.stderr.write(f"admin login: admin / {password}")
-        _, raw_key = create_service_key("demo")
-        self.stdout.write(raw_key)
+        password = demo.ensure_admin()
+        if password:
+            self.stderr.write(f"{demo.ADMIN_USERNAME} / {password}")
+        else:
+            self.stderr.write(
+                f"{demo.ADMIN_USERNAME}, password unchanged (`make reset-demo` sets a new one)"
+            )
+        self.stdout.write(demo.ensure_key())
