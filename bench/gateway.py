@@ -86,6 +86,7 @@ from bench.gateway_load import Measurement, ensure_wrk, measure  # noqa: E402, F
 from bench.gateway_processes import (  # noqa: E402
     ProcessGroup,
     Run,
+    create_limited_key,
     free_port,
     gateway_env,
     litellm_version,
@@ -160,6 +161,8 @@ def bench_server(
         ready = wait_ready(run.procs, gw_name, gateway, timeout=60)
         if ready.ok and check_modes(run, gateway, gw_name):
             targets.append(gateway)
+            if run.limited_key:  # the same server, a key with limits: measured right after
+                targets.append(Target("limited", gateway.port, run.limited_key))
         else:
             run.notice(
                 f"BeastMode under {server} did not answer correctly ({ready.detail[:300]}): skipped"
@@ -200,6 +203,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="unique: per-request counter, defeats exact caching (default); same: identical bodies",
     )
     parser.add_argument("--no-litellm", action="store_true", help="skip LiteLLM's proxy")
+    parser.add_argument(
+        "--limited-key",
+        action="store_true",
+        help="also measure BeastMode with a key that has every limit (RPM, TPM, requests at "
+        "once, budget), set so high nothing is refused: the cost of the limit checks",
+    )
     parser.add_argument(
         "--no-gateway",
         action="store_true",
@@ -294,6 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"fake upstream on :{upstream.port}")
             env = gateway_env(run)
             key = None if args.no_gateway else prepare_gateway(run, upstream, env)
+            if key is not None and args.limited_key:
+                run.limited_key = create_limited_key(run, env)
             for server in args.servers:
                 bench_server(run, server, upstream, key, env)
             if not args.no_litellm:

@@ -16,6 +16,7 @@ TARGET_THROUGHPUT_VS_BARE = 0.40
 TARGET_THROUGHPUT_VS_LITELLM = 10.0
 TARGET_ADDED_P50_C1_MS = 1.5
 TARGET_P99_VS_BARE_MS = 2.0
+TARGET_LIMIT_CHECK_P50_MS = 0.2  # a limited key's P50 minus an unlimited one's
 
 
 def add_added_latency(results: list[Measurement]) -> None:
@@ -138,6 +139,18 @@ def print_targets(results: list[Measurement]) -> list[dict[str, object]]:
                         f"{added:.3f} ms",
                         f"<= {TARGET_ADDED_P50_C1_MS} ms",
                         _verdict(added <= TARGET_ADDED_P50_C1_MS, gw, latency=True),
+                    )
+                limited = index.get((server, "limited", mode, conc))
+                if limited is not None:
+                    cost = limited.p50_ms - gw.p50_ms
+                    row(
+                        "limit check P50",
+                        server,
+                        mode,
+                        conc,
+                        f"{cost:.3f} ms",
+                        f"<= {TARGET_LIMIT_CHECK_P50_MS} ms",
+                        _verdict(cost <= TARGET_LIMIT_CHECK_P50_MS, limited, gw, latency=True),
                     )
                 if bare is not None:
                     gap = gw.p99_ms - bare.p99_ms
