@@ -1,6 +1,7 @@
 """What service keys spent, from KeySpend (one row per key and UTC day, written with the
 request records): per budget period, for budgets, /v1/key/info and admin."""
 
+import math
 from datetime import datetime
 
 from django.db.models import OuterRef, QuerySet, Subquery, Sum
@@ -40,9 +41,8 @@ def of_period(key: ServiceKey) -> float:
 
 
 def usd(amount: float) -> str:
-    """Dollars with the digits that matter: $0.000123, $1.23, $12,345.00."""
-    if amount == 0:
-        return "$0"
-    if abs(amount) < 1:
-        return f"${amount:.3g}" if abs(amount) >= 0.001 else f"${amount:.2e}"
-    return f"${amount:,.2f}"
+    """Dollars with the digits that matter: $12,345.00, $1.23, $0.50, $0.000123."""
+    if amount == 0 or abs(amount) >= 0.01:
+        return f"${amount:,.2f}"
+    decimals = 2 - math.floor(math.log10(abs(amount)))  # three significant digits
+    return f"${amount:.{decimals}f}"

@@ -1,11 +1,13 @@
 """Asynchronous jobs: 202 now, the result later from a Celery worker (in-process when embedded)."""
 
+from datetime import date
+
 import pytest
 
 from cache.models import CacheEntry
 from monitoring.models import RequestRecord
-from routing.models import AsyncJob
-from tests.personas import Client, ModelFactory, record_for
+from routing.models import AsyncJob, KeySpend
+from tests.personas import Client, ModelFactory, make_client, record_for, wait_for_key
 from tests.processes import (
     Process,
     http,
@@ -136,3 +138,16 @@ def test_an_async_job_with_bad_cache_controls_is_refused_at_once_with_a_record(
     assert reply.status == 400 and reply.json()["error"]["param"] == "cache"
     assert not AsyncJob.objects.filter(service_key_id=alice.key_id).exists()
     assert record_for(reply.headers["x-request-id"]).status_code == 400
+
+
+def test_a_job_of_a_key_over_its_budget_ends_failed_with_insufficient_quota(
+    gateway: Process, model_with: ModelFactory, celery_worker: None
+) -> None:
+    model = model_with("")
+    client = wait_for_key(gateway, make_client("spent", budget_usd="0.01", budget_period="total"))
+    KeySpend.objects.create(service_key_id=client.key_id, day=date.today(), cost_usd=0.01)
+    job_id, _ = submit(gateway, client, model)
+
+    view = wait_for_job(gateway, client, job_id, "failed")
+    assert view["status_code"] == 429 and view["error"]["code"] == "insufficient_quota"
+    assert "total budget" in view["error"]["message"]

@@ -1,11 +1,13 @@
 """Admin workflows: test connection with the live diagnosis, service keys shown once, revoke."""
 
 import re
+from datetime import timedelta
 
 import pytest
 from django.test import Client as BrowserClient
+from django.utils import timezone
 
-from routing.models import ModelEndpoint, Route, ServiceKey
+from routing.models import KeySpend, ModelEndpoint, Route, ServiceKey
 from routing.service_keys import create_service_key, hash_key
 from tests.personas import make_endpoint, make_model
 from tests.processes import Process, free_port
@@ -158,3 +160,22 @@ def test_an_endpoint_url_must_be_http_with_a_host(
 
     assert "Enter an http:// or https:// URL" in page
     assert not ModelEndpoint.objects.filter(name="upstream").exists()
+
+
+def test_the_key_list_shows_each_keys_spend_in_its_own_period_and_what_is_left(
+    admin_browser: BrowserClient,
+) -> None:
+    today = timezone.now().date()
+    daily, _ = create_service_key("daily-key", budget_usd="2", budget_period="daily", rpm=60)
+    total, _ = create_service_key("total-key", budget_usd="10", budget_period="total")
+    KeySpend.objects.create(service_key_id=daily.id, day=today, cost_usd=1.5)
+    KeySpend.objects.create(service_key_id=daily.id, day=today - timedelta(days=1), cost_usd=9)
+    KeySpend.objects.create(service_key_id=total.id, day=today - timedelta(days=40), cost_usd=4)
+
+    page = admin_browser.get("/admin/routing/servicekey/").content.decode()
+    rows = {
+        name: page.split(name, 1)[1].split("</tr>", 1)[0] for name in ("daily-key", "total-key")
+    }
+    assert "$1.50 (daily)" in rows["daily-key"] and "$0.50 of $2.00 (25%)" in rows["daily-key"]
+    assert "60 rpm" in rows["daily-key"]
+    assert "$4.00 (total)" in rows["total-key"] and "$6.00 of $10.00 (60%)" in rows["total-key"]

@@ -1,14 +1,17 @@
 """`manage.py import_models`: declarative, idempotent, keys from the environment only."""
 
+import re
 import subprocess
 import sys
+from decimal import Decimal
 from io import StringIO
 from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
 
-from routing.models import ModelEndpoint, RegistryVersion, Route
+from routing.models import ModelEndpoint, RegistryVersion, Route, ServiceKey
+from routing.service_keys import hash_key
 from tests.processes import ROOT, server_env
 
 CONFIG = """
@@ -316,3 +319,62 @@ def test_the_command_exits_non_zero_with_one_line_and_no_traceback(
         "seconds greater than 0, like 30 or 2.5; got 'soon'"
     )
     assert not ModelEndpoint.objects.exists()
+
+
+KEYS = """
+keys:
+  - name: billing
+    models: [demo]
+    rpm: 60
+    tpm: 100000
+    max_parallel: 4
+    budget_usd: 0.1
+    budget_period: weekly
+    model_limits:
+      demo: {rpm: 10}
+"""
+
+
+def test_the_keys_section_creates_a_key_once_and_sets_its_limits(db: None, tmp_path: Path) -> None:
+    output = run(tmp_path, KEYS)
+    raw_key = output.split("service key 'billing', shown once: ")[1].split()[0]
+    key = ServiceKey.objects.get(name="billing")
+    assert key.key_hash == hash_key(raw_key)
+    assert (key.rpm, key.tpm, key.max_parallel, key.budget_usd, key.budget_period) == (
+        60, 100000, 4, Decimal("0.1"), "weekly"
+    )  # fmt: skip
+    assert key.allowed_models == ["demo"] and key.model_limits == {"demo": {"rpm": 10}}
+
+    again = run(tmp_path, KEYS)
+    assert "shown once" not in again and "0 created, 0 updated, 1 unchanged" in again
+    run(tmp_path, KEYS.replace("rpm: 60", "rpm: 120"))
+    assert ServiceKey.objects.get(name="billing").rpm == 120
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("rpm: 60", "rpm: 0"), "keys[0] (billing): rpm: Ensure this value is greater than"),
+        (("budget_period: weekly", "budget_period: hourly"), "keys[0] (billing): budget_period:"),
+        (("{rpm: 10}", "{rpm: -1}"), "'demo': rpm must be a whole number of 1 or more"),
+        (("{rpm: 10}", "{rps: 1}"), "'demo': unknown limit 'rps'"),
+    ],
+)
+def test_bad_key_limits_name_the_key_and_field_and_import_nothing(
+    db: None, tmp_path: Path, change: tuple[str, str], message: str
+) -> None:
+    with pytest.raises(CommandError, match=re.escape(message)):
+        run(tmp_path, KEYS.replace(*change))
+    assert not ServiceKey.objects.exists()
+
+
+def test_create_service_key_takes_the_limits(db: None) -> None:
+    out = StringIO()
+    flags = ["--rpm", "5", "--max-parallel", "2", "--budget", "12.5", "--budget-period", "daily"]
+    call_command("create_service_key", "ops", *flags, stdout=out, stderr=StringIO())
+    key = ServiceKey.objects.get(key_hash=hash_key(out.getvalue().strip()))
+    assert (key.rpm, key.tpm, key.max_parallel, key.budget_usd, key.budget_period) == (
+        5, None, 2, Decimal("12.5"), "daily"
+    )  # fmt: skip
+    with pytest.raises(CommandError, match="rpm: Ensure this value is greater than"):
+        call_command("create_service_key", "bad", "--rpm", "0", stderr=StringIO())
