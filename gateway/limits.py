@@ -46,7 +46,7 @@ Headers = list[tuple[bytes, bytes]]
 
 WINDOW_MS = 60_000.0
 PREFIX = "bm:limit:"
-REDIS_WAIT_S = 0.1  # longer, and Redis counts as away (a breaker then skips it a while)
+REDIS_WAIT_S = 0.25  # longer, and Redis counts as away (a breaker then skips it a while)
 SPEND_DB_WAIT_S = 0.25  # reading a period's spend from KeySpend to seed its counter
 TOTAL_SPEND_TTL_S = 30 * 86400  # a `total` budget's counter is seeded again after this
 
