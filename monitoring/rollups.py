@@ -11,7 +11,7 @@ import math
 import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db import connection, transaction
@@ -136,39 +136,41 @@ def _add_dashboard_sums(sums: dict[tuple[Any, ...], DashboardSums]) -> None:
 
 
 def _add_key_spend(records: list[RequestRow]) -> None:
-    """Add the records' requests, tokens and cost to their keys' KeySpend days (under the
-    writers' lock, as the dashboard rows)."""
-    spend: dict[tuple[int, date], list[float]] = {}
+    """Add the records' requests, tokens and cost to their keys' KeySpend minute, hour and
+    day rows (under the writers' lock, as the dashboard rows)."""
+    per_minute: dict[tuple[int, int], list[float]] = {}
     for record in records:
         if (key_id := record["service_key_id"]) is None:
             continue
-        sums = spend.setdefault((key_id, record["created_at"].astimezone(UTC).date()), [0, 0, 0])
+        minute = int(record["created_at"].timestamp()) // 60 * 60
+        sums = per_minute.setdefault((key_id, minute), [0, 0, 0.0])
         sums[0] += 1
         sums[1] += record["tokens_in"] + record["tokens_out"]
         sums[2] += record["cost_usd"]
+    spend: dict[tuple[int, datetime, int], list[float]] = {}
+    for (key_id, minute), sums in per_minute.items():
+        for bucket_s in DASHBOARD_BUCKETS_S:
+            start = datetime.fromtimestamp(minute // bucket_s * bucket_s, tz=UTC)
+            total = spend.setdefault((bucket_s, start, key_id), [0, 0, 0.0])
+            for at, value in enumerate(sums):
+                total[at] += value
     if not spend:
         return
-    stored = {
-        (row.service_key_id, row.day): row
-        for row in KeySpend.objects.filter(
-            service_key_id__in={key for key, _ in spend}, day__in={day for _, day in spend}
-        )
-    }
-    rows = []
-    for (key_id, day), (requests, tokens, cost) in spend.items():
-        row = stored.get((key_id, day))
-        if row is not None:
-            requests, tokens, cost = (
-                row.requests + requests,
-                row.tokens + tokens,
-                row.cost_usd + cost,
-            )
-        rows.append((key_id, day, int(requests), int(tokens), cost))
+    key_fields = ("bucket_s", "bucket_start", "service_key_id")
+    stored = KeySpend.objects.filter(
+        bucket_s__in=DASHBOARD_BUCKETS_S,
+        bucket_start__in={start for _, start, _ in spend},
+        service_key_id__in={key_id for _, _, key_id in spend},
+    ).values_list(*key_fields, "requests", "tokens", "cost_usd")
+    for bucket_s, start, key_id, *sums in stored:
+        if (total := spend.get((bucket_s, start, key_id))) is not None:
+            for at, value in enumerate(sums):
+                total[at] += value
     write_rows(
         KeySpend,
-        ("service_key_id", "day", "requests", "tokens", "cost_usd"),
-        rows,
-        conflict=("service_key_id", "day"),
+        (*key_fields, "requests", "tokens", "cost_usd"),
+        [(*key, int(r), int(t), cost) for key, (r, t, cost) in spend.items()],
+        conflict=key_fields,
         update=("requests", "tokens", "cost_usd"),
     )
 

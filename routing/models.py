@@ -339,16 +339,22 @@ class EndpointProbe(models.Model):
 
 
 class KeySpend(models.Model):
-    """What a service key spent per UTC day, summed from its records as they are written
-    (monitoring/rollups.py): budgets, /v1/key/info and the admin read it."""
+    """What a service key spent per minute, hour and UTC day, summed from its records as
+    they are written (monitoring/rollups.py). Budgets, /v1/key/info and admin read the
+    days (kept for ever: a `total` budget needs them); the dashboard reads its window."""
 
+    bucket_s = models.PositiveIntegerField(help_text="60, 3600 or 86400")
+    bucket_start = models.DateTimeField()
     service_key_id = models.BigIntegerField()  # no foreign key: spend outlives a deleted key
-    day = models.DateField()
     requests = models.PositiveIntegerField(default=0)
     tokens = models.BigIntegerField(default=0)
     cost_usd = models.FloatField(default=0)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["service_key_id", "day"], name="keyspend_key_day")
+            models.UniqueConstraint(
+                fields=["bucket_s", "bucket_start", "service_key_id"],
+                name="keyspend_one_per_bucket",
+            )
         ]
+        indexes = [models.Index(fields=["service_key_id", "bucket_s", "bucket_start"])]

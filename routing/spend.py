@@ -9,13 +9,15 @@ from django.db.models import OuterRef, QuerySet, Subquery, Sum
 from routing.key_limits import PERIODS, KeyLimits, period_bounds
 from routing.models import KeySpend, ServiceKey
 
+DAY_S = 86400  # KeySpend's day rows
+
 
 def period_spend(key_id: int, limits: KeyLimits, now: datetime) -> float:
     """USD spent by the key in the budget period holding `now`."""
     start, end = period_bounds(limits.budget_period, now)
-    days = KeySpend.objects.filter(service_key_id=key_id, day__gte=start.date())
+    days = KeySpend.objects.filter(service_key_id=key_id, bucket_s=DAY_S, bucket_start__gte=start)
     if end is not None:
-        days = days.filter(day__lt=end.date())
+        days = days.filter(bucket_start__lt=end)
     return float(days.aggregate(spent=Sum("cost_usd"))["spent"] or 0.0)
 
 
@@ -26,7 +28,9 @@ def with_period_spend(keys: QuerySet[ServiceKey], now: datetime) -> QuerySet[Ser
     for period in PERIODS:
         start, _ = period_bounds(period, now)
         spent = (
-            KeySpend.objects.filter(service_key_id=OuterRef("pk"), day__gte=start.date())
+            KeySpend.objects.filter(
+                service_key_id=OuterRef("pk"), bucket_s=DAY_S, bucket_start__gte=start
+            )
             .values("service_key_id")
             .annotate(spent=Sum("cost_usd"))
             .values("spent")

@@ -1,8 +1,7 @@
 """Asynchronous jobs: 202 now, the result later from a Celery worker (in-process when embedded)."""
 
-from datetime import date
-
 import pytest
+from django.utils import timezone
 
 from cache.models import CacheEntry
 from monitoring.models import RequestRecord
@@ -145,7 +144,10 @@ def test_a_job_of_a_key_over_its_budget_ends_failed_with_insufficient_quota(
 ) -> None:
     model = model_with("")
     client = wait_for_key(gateway, make_client("spent", budget_usd="0.01", budget_period="total"))
-    KeySpend.objects.create(service_key_id=client.key_id, day=date.today(), cost_usd=0.01)
+    today = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    KeySpend.objects.create(
+        service_key_id=client.key_id, bucket_s=86400, bucket_start=today, cost_usd=0.01
+    )
     job_id, _ = submit(gateway, client, model)
 
     view = wait_for_job(gateway, client, job_id, "failed")

@@ -187,7 +187,7 @@ def test_over_budget_a_key_gets_insufficient_quota_but_cache_hits_stay_free(
     hit = ask(api, model, "first")
     assert hit.headers["x-beastmode-cache"] == "exact"  # free: served over budget
     assert hit.headers["x-ratelimit-remaining-requests"] == "1"  # but it counts as a request
-    durable = KeySpend.objects.filter(service_key_id=client.key_id)
+    durable = KeySpend.objects.filter(service_key_id=client.key_id, bucket_s=86400)
     wait_until(lambda: durable.filter(cost_usd__gt=2).exists())  # written with the records
     assert durable.get().cost_usd < 2.1
 
@@ -261,7 +261,8 @@ def test_a_budget_resets_when_its_period_ends(
     period: str, last_moment: datetime, next_period: datetime
 ) -> None:
     row, _ = create_service_key(f"boundary-{period}", budget_usd=5, budget_period=period)
-    KeySpend.objects.create(service_key_id=row.id, day=last_moment.date(), cost_usd=5.0)
+    day = last_moment.replace(hour=0, minute=0, second=0)
+    KeySpend.objects.create(service_key_id=row.id, bucket_s=86400, bucket_start=day, cost_usd=5.0)
     key = registry.load_snapshot().keys_by_hash[row.key_hash]
     chat = parse_chat_request(b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}')
 

@@ -13,6 +13,7 @@ from monitoring import histogram, metrics, recorder, rollups, snapshot
 from monitoring.models import DashboardRollup, RequestRecord
 from monitoring.records import RequestRow, request_row
 from routing import registry
+from routing.models import KeySpend
 from tests.personas import make_endpoint, make_model
 
 NOW = datetime.now(UTC)
@@ -136,13 +137,19 @@ def test_retention_prunes_old_records_and_rollups_but_keeps_hourly_history(
 
     old = NOW - timedelta(days=40)
     recorder._pending.extend(
-        map(recorder._pack, [record(1, 5.0, created_at=old, request_id="old"), record(2, 5.0)])
+        map(
+            recorder._pack,
+            [record(1, 5.0, created_at=old, request_id="old", service_key_id=7), record(2, 5.0)],
+        )
     )
     recorder.flush()
 
-    # The dashboard's rows of the old minute go too (its total and its model's row).
+    # The dashboard's rows of the old minute go too (its total and its model's row), and
+    # the key's minute row; its hour row stays as the dashboard's do, its day for budgets.
     pruned = tasks.prune_records.apply().get()
-    assert pruned == {"records": 1, "dashboard_rollups": 2}
+    assert pruned == {"records": 1, "dashboard_rollups": 2, "key_spend_rollups": 1}
+    kept = KeySpend.objects.filter(service_key_id=7).values_list("bucket_s", "cost_usd")
+    assert sorted(kept) == [(3600, 0.001), (86400, 0.001)]
     assert list(RequestRecord.objects.values_list("request_id", flat=True)) == ["r2"]
     old_rows = DashboardRollup.objects.filter(bucket_start__lt=NOW - timedelta(days=39))
     assert sorted(old_rows.values_list("bucket_s", flat=True)) == [3600, 3600, 86400, 86400]

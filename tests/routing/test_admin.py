@@ -165,12 +165,14 @@ def test_an_endpoint_url_must_be_http_with_a_host(
 def test_the_key_list_shows_each_keys_spend_in_its_own_period_and_what_is_left(
     admin_browser: BrowserClient,
 ) -> None:
-    today = timezone.now().date()
+    today = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
     daily, _ = create_service_key("daily-key", budget_usd="2", budget_period="daily", rpm=60)
     total, _ = create_service_key("total-key", budget_usd="10", budget_period="total")
-    KeySpend.objects.create(service_key_id=daily.id, day=today, cost_usd=1.5)
-    KeySpend.objects.create(service_key_id=daily.id, day=today - timedelta(days=1), cost_usd=9)
-    KeySpend.objects.create(service_key_id=total.id, day=today - timedelta(days=40), cost_usd=4)
+    for key, days_ago, usd in ((daily, 0, 1.5), (daily, 1, 9), (total, 40, 4)):
+        day = today - timedelta(days=days_ago)
+        KeySpend.objects.create(
+            service_key_id=key.id, bucket_s=86400, bucket_start=day, cost_usd=usd
+        )
 
     page = admin_browser.get("/admin/routing/servicekey/").content.decode()
     rows = {
