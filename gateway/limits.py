@@ -91,10 +91,11 @@ class Usage:
     key: KeyConfig
     model: str
     member: str
-    shared: bool = True  # held in Redis (else in this process)
     slots: tuple[str, ...] = ()
+    slots_shared: bool = False  # taken in Redis (else in this process)
     token_buckets: tuple[Bucket, ...] = ()  # each with the tokens reserved
     spend_key: str = ""
+    charge_shared: bool = False
     headers: Headers = field(default_factory=list)
     settled: bool = False
 
@@ -278,8 +279,8 @@ class _LocalState:
         self._slots: dict[str, dict[str, float]] = {}
         self._spend: dict[str, tuple[float, float]] = {}  # key: (spend, expires at ms)
 
-    def check(self, check: Check, now_ms: float | None = None) -> Verdict:
-        now = time.time() * 1000 if now_ms is None else now_ms
+    def check(self, check: Check) -> Verdict:
+        now = time.time() * 1000
         with self._lock:
             refused, retry, out, after = "", 0.0, [], []
             for i, b in enumerate(check.buckets, 1):
@@ -317,25 +318,22 @@ class _LocalState:
         with self._lock:
             self._spend.setdefault(spend_key, (spend, time.time() * 1000 + ttl_s * 1000))
 
-    def settle(self, usage: "Usage", tokens: int, cost_usd: float) -> None:
+    def settle(
+        self, member: str, slots: tuple[str, ...], buckets: tuple[Bucket, ...], tokens: int,
+        spend_key: str, cost_usd: float,
+    ) -> None:  # fmt: skip
         now = time.time() * 1000
         with self._lock:
-            for key in usage.slots:
-                self._slots.get(key, {}).pop(usage.member, None)
-            for b in usage.token_buckets:
+            for key in slots:
+                self._slots.get(key, {}).pop(member, None)
+            for b in buckets:
                 interval = WINDOW_MS / b.limit
                 self._tats[b.key] = (
                     max(self._tats.get(b.key, 0.0), now) - (b.cost - tokens) * interval
                 )
-            stored = self._spend.get(usage.spend_key)
+            stored = self._spend.get(spend_key)
             if stored is not None and cost_usd > 0:
-                self._spend[usage.spend_key] = (stored[0] + cost_usd, stored[1])
-
-    def clear(self) -> None:
-        with self._lock:
-            self._tats.clear()
-            self._slots.clear()
-            self._spend.clear()
+                self._spend[spend_key] = (stored[0] + cost_usd, stored[1])
 
 
 shared = _SharedState()
@@ -366,7 +364,7 @@ async def admit(key: KeyConfig, model: str, member: str, lease_s: float) -> Usag
     )
     check = Check((*request_buckets, *token_buckets), slots, member, lease_s * 1000)
     verdict, is_shared = await _decide(check)
-    usage = Usage(key, model, member, is_shared, slots=tuple(k for k, _ in slots))
+    usage = Usage(key, model, member, slots=tuple(k for k, _ in slots), slots_shared=is_shared)
     usage.headers = _headers(
         request_buckets, verdict.buckets[: len(request_buckets)],
         token_buckets, verdict.buckets[len(request_buckets) :],
@@ -402,27 +400,34 @@ async def charge(
             verdict, is_shared = await _decide(Check(buckets))
     if verdict.refused:
         raise _refusal(key, model, check, verdict, [], now=now)  # sent with the admission's
-    usage.shared = is_shared
-    usage.token_buckets, usage.spend_key = buckets, spend_key
+    usage.token_buckets, usage.spend_key, usage.charge_shared = buckets, spend_key, is_shared
     return usage
 
 
 def settle(usage: Usage | None, tokens: int, cost_usd: float) -> None:
     """The request ended having used `tokens` and cost `cost_usd`: release its slot,
-    correct its token reservation, add its cost to the spend. Off the event loop."""
+    correct its token reservation, add its cost to the spend, where each was taken (Redis
+    or this process). Off the event loop."""
     if usage is None or usage.settled:
         return
     usage.settled = True
-    if not usage.shared:
-        local.settle(usage, tokens, cost_usd)
-        return
-    keys = [*usage.slots, *(b.key for b in usage.token_buckets)]
-    args: list[Any] = [len(usage.slots), len(usage.token_buckets), usage.member, cost_usd]
-    for b in usage.token_buckets:
-        args += [b.limit, b.cost - tokens]
-    if usage.spend_key:
-        keys.append(usage.spend_key)
-    cache_service.submit_io(shared.settle, keys, args)
+    slots = usage.slots if usage.slots_shared else ()
+    buckets, spend_key = (usage.token_buckets, usage.spend_key) if usage.charge_shared else ((), "")
+    if not (usage.slots_shared and usage.charge_shared):
+        local.settle(
+            usage.member,
+            () if usage.slots_shared else usage.slots,
+            () if usage.charge_shared else usage.token_buckets,
+            tokens,
+            "" if usage.charge_shared else usage.spend_key,
+            cost_usd,
+        )
+    if slots or buckets or spend_key:
+        keys = [*slots, *(b.key for b in buckets), *([spend_key] if spend_key else [])]
+        args: list[Any] = [len(slots), len(buckets), usage.member, cost_usd]
+        for b in buckets:
+            args += [b.limit, b.cost - tokens]
+        cache_service.submit_io(shared.settle, keys, args)
 
 
 def estimate_tokens(chat: ChatRequest) -> int:

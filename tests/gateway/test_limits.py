@@ -55,6 +55,7 @@ def limited(gateway: Process, name: str, **limits_: Any) -> Client:
     return wait_for_key(gateway, make_client(name, **limits_))
 
 
+@pytest.mark.embedded  # Redis's state in the first pass, the process's in the other
 @pytest.mark.django_db(transaction=True)
 def test_over_its_requests_per_minute_a_key_gets_429_with_retry_after_and_a_record(
     gateway: Process, model_with: ModelFactory
@@ -81,6 +82,7 @@ def test_over_its_requests_per_minute_a_key_gets_429_with_retry_after_and_a_reco
     assert f'beastmode_requests_total{{model="{model}",outcome="rate_limited"}} 1.0' in metrics
 
 
+@pytest.mark.embedded
 @pytest.mark.django_db(transaction=True)
 def test_tokens_count_as_the_upstream_reports_them_and_a_hit_costs_none(
     gateway: Process, model_with: ModelFactory
@@ -107,6 +109,7 @@ def test_tokens_count_as_the_upstream_reports_them_and_a_hit_costs_none(
     assert ask(api, model, "hello").headers["x-beastmode-cache"] == "exact"  # hits still free
 
 
+@pytest.mark.embedded
 @pytest.mark.django_db(transaction=True)
 def test_a_request_larger_than_the_token_limit_is_refused_without_retry(
     gateway: Process, model_with: ModelFactory
@@ -119,6 +122,7 @@ def test_a_request_larger_than_the_token_limit_is_refused_without_retry(
     assert refused.response.headers["x-should-retry"] == "false"
 
 
+@pytest.mark.embedded
 @pytest.mark.django_db(transaction=True)
 def test_a_stream_counts_its_tokens_when_it_ends(
     gateway: Process, model_with: ModelFactory
@@ -136,6 +140,7 @@ def test_a_stream_counts_its_tokens_when_it_ends(
     assert isinstance(refusal(api, model, "more"), openai.RateLimitError)
 
 
+@pytest.mark.embedded
 @pytest.mark.django_db(transaction=True)
 def test_requests_at_once_are_limited_and_the_slot_comes_back(
     gateway: Process, fake_upstream: Process, model_with: ModelFactory
@@ -154,6 +159,7 @@ def test_requests_at_once_are_limited_and_the_slot_comes_back(
     assert ask(api, fast, "after").http_response.status_code == 200
 
 
+@pytest.mark.embedded
 @pytest.mark.django_db(transaction=True)
 def test_a_model_can_have_tighter_limits_than_the_key(
     gateway: Process, model_with: ModelFactory
@@ -166,6 +172,7 @@ def test_a_model_can_have_tighter_limits_than_the_key(
     assert ask(api, cheap, "two").headers["x-ratelimit-remaining-requests"] == "98"
 
 
+@pytest.mark.embedded
 @pytest.mark.django_db(transaction=True)
 def test_over_budget_a_key_gets_insufficient_quota_but_cache_hits_stay_free(
     gateway: Process, model_with: ModelFactory
