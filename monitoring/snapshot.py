@@ -44,6 +44,7 @@ class Kpis(TypedDict):
 
 
 class Series(TypedDict):
+    bucket_s: int
     t: list[str]  # bucket starts, from the window's first traffic when it is younger
     requests: list[int]
     errors: list[int]
@@ -122,7 +123,7 @@ def compute(window: str = "1h") -> DashboardSnapshot:
         generated_at=now.isoformat(),
         kpis=_kpis(totals),
         tiers=_tiers(totals),
-        series=_series(totals, _bucket_starts(totals, since, bucket_s, length_s)),
+        series=_series(totals, _bucket_starts(totals, since, bucket_s, length_s), bucket_s),
         by_model=_by_model(pairs),
         endpoints=_endpoints(pairs, recent),
         recent_errors=recent,
@@ -227,12 +228,12 @@ def _has_rollups_before(start: float, bucket_s: int) -> bool:
     ).exists()
 
 
-def _series(totals: list[dict[str, Any]], starts: list[float]) -> Series:
+def _series(totals: list[dict[str, Any]], starts: list[float], bucket_s: int) -> Series:
     by_start = {row["bucket_start"].timestamp(): row for row in totals}
     empty: dict[str, Any] = {"requests": 0, "errors": 0, "rejected": 0, "exact_hits": 0,
                              "semantic_hits": 0, "histogram": []}  # fmt: skip
-    series = Series(t=[], requests=[], errors=[], rejected=[], exact_hits=[], semantic_hits=[],
-                    p50_ms=[], p95_ms=[], p99_ms=[])  # fmt: skip
+    series = Series(bucket_s=bucket_s, t=[], requests=[], errors=[], rejected=[], exact_hits=[],
+                    semantic_hits=[], p50_ms=[], p95_ms=[], p99_ms=[])  # fmt: skip
     for start in starts:
         row = by_start.get(start, empty)
         series["t"].append(datetime.fromtimestamp(start, tz=UTC).isoformat())
