@@ -16,7 +16,7 @@
   const ms = (v) => (v === null || v === undefined ? "–" : v.toFixed(v < 10 ? 2 : 0));
   const clock = (iso) => new Date(iso).toLocaleTimeString();
   // Plotly has no time zones: hand it local wall-clock times, as the tables show them.
-  const local = (ms) => new Date(ms - new Date(ms).getTimezoneOffset() * 60000)
+  const local = (epochMs) => new Date(epochMs - new Date(epochMs).getTimezoneOffset() * 60000)
     .toISOString().slice(0, 19).replace("T", " ");
   // Touch screens have no hover: Plotly's modebar would stay over the chart, so it goes.
   const touch = window.matchMedia("(hover: none)").matches;
@@ -152,10 +152,12 @@
     else if (!document.hidden && !socket) connect();
   });
 
-  root.parentElement.querySelectorAll("[data-window]").forEach((button) => {
+  // (The buttons only: <main> has a data-window too.)
+  const buttons = document.querySelectorAll(".windows button[data-window]");
+  buttons.forEach((button) => {
     button.addEventListener("click", () => {
       windowName = button.dataset.window;
-      document.querySelectorAll("[data-window]").forEach((b) => b.classList.toggle("active", b === button));
+      buttons.forEach((b) => b.classList.toggle("active", b === button));
       // The URL names the window: a reload or a shared link shows the same one.
       const url = new URL(location.href);
       url.searchParams.set("window", windowName);

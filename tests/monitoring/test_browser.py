@@ -118,7 +118,7 @@ def test_an_operator_logs_in_and_watches_the_dashboard_update(
             # the URL, so a reload shows the same window.
             page.click("button[data-window='24h']")
             expect(page.locator("#dashboard")).to_have_attribute("data-window", "24h")
-            assert page.url.endswith("/monitoring?window=24h")
+            expect(page).to_have_url(re.compile(r"/monitoring\?window=24h$"))
             page.reload()
             expect(page.locator(".windows button.active[data-window='24h']")).to_have_count(1)
             expect(page.locator("#dashboard")).to_have_attribute("data-window", "24h")
@@ -142,12 +142,16 @@ def call(gateway: Process, key: str, model: str, question: str) -> int:
     return http(f"{gateway.url}/v1/chat/completions", method="POST", key=key, body=body).status
 
 
-def log_in(page: Page, gateway: Process) -> None:
+def log_in(page: Page, gateway: Process) -> list[str]:
+    """Log the operator in; returns the list the page's script errors will be added to."""
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(f"{gateway.url}/monitoring")  # → the admin login
     page.fill("#id_username", "operator")
     page.fill("#id_password", "a-long-password")
     page.click("input[type=submit]")
     page.wait_for_url(re.compile(r"/monitoring$"))
+    return errors
 
 
 # (width, height, touch): a wall screen, a phone, the narrowest phone we support.
@@ -177,11 +181,12 @@ def test_the_dashboard_reads_right_on_a_wall_screen_and_on_phones(
                 context = browser.new_context(viewport={"width": width, "height": height},
                                               has_touch=touch, is_mobile=touch)  # fmt: skip
                 page = context.new_page()
-                log_in(page, gateway)
+                errors = log_in(page, gateway)
                 expect(page.locator("#status")).to_contain_text("live", timeout=10_000)
                 page.wait_for_function("Number(document.getElementById('dashboard')"
                                        ".dataset.updates) >= 1", timeout=10_000)  # fmt: skip
                 assert_reads_right(page, width, touch, broken)
+                assert errors == []
                 screenshot = ROOT / "test-artifacts" / f"monitoring-{width}.png"
                 screenshot.parent.mkdir(exist_ok=True)
                 page.screenshot(path=str(screenshot), full_page=True)
@@ -260,12 +265,14 @@ def test_the_window_is_in_the_url_and_an_unknown_one_is_refused(
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
         try:
             page = browser.new_page(viewport={"width": 390, "height": 844})
-            log_in(page, gateway)
+            errors = log_in(page, gateway)
             page.goto(f"{gateway.url}/monitoring?window=7d")
             expect(page.locator(".windows button.active")).to_have_text("7d")
             expect(page.locator("#dashboard")).to_have_attribute("data-window", "7d")
             page.click("button[data-window='15m']")
-            assert page.url.endswith("/monitoring?window=15m")
+            expect(page).to_have_url(re.compile(r"/monitoring\?window=15m$"))
+            page.click("main h2 >> nth=0")  # a click elsewhere on the page switches nothing
+            expect(page.locator(".windows button.active")).to_have_text("15m")
 
             reply = page.goto(f"{gateway.url}/monitoring?window=bogus")
             assert reply is not None and reply.status == 400
@@ -273,5 +280,6 @@ def test_the_window_is_in_the_url_and_an_unknown_one_is_refused(
             expect(page.locator("main a")).to_have_text(["15m", "1h", "24h", "7d"])
             page.click("main a:text-is('24h')")
             expect(page.locator(".windows button.active")).to_have_text("24h")
+            assert errors == []
         finally:
             browser.close()

@@ -307,14 +307,13 @@ def compute_at_now(window: str) -> snapshot.DashboardSnapshot:
 @pytest.mark.embedded
 def test_failed_and_rejected_requests_are_counted_apart(routed: None) -> None:
     write([failure(n, 60 + n) for n in range(16)]
-          + [failure(100 + n, 70, **UPSTREAM_500) for n in range(2)]
-          + [failure(200 + n, 80, **BAD_REQUEST) for n in range(2)])  # fmt: skip
+          + [failure(100 + n, 70, **UPSTREAM_500) for n in range(3)]
+          + [failure(200, 80, **BAD_REQUEST)])  # fmt: skip
     result = compute_at_now("1h")
     kpis = result["kpis"]
-    assert (kpis["errors"], kpis["error_rate"]) == (2, 0.1)
-    assert (kpis["rejected"], kpis["rejected_rate"]) == (2, 0.1)
-    assert sum(result["series"]["rejected"]) == 2
-    assert sum(result["series"]["errors"]) == 2
+    assert (kpis["errors"], kpis["error_rate"]) == (3, 0.15)
+    assert (kpis["rejected"], kpis["rejected_rate"]) == (1, 0.05)
+    assert (sum(result["series"]["errors"]), sum(result["series"]["rejected"])) == (3, 1)
 
 
 @pytest.mark.embedded
