@@ -320,8 +320,8 @@ def _recent_errors(since: datetime) -> list[ErrorRow]:
                 shown.append({"pk": cause.pk, "count": 1, "first_at": cause.created_at,
                               "cause_of": "circuit_open"})  # fmt: skip
     records = RequestRecord.objects.in_bulk([kind["pk"] for kind in shown])
-    return sorted(
-        (_error_row(records[kind["pk"]], kind) for kind in shown),
+    return sorted(  # (a record pruned in between is left out)
+        (_error_row(records[kind["pk"]], kind) for kind in shown if kind["pk"] in records),
         key=lambda row: row["at"],
         reverse=True,
     )

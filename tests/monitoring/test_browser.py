@@ -187,6 +187,7 @@ def test_the_dashboard_reads_right_on_a_wall_screen_and_on_phones(
                                        ".dataset.updates) >= 1", timeout=10_000)  # fmt: skip
                 assert_reads_right(page, width, touch, broken)
                 assert errors == []
+                page.mouse.move(0, 0)  # (no hover label in the screenshot)
                 screenshot = ROOT / "test-artifacts" / f"monitoring-{width}.png"
                 screenshot.parent.mkdir(exist_ok=True)
                 page.screenshot(path=str(screenshot), full_page=True)
