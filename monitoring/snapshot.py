@@ -12,7 +12,7 @@ from typing import Any, TypedDict
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from monitoring import metrics, recorder, rollups
+from monitoring import labels, metrics, recorder, rollups
 from monitoring.models import ERROR_OUTCOMES, DashboardRollup, RequestRecord
 from routing import breaker, registry
 from routing.models import EndpointProbe
@@ -27,9 +27,10 @@ WINDOWS: dict[str, tuple[int, int]] = {  # name: (length, rollup bucket), second
 
 class Kpis(TypedDict):
     requests: int
-    errors: int
+    errors: int  # every endpoint failed, or a BeastMode bug (ERROR_OUTCOMES)
     error_rate: float
-    rejected: int
+    rejected: int  # the caller's request or key was refused: 4xx (REJECTED_OUTCOMES)
+    rejected_rate: float
     coverage: float  # request records written ÷ requests received (this process)
     records_pending: int
     hit_rate: float
@@ -43,9 +44,11 @@ class Kpis(TypedDict):
 
 
 class Series(TypedDict):
-    t: list[str]
+    bucket_s: int
+    t: list[str]  # bucket starts, from the window's first traffic when it is younger
     requests: list[int]
     errors: list[int]
+    rejected: list[int]
     exact_hits: list[int]
     semantic_hits: list[int]
     p50_ms: list[float | None]
@@ -73,7 +76,14 @@ class EndpointRow(TypedDict):
 
 
 class ErrorRow(TypedDict):
+    """The latest error of one kind (error class, model, status) and how many of that kind
+    the errors read (RECENT_ERRORS_READ, newest first) hold; `cause_of` names the error
+    this one explains ("circuit_open") when it was looked up for that reason."""
+
     at: str
+    first_at: str
+    count: int
+    cause_of: str
     request_id: str
     model: str
     endpoint: str
@@ -96,6 +106,10 @@ class DashboardSnapshot(TypedDict):
 
 # Every list the snapshot sends is capped (models by requests, endpoints by name).
 MAX_ROWS = 50
+# Recent errors: the newest this many error records are read (through the partial index
+# monitoring_recent_errors) and shown as at most MAX_ERROR_KINDS kinds, newest first.
+RECENT_ERRORS_READ = 500
+MAX_ERROR_KINDS = 20
 
 
 def compute(window: str = "1h") -> DashboardSnapshot:
@@ -109,7 +123,7 @@ def compute(window: str = "1h") -> DashboardSnapshot:
         generated_at=now.isoformat(),
         kpis=_kpis(totals),
         tiers=_tiers(totals),
-        series=_series(totals, since, bucket_s, length_s),
+        series=_series(totals, _bucket_starts(totals, since, bucket_s, length_s), bucket_s),
         by_model=_by_model(pairs),
         endpoints=_endpoints(pairs, recent),
         recent_errors=recent,
@@ -169,13 +183,14 @@ def _kpis(totals: list[dict[str, Any]]) -> Kpis:
         errors=errors,
         error_rate=_ratio(errors, requests),
         rejected=window["rejected"],
+        rejected_rate=_ratio(window["rejected"], requests),
         coverage=_ratio(metrics.records_written(), received) if received else 1.0,
         records_pending=recorder.pending_count(),
         hit_rate=_ratio(exact + semantic, window["looked_up"]),
         exact_hits=exact,
         semantic_hits=semantic,
-        cost_usd=round(window["cost_usd"], 6),
-        cost_saved_usd=round(window["cost_saved_usd"], 6),
+        cost_usd=_usd(window["cost_usd"]),
+        cost_saved_usd=_usd(window["cost_saved_usd"]),
         p50_ms=_round(p50),
         p95_ms=_round(p95),
         p99_ms=_round(p99),
@@ -190,21 +205,40 @@ def _tiers(totals: list[dict[str, Any]]) -> dict[str, int]:
     }
 
 
-def _series(totals: list[dict[str, Any]], since: Any, bucket_s: int, length_s: int) -> Series:
+def _bucket_starts(
+    totals: list[dict[str, Any]], since: datetime, bucket_s: int, length_s: int
+) -> list[float]:
+    """The series' buckets (start, epoch seconds): the window's, or from its first traffic
+    on when nothing was recorded before it (a gateway younger than the window), so a few
+    minutes of traffic are not squeezed into the right edge of an hour."""
     first = since.timestamp() // bucket_s * bucket_s + bucket_s
     starts = [first + i * bucket_s for i in range(length_s // bucket_s)]
+    if not totals:
+        return starts
+    first_traffic = min(row["bucket_start"] for row in totals).timestamp()
+    if first_traffic <= first or _has_rollups_before(first, bucket_s):
+        return starts
+    return [start for start in starts if start >= first_traffic]
+
+
+def _has_rollups_before(start: float, bucket_s: int) -> bool:
+    before = datetime.fromtimestamp(start, tz=UTC)
+    return DashboardRollup.objects.filter(
+        bucket_s=bucket_s, is_total=True, bucket_start__lt=before
+    ).exists()
+
+
+def _series(totals: list[dict[str, Any]], starts: list[float], bucket_s: int) -> Series:
     by_start = {row["bucket_start"].timestamp(): row for row in totals}
-    empty: dict[str, Any] = {"requests": 0, "errors": 0, "exact_hits": 0, "semantic_hits": 0,
-                             "histogram": []}  # fmt: skip
-    series = Series(t=[], requests=[], errors=[], exact_hits=[], semantic_hits=[], p50_ms=[],
-                    p95_ms=[], p99_ms=[])  # fmt: skip
+    empty: dict[str, Any] = {"requests": 0, "errors": 0, "rejected": 0, "exact_hits": 0,
+                             "semantic_hits": 0, "histogram": []}  # fmt: skip
+    series = Series(bucket_s=bucket_s, t=[], requests=[], errors=[], rejected=[], exact_hits=[],
+                    semantic_hits=[], p50_ms=[], p95_ms=[], p99_ms=[])  # fmt: skip
     for start in starts:
         row = by_start.get(start, empty)
         series["t"].append(datetime.fromtimestamp(start, tz=UTC).isoformat())
-        series["requests"].append(row["requests"])
-        series["errors"].append(row["errors"])
-        series["exact_hits"].append(row["exact_hits"])
-        series["semantic_hits"].append(row["semantic_hits"])
+        for name in ("requests", "errors", "rejected", "exact_hits", "semantic_hits"):
+            series[name].append(row[name])
         p50, p95, p99 = rollups.dense_percentiles(row["histogram"], (0.5, 0.95, 0.99))
         series["p50_ms"].append(_round(p50))
         series["p95_ms"].append(_round(p95))
@@ -215,8 +249,8 @@ def _series(totals: list[dict[str, Any]], since: Any, bucket_s: int, length_s: i
 def _by_model(pairs: dict[tuple[str, str], dict[str, Any]]) -> list[ModelRow]:
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for (model, _), sums in pairs.items():
-        if model:
-            groups[model].append(sums)
+        if model:  # rows written before labels were bounded may hold a client's names
+            groups[labels.model_label(model)].append(sums)
     result = []
     for model, group in groups.items():
         sums = _summed(group)
@@ -227,8 +261,8 @@ def _by_model(pairs: dict[tuple[str, str], dict[str, Any]]) -> list[ModelRow]:
                 errors=sums["errors"],
                 hit_rate=_ratio(sums["exact_hits"] + sums["semantic_hits"], sums["looked_up"]),
                 p95_ms=_round(_p95(sums["histogram"])),
-                cost_usd=round(sums["cost_usd"], 6),
-                cost_saved_usd=round(sums["cost_saved_usd"], 6),
+                cost_usd=_usd(sums["cost_usd"]),
+                cost_saved_usd=_usd(sums["cost_saved_usd"]),
             )
         )
     return sorted(result, key=lambda row: -row["requests"])[:MAX_ROWS]
@@ -259,24 +293,67 @@ def _endpoints(
     return result
 
 
-def _recent_errors(since: Any, limit: int = 20) -> list[ErrorRow]:
+def _recent_errors(since: datetime) -> list[ErrorRow]:
+    """The newest error of each kind, with its count among the newest RECENT_ERRORS_READ.
+
+    A kind is (error class, model, status): a storm of one kind (an open circuit's fast
+    failures) stays one row and leaves the others on the page. The upstream error behind
+    a model's `circuit_open` is looked up when the errors read hold none of that model's."""
     # Sorted: the same SQL every time, which the partial index monitoring_recent_errors matches.
-    records = RequestRecord.objects.filter(
+    errors = RequestRecord.objects.filter(
         created_at__gte=since, outcome__in=sorted(ERROR_OUTCOMES), is_warming=False
-    ).order_by("-created_at")[:limit]  # warming is not client traffic (as in the rollups)
-    return [
-        ErrorRow(
-            at=record.created_at.isoformat(),
-            request_id=record.request_id,
-            model=record.model,
-            endpoint=record.attempt_log[-1]["endpoint"] if record.attempt_log else record.endpoint,
-            status=record.status_code,
-            error_class=record.error_class,
-            message=record.error_message,
-            tips=record.error_tips,
-        )
-        for record in records
-    ]
+    )  # warming is not client traffic (as in the rollups)
+    read = errors.order_by("-created_at").values_list(
+        "pk", "created_at", "error_class", "model", "status_code"
+    )[:RECENT_ERRORS_READ]
+    kinds: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for pk, at, error_class, model, status in read:
+        kind = kinds.setdefault((error_class, model, status), {"pk": pk, "count": 0})
+        kind.update(count=kind["count"] + 1, first_at=at)
+    shown = list(kinds.values())[:MAX_ERROR_KINDS]
+    failing = {model for error_class, model, _ in kinds if error_class != "circuit_open"}
+    for error_class, model, _ in list(kinds)[:MAX_ERROR_KINDS]:
+        if error_class == "circuit_open" and model not in failing:
+            failing.add(model)
+            cause = _cause_of_open_circuit(errors, model)
+            if cause is not None:
+                shown.append({"pk": cause.pk, "count": 1, "first_at": cause.created_at,
+                              "cause_of": "circuit_open"})  # fmt: skip
+    records = RequestRecord.objects.in_bulk([kind["pk"] for kind in shown])
+    return sorted(  # (a record pruned in between is left out)
+        (_error_row(records[kind["pk"]], kind) for kind in shown if kind["pk"] in records),
+        key=lambda row: row["at"],
+        reverse=True,
+    )
+
+
+def _cause_of_open_circuit(errors: QuerySet[RequestRecord], model: str) -> RequestRecord | None:
+    """The model's latest error that was not a fast `circuit_open` failure. A circuit
+    lets a probe through every cooldown, so this reads at most one cooldown of the
+    model's records (index on model, created_at)."""
+    return (
+        errors.filter(model=model)
+        .exclude(error_class="circuit_open")
+        .order_by("-created_at")
+        .only("pk", "created_at")
+        .first()
+    )
+
+
+def _error_row(record: RequestRecord, kind: dict[str, Any]) -> ErrorRow:
+    return ErrorRow(
+        at=record.created_at.isoformat(),
+        first_at=kind["first_at"].isoformat(),
+        count=kind["count"],
+        cause_of=kind.get("cause_of", ""),
+        request_id=record.request_id,
+        model=labels.model_label(record.model),
+        endpoint=record.attempt_log[-1]["endpoint"] if record.attempt_log else record.endpoint,
+        status=record.status_code,
+        error_class=record.error_class,
+        message=record.error_message,
+        tips=record.error_tips,
+    )
 
 
 def _p95(histogram: rollups.Dense) -> float | None:
@@ -285,6 +362,12 @@ def _p95(histogram: rollups.Dense) -> float | None:
 
 def _ratio(part: int, whole: int) -> float:
     return round(part / whole, 4) if whole else 0.0
+
+
+def _usd(value: float) -> float:
+    """To a billionth of a dollar: the page shows significant digits ($0.000123, not
+    $0.0001), which a fixed 4 or 6 decimals would cut off."""
+    return round(value, 9)
 
 
 def _round(value: float | None) -> float | None:

@@ -13,13 +13,18 @@ from monitoring import metrics, snapshot
 
 @staff_member_required
 def dashboard(request: HttpRequest) -> HttpResponse:
-    """First paint with current numbers; the page then follows the websocket."""
-    window = _window(request)
-    return render(
-        request,
-        "monitoring/dashboard.html",
-        {"snapshot": snapshot.compute(window), "windows": list(snapshot.WINDOWS), "window": window},
-    )
+    """First paint with current numbers; the page then follows the websocket. The window
+    is `?window=` (1h by default); an unknown one is refused, not shown as 1h."""
+    window, windows = _window(request), list(snapshot.WINDOWS)
+    if window is None:
+        refused = {"asked": request.GET["window"], "windows": windows}
+        return render(request, "monitoring/bad_window.html", refused, status=400)
+    context: dict[str, object] = {
+        "snapshot": snapshot.compute(window),
+        "windows": windows,
+        "window": window,
+    }
+    return render(request, "monitoring/dashboard.html", context)
 
 
 def snapshot_api(request: HttpRequest) -> JsonResponse:
@@ -27,7 +32,11 @@ def snapshot_api(request: HttpRequest) -> JsonResponse:
     if not (request.user.is_authenticated and request.user.is_staff) and not _has_token(request):
         return JsonResponse({"error": {"message": "staff login or metrics token required"}},
                             status=401)  # fmt: skip
-    return JsonResponse(snapshot.compute(_window(request)))
+    window = _window(request)
+    if window is None:
+        return JsonResponse({"error": {"message": _bad_window(request.GET["window"]),
+                                       "param": "window"}}, status=400)  # fmt: skip
+    return JsonResponse(snapshot.compute(window))
 
 
 def prometheus_metrics(request: HttpRequest) -> HttpResponse:
@@ -83,9 +92,14 @@ def _check_redis() -> None:
     get_redis_connection("default").ping()
 
 
-def _window(request: HttpRequest) -> str:
+def _window(request: HttpRequest) -> str | None:
+    """The window asked for (1h when none), or None when it is not one of WINDOWS."""
     window = request.GET.get("window", "1h")
-    return window if window in snapshot.WINDOWS else "1h"
+    return window if window in snapshot.WINDOWS else None
+
+
+def _bad_window(asked: str) -> str:
+    return f"Unknown window {asked[:20]!r}: use one of {', '.join(snapshot.WINDOWS)}."
 
 
 def _has_token(request: HttpRequest) -> bool:

@@ -1,5 +1,7 @@
 """/monitoring in a real browser: Debian's chromium driven by Playwright (no browser download;
-`make test` installs the apt package). A screenshot is kept in test-artifacts/."""
+`make test` installs the apt package). Screenshots are kept in test-artifacts/: a wall
+screen (1400x900) and phones (390x844, 360x780), with answers, failures, rejected requests
+and an open circuit on the page."""
 
 import re
 from collections.abc import Iterator
@@ -8,8 +10,17 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
+from monitoring.models import RequestRecord
 from tests.personas import Client, ModelFactory, record_for
-from tests.processes import ROOT, Process, http, server_env, start_gateway, stop_process
+from tests.processes import (
+    ROOT,
+    Process,
+    http,
+    server_env,
+    start_gateway,
+    stop_process,
+    wait_until,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = ROOT / "test-artifacts" / "monitoring.png"
@@ -72,7 +83,7 @@ def test_an_operator_logs_in_and_watches_the_dashboard_update(
 
             # The first paint is the server's: current numbers before the socket connects.
             assert int(kpi(page, "requests")) >= 3
-            assert kpi(page, "hits").startswith("1 /")  # the repeated question
+            assert kpi(page, "exact_hits") == "1"  # the repeated question
             expect(page.locator("#status")).to_contain_text("live", timeout=10_000)
 
             # Two pushes arrive (every 0.3 s in tests), and a new request shows up in one.
@@ -89,23 +100,29 @@ def test_an_operator_logs_in_and_watches_the_dashboard_update(
             for chart in ("requests", "latency", "models", "tiers"):
                 expect(page.locator(f"#chart-{chart} .main-svg").first).to_be_visible()
             expect(page.locator("#chart-requests .bars path").first).to_be_attached()
-            expect(page.locator("#chart-models .xtick text")).to_contain_text([model])
+            expect(page.locator("#chart-models .ytick text")).to_contain_text([model])
             colours = page.evaluate(
                 "document.getElementById('chart-requests')._fullData"
                 ".map((trace) => (trace.line || trace.marker).color)"
             )
-            assert len(set(colours)) == 4, f"requests, errors and hits told apart: {colours}"
+            assert len(set(colours)) == 5, f"answers, failures, rejections, hits: {colours}"
             assert re.fullmatch(r"[\d.]+ / [\d.]+ / [\d.]+ ms", kpi(page, "latency"))
 
             # The same failure twice is one row of recent errors, with its count and tips.
             failure = page.locator("#errors tbody tr", has_text=broken)
             expect(failure).to_have_count(1)
-            expect(failure).to_contain_text("×2 since")
+            expect(failure).to_contain_text("×2")
             expect(failure.locator("li").first).to_be_visible()
 
-            # Switching the window switches the stream: the next snapshot shown is 24h's.
+            # Switching the window switches the stream (the next snapshot shown is 24h's) and
+            # the URL, so a reload shows the same window.
             page.click("button[data-window='24h']")
             expect(page.locator("#dashboard")).to_have_attribute("data-window", "24h")
+            expect(page).to_have_url(re.compile(r"/monitoring\?window=24h$"))
+            page.reload()
+            expect(page.locator(".windows button.active[data-window='24h']")).to_have_count(1)
+            expect(page.locator("#dashboard")).to_have_attribute("data-window", "24h")
+            expect(page.locator("#status")).to_contain_text("live", timeout=10_000)
             SCREENSHOT.parent.mkdir(exist_ok=True)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
 
@@ -117,3 +134,153 @@ def test_an_operator_logs_in_and_watches_the_dashboard_update(
         finally:
             browser.close()
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+def call(gateway: Process, key: str, model: str, question: str) -> int:
+    """One chat request, whatever becomes of it: its status."""
+    body = {"model": model, "messages": [{"role": "user", "content": question}]}
+    return http(f"{gateway.url}/v1/chat/completions", method="POST", key=key, body=body).status
+
+
+def log_in(page: Page, gateway: Process) -> list[str]:
+    """Log the operator in; returns the list the page's script errors will be added to."""
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(f"{gateway.url}/monitoring")  # → the admin login
+    page.fill("#id_username", "operator")
+    page.fill("#id_password", "a-long-password")
+    page.click("input[type=submit]")
+    page.wait_for_url(re.compile(r"/monitoring$"))
+    return errors
+
+
+# (width, height, touch): a wall screen, a phone, the narrowest phone we support.
+VIEWPORTS = [(1400, 900, False), (390, 844, True), (360, 780, True)]
+
+
+def test_the_dashboard_reads_right_on_a_wall_screen_and_on_phones(
+    gateway: Process,
+    alice: Client,
+    model_with: ModelFactory,
+    django_user_model: type,
+) -> None:
+    django_user_model.objects.create_superuser("operator", "op@example.com", "a-long-password")
+    model, broken = model_with(""), model_with("status/500")
+    statuses = [call(gateway, alice.key, model, f"question {n}") for n in range(6)]
+    # The broken model fails until its circuit opens (3 failures in tests), then fails fast.
+    statuses += [call(gateway, alice.key, broken, f"fails {n}") for n in range(6)]
+    statuses += [call(gateway, "sk-wrong-key", model, "who am I"),
+                 call(gateway, alice.key, "no-such-model", "anyone there?")]  # fmt: skip
+    assert statuses == [200] * 6 + [502] * 3 + [503] * 3 + [401, 404]
+    wait_until(lambda: RequestRecord.objects.count() >= len(statuses))
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
+        try:
+            for width, height, touch in VIEWPORTS:
+                context = browser.new_context(viewport={"width": width, "height": height},
+                                              has_touch=touch, is_mobile=touch)  # fmt: skip
+                page = context.new_page()
+                errors = log_in(page, gateway)
+                expect(page.locator("#status")).to_contain_text("live", timeout=10_000)
+                page.wait_for_function("Number(document.getElementById('dashboard')"
+                                       ".dataset.updates) >= 1", timeout=10_000)  # fmt: skip
+                assert_reads_right(page, width, touch, broken)
+                assert errors == []
+                page.mouse.move(0, 0)  # (no hover label in the screenshot)
+                screenshot = ROOT / "test-artifacts" / f"monitoring-{width}.png"
+                screenshot.parent.mkdir(exist_ok=True)
+                page.screenshot(path=str(screenshot), full_page=True)
+                assert screenshot.stat().st_size > 10_000
+                context.close()
+        finally:
+            browser.close()
+
+
+def assert_reads_right(page: Page, width: int, touch: bool, broken: str) -> None:
+    # Nothing scrolls sideways, nothing runs off the edge.
+    assert page.evaluate("document.scrollingElement.scrollWidth <= innerWidth"), width
+    overflowing = page.evaluate(
+        """[...document.querySelectorAll('main *')]
+            .filter((el) => el.getBoundingClientRect().right > innerWidth + 0.5)
+            .map((el) => el.tagName + '#' + el.id + '.' + el.className)"""
+    )
+    assert overflowing == [], (width, overflowing)
+    # Every tile's figure fits its tile on one line (P50 / P95 / P99 included).
+    figures = page.locator(".kpi .value")
+    for n in range(figures.count()):
+        fits = figures.nth(n).evaluate(
+            "(el) => el.scrollWidth <= el.clientWidth && el.getClientRects().length === 1"
+            " && el.offsetHeight < 2 * parseFloat(getComputedStyle(el).fontSize)"
+        )
+        assert fits, (width, figures.nth(n).inner_text())
+
+    # Failures and rejections are told apart, both on the page and explained there.
+    failed = page.locator(".kpi", has=page.locator('[data-kpi="error_rate"]'))
+    rejected = page.locator(".kpi", has=page.locator('[data-kpi="rejected_rate"]'))
+    for tile, count in ((failed, "errors"), (rejected, "rejected")):
+        expect(tile).to_be_visible()
+        assert tile.get_attribute("title"), "a tile explains itself on hover"
+        assert int(kpi(page, count)) >= 2
+    coverage = page.locator(".kpi", has=page.locator('[data-kpi="coverage"]'))
+    assert "written" in (coverage.get_attribute("title") or "")
+    expect(coverage.locator(".hint")).to_contain_text("records written")
+    # Costs keep their significant digits ($0.000123, not $0.0001).
+    assert re.fullmatch(r"\$(0\.0*[1-9]\d{0,2}|[1-9][\d,]*(\.\d\d)?|0)", kpi(page, "cost_usd"))
+
+    # Chart titles are captions: the modebar is gone on touch screens and never covers one.
+    captions = page.locator(".chart figcaption")
+    expect(captions).to_have_count(4)
+    page.hover("#chart-requests .nsewdrag")
+    modebars = page.locator("#chart-requests .modebar-container .modebar")
+    if touch:
+        expect(modebars).to_have_count(0)
+    else:
+        bar, title = modebars.first.bounding_box(), captions.first.bounding_box()
+        assert bar and title and bar["y"] >= title["y"] + title["height"], (bar, title)
+
+    # The charts span the traffic (a few minutes old here), not an empty hour; latency
+    # is drawn as lines through buckets without requests.
+    axis_age_ms = page.evaluate(  # (the axis is in local time, a string without a zone)
+        "Date.now() - new Date(document.getElementById('chart-requests')"
+        "._fullLayout.xaxis.range[0]).getTime()"
+    )
+    assert 0 < axis_age_ms < 10 * 60_000
+    gaps = page.evaluate(
+        "document.getElementById('chart-latency')._fullData.map((trace) => trace.connectgaps)"
+    )
+    assert gaps == [True, True, True]
+
+    # The upstream error behind the open circuit is on the page, next to the circuit's.
+    for error_class in ("circuit_open", "upstream_server_error"):
+        rows = page.locator("#errors tbody tr", has_text=broken).filter(has_text=error_class)
+        expect(rows).to_have_count(1)
+    expect(page.locator("#errors tbody tr", has_text="circuit_open")).to_contain_text("×3")
+
+
+def test_the_window_is_in_the_url_and_an_unknown_one_is_refused(
+    gateway: Process, transactional_db: None, django_user_model: type
+) -> None:
+    django_user_model.objects.create_superuser("operator", "op@example.com", "a-long-password")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
+        try:
+            page = browser.new_page(viewport={"width": 390, "height": 844})
+            errors = log_in(page, gateway)
+            page.goto(f"{gateway.url}/monitoring?window=7d")
+            expect(page.locator(".windows button.active")).to_have_text("7d")
+            expect(page.locator("#dashboard")).to_have_attribute("data-window", "7d")
+            page.click("button[data-window='15m']")
+            expect(page).to_have_url(re.compile(r"/monitoring\?window=15m$"))
+            page.click("main h2 >> nth=0")  # a click elsewhere on the page switches nothing
+            expect(page.locator(".windows button.active")).to_have_text("15m")
+
+            reply = page.goto(f"{gateway.url}/monitoring?window=bogus")
+            assert reply is not None and reply.status == 400
+            expect(page.locator("h1")).to_contain_text("Unknown window")
+            expect(page.locator("main a")).to_have_text(["15m", "1h", "24h", "7d"])
+            page.click("main a:text-is('24h')")
+            expect(page.locator(".windows button.active")).to_have_text("24h")
+            assert errors == []
+        finally:
+            browser.close()

@@ -120,3 +120,16 @@ def test_browsers_asking_for_a_favicon_get_one_not_a_404(gateway: Process) -> No
     reply = http(f"{gateway.url}/favicon.ico")  # redirected to the static icon
     assert reply.status == 200 and reply.headers["content-type"].startswith("image/svg+xml")
     assert reply.body.startswith(b"<svg")
+
+
+def test_an_unknown_window_is_refused_with_the_valid_ones_named(
+    admin_browser: BrowserClient, transactional_db: None
+) -> None:
+    page = admin_browser.get("/monitoring?window=bogus")
+    assert page.status_code == 400
+    assert all(f'href="?window={name}"' in page.content.decode() for name in WINDOWS)
+    api = admin_browser.get("/monitoring/api/snapshot?window=bogus")
+    assert api.status_code == 400
+    assert api.json()["error"]["message"] == "Unknown window 'bogus': use one of 15m, 1h, 24h, 7d."
+    chosen = admin_browser.get("/monitoring?window=24h").content.decode()
+    assert 'data-window="24h" class="active"' in chosen and 'data-window="24h">' in chosen

@@ -279,3 +279,109 @@ def test_dense_histograms_give_the_histogram_modules_percentiles() -> None:
     assert rollups.dense_percentiles(dense, qs) == [histogram.percentile(merged, q) for q in qs]
     assert rollups.dense_of(merged) == dense
     assert rollups.dense_percentiles(rollups.merge_dense([[], []]), (0.5,)) == [None]
+
+
+def failure(n: int, seconds_ago: float, **fields: Any) -> RequestRow:
+    """A request of model alpha, NOW minus `seconds_ago`: an answer unless fields say else."""
+    return request_row(**{
+        "request_id": f"f{n}", "created_at": NOW - timedelta(seconds=seconds_ago),
+        "path": "/v1/chat/completions", "model": "alpha", "endpoint": "alpha-a",
+        "outcome": "success", "status_code": 200, "latency_ms": 20.0, **fields,
+    })  # fmt: skip
+
+
+UPSTREAM_500 = {"outcome": "upstream_error", "status_code": 502, "endpoint": "",
+                "error_class": "upstream_server_error",
+                "error_message": "alpha-a said 500"}  # fmt: skip
+CIRCUIT_OPEN = {"outcome": "upstream_error", "status_code": 503, "endpoint": "",
+                "error_class": "circuit_open", "error_message": "cooling down"}  # fmt: skip
+BAD_REQUEST = {"outcome": "client_error", "status_code": 400, "endpoint": "",
+               "error_class": "invalid_request"}  # fmt: skip
+
+
+def compute_at_now(window: str) -> snapshot.DashboardSnapshot:
+    with mock.patch.object(timezone, "now", return_value=NOW):
+        return snapshot.compute(window)
+
+
+@pytest.mark.embedded
+def test_failed_and_rejected_requests_are_counted_apart(routed: None) -> None:
+    write([failure(n, 60 + n) for n in range(16)]
+          + [failure(100 + n, 70, **UPSTREAM_500) for n in range(3)]
+          + [failure(200, 80, **BAD_REQUEST)])  # fmt: skip
+    result = compute_at_now("1h")
+    kpis = result["kpis"]
+    assert (kpis["errors"], kpis["error_rate"]) == (3, 0.15)
+    assert (kpis["rejected"], kpis["rejected_rate"]) == (1, 0.05)
+    assert (sum(result["series"]["errors"]), sum(result["series"]["rejected"])) == (3, 1)
+
+
+@pytest.mark.embedded
+def test_recent_errors_keep_the_upstream_error_behind_an_open_circuit(routed: None) -> None:
+    # alpha fails three times, its circuit opens, and then more fast failures follow than
+    # the recent errors read: the upstream error is still on the page, pinned as the cause.
+    write([failure(n, 900 + n, **UPSTREAM_500) for n in range(3)]
+          + [failure(10 + n, 800 - n, **CIRCUIT_OPEN)
+             for n in range(snapshot.RECENT_ERRORS_READ + 100)])  # fmt: skip
+    errors = compute_at_now("1h")["recent_errors"]
+    kinds = {(e["error_class"], e["cause_of"]): e for e in errors}
+    assert set(kinds) == {("circuit_open", ""), ("upstream_server_error", "circuit_open")}
+    assert kinds["circuit_open", ""]["count"] == snapshot.RECENT_ERRORS_READ
+    cause = kinds["upstream_server_error", "circuit_open"]
+    assert (cause["request_id"], cause["message"]) == ("f0", "alpha-a said 500")
+    assert [e["error_class"] for e in errors] == ["circuit_open", "upstream_server_error"]
+
+
+@pytest.mark.embedded
+def test_recent_errors_are_one_row_per_kind_with_its_count_and_latest(routed: None) -> None:
+    timeout = {**UPSTREAM_500, "error_class": "first_byte_timeout", "status_code": 504}
+    write([failure(n, 300 - n, **UPSTREAM_500) for n in range(30)]
+          + [failure(100 + n, 200 + n, **timeout) for n in range(5)]
+          + [failure(200, 100, **UPSTREAM_500, model="beta")])  # fmt: skip
+    errors = compute_at_now("1h")["recent_errors"]
+    assert [(e["error_class"], e["model"], e["count"]) for e in errors] == [
+        ("upstream_server_error", "beta", 1),
+        ("first_byte_timeout", "alpha", 5),
+        ("upstream_server_error", "alpha", 30),
+    ]
+    latest = errors[2]
+    assert latest["request_id"] == "f29"
+    assert latest["first_at"] == (NOW - timedelta(seconds=300)).isoformat()
+    assert len(errors) <= snapshot.MAX_ERROR_KINDS
+
+
+@pytest.mark.embedded
+def test_the_series_starts_at_the_first_traffic_when_it_is_younger_than_the_window(
+    routed: None,
+) -> None:
+    write([failure(n, 60 * n + 5) for n in range(5)])  # five minutes of traffic, no more
+    series = compute_at_now("1h")["series"]
+    first = rollups.bucket_start(NOW - timedelta(seconds=4 * 60 + 5), 60)
+    assert series["t"][0] == first.isoformat()
+    assert len(series["t"]) == 5 and sum(series["requests"]) == 5
+    assert all(p is not None for p in series["p95_ms"])  # (no empty bucket between them)
+
+
+@pytest.mark.embedded
+def test_the_series_spans_the_whole_window_when_there_was_traffic_before_it(
+    routed: None,
+) -> None:
+    write([failure(1, 2 * 3600), failure(2, 5 * 60)])  # yesterday's gateway, say
+    series = compute_at_now("1h")["series"]
+    assert len(series["t"]) == 60 and sum(series["requests"]) == 1
+
+
+@pytest.mark.embedded
+def test_old_rollups_of_unconfigured_model_names_count_as_unknown(routed: None) -> None:
+    # Rows written before model labels were bounded hold the client's names.
+    write([failure(1, 60)])
+    DashboardRollup.objects.filter(is_total=False).update(model="made-up-model")
+    by_model = {row["model"] for row in compute_at_now("1h")["by_model"]}
+    assert by_model == {"unknown"}
+
+
+@pytest.mark.embedded
+def test_costs_keep_their_significant_digits(routed: None) -> None:
+    write([failure(1, 60, cost_usd=0.000123456, cost_saved_usd=0.0000004)])
+    kpis = compute_at_now("1h")["kpis"]
+    assert (kpis["cost_usd"], kpis["cost_saved_usd"]) == (0.000123456, 4e-07)
