@@ -12,7 +12,7 @@ from typing import Any, TypedDict
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from monitoring import labels, metrics, recorder, rollups
+from monitoring import key_spend, labels, metrics, recorder, rollups
 from monitoring.models import ERROR_OUTCOMES, DashboardRollup, RequestRecord
 from routing import breaker, registry
 from routing.models import EndpointProbe
@@ -102,6 +102,8 @@ class DashboardSnapshot(TypedDict):
     by_model: list[ModelRow]
     endpoints: list[EndpointRow]
     recent_errors: list[ErrorRow]
+    top_keys: list[key_spend.KeyRow]  # by spend in the window
+    keys_near_budget: list[key_spend.KeyRow]  # by share of their period's budget spent
 
 
 # Every list the snapshot sends is capped (models by requests, endpoints by name).
@@ -127,6 +129,8 @@ def compute(window: str = "1h") -> DashboardSnapshot:
         by_model=_by_model(pairs),
         endpoints=_endpoints(pairs, recent),
         recent_errors=recent,
+        top_keys=key_spend.top_spenders(since, now, bucket_s),
+        keys_near_budget=key_spend.near_budget(now),
     )
 
 

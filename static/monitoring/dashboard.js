@@ -103,6 +103,17 @@
       tr.className = "circuit-" + e.circuit;
       return tr;
     }));
+    const keyName = (k) => k.prefix ? `${k.name} (${k.prefix}…)` : k.name;
+    const used = (k) => k.budget_used === null ? "—" : percent(k.budget_used);
+    const topKeys = document.getElementById("top-keys");
+    topKeys.tBodies[0].replaceChildren(...s.top_keys.map((k) =>
+      row(topKeys, [keyName(k), k.requests, usd(k.cost_usd), used(k)])));
+    const near = document.getElementById("near-budget");
+    near.tBodies[0].replaceChildren(...s.keys_near_budget.map((k) => {
+      const tr = row(near, [keyName(k), usd(k.cost_usd), usd(k.budget_usd), used(k)]);
+      if (k.budget_used >= 1) tr.className = "over-budget";
+      return tr;
+    }));
     // One row per kind of error (the server groups them): its latest, and how many.
     const errors = document.getElementById("errors");
     errors.tBodies[0].replaceChildren(...s.recent_errors.map((e) => {

@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
 from monitoring.models import RequestRecord
-from tests.personas import Client, ModelFactory, record_for
+from tests.personas import Client, ModelFactory, make_client, record_for, wait_for_key
 from tests.processes import (
     ROOT,
     Process,
@@ -172,7 +172,9 @@ def test_the_dashboard_reads_right_on_a_wall_screen_and_on_phones(
     statuses += [call(gateway, "sk-wrong-key", model, "who am I"),
                  call(gateway, alice.key, "no-such-model", "anyone there?")]  # fmt: skip
     assert statuses == [200] * 6 + [502] * 3 + [503] * 3 + [401, 404]
-    wait_until(lambda: RequestRecord.objects.count() >= len(statuses))
+    team = wait_for_key(gateway, make_client("team-on-a-budget", budget_usd="0.000001"))
+    assert call(gateway, team.key, model, "spend it all") == 200  # costs more than that
+    wait_until(lambda: RequestRecord.objects.count() >= len(statuses) + 1)
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
@@ -256,6 +258,12 @@ def assert_reads_right(page: Page, width: int, touch: bool, broken: str) -> None
         rows = page.locator("#errors tbody tr", has_text=broken).filter(has_text=error_class)
         expect(rows).to_have_count(1)
     expect(page.locator("#errors tbody tr", has_text="circuit_open")).to_contain_text("×3")
+
+    # Who spends: the keys by spend in the window, and the one that spent its budget.
+    for name in ("alice-service", "team-on-a-budget"):
+        expect(page.locator("#top-keys tbody tr", has_text=name)).to_be_visible()
+    over = page.locator("#near-budget tbody tr.over-budget", has_text="team-on-a-budget")
+    expect(over).to_be_visible()
 
 
 def test_the_window_is_in_the_url_and_an_unknown_one_is_refused(
