@@ -134,9 +134,13 @@ async def _chat_completions(
     )
     if exchange.key.limits is not None:
         lease_s = router.worst_case_s(question.route) + flights.GRACE_S
-        exchange.usage = await limits.admit(exchange.key, chat.model, exchange.request_id, lease_s)
+        exchange.usage = await limits.admit(
+            exchange.key, chat.model, chat, exchange.request_id, lease_s
+        )
         base_headers += exchange.usage.headers if exchange.usage else []
     if (header(scope, b"x-beastmode-async") or "").lower() == "true":
+        if exchange.usage is not None and exchange.usage.upstream_refusal is not None:
+            raise exchange.usage.upstream_refusal  # a job that could not run is refused now
         await _submit_job(send, exchange, question, base_headers)
         return
     sink = _SseSink(send, base_headers) if chat.stream else None

@@ -53,17 +53,21 @@ TOTAL_SPEND_TTL_S = 30 * 86400  # a `total` budget's counter is seeded again aft
 
 @dataclass(frozen=True, slots=True)
 class Bucket:
-    """`limit` per minute at `key`; this step takes `cost` from it (0: only looks)."""
+    """`limit` per minute at `key`; this step takes `cost` from it (0: only looks).
+    Upstream buckets (tokens) belong to the upstream part of a check."""
 
     key: str
     limit: int
     cost: float
+    upstream: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Check:
-    """One step's limits, all taken or none: buckets, slots (key, limit) taken by
-    `member` for `lease_ms`, and a budget against the spend counter at `spend_key`."""
+    """One step's limits in two parts. The request part (request buckets; slots taken by
+    `member` for `lease_ms`) is taken whole or refused; then the upstream part (token
+    buckets; the budget against the spend counter at `spend_key`) is taken whole, or
+    refused without refusing the request: a cache hit needs only the request part."""
 
     buckets: tuple[Bucket, ...] = ()
     slots: tuple[tuple[str, int], ...] = ()
@@ -75,11 +79,14 @@ class Check:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """`refused`: "" (taken), "bucket:<i>", "slot:<i>", "budget", or "seed" (the spend
-    counter is not there yet). Per bucket: (remaining, ms until full); the spend."""
+    """`refused` (the request part), `upstream_refused` (the upstream part): "" when
+    taken, else "bucket:<i>", "slot:<i>", "budget", or "seed" (no spend counter yet),
+    each with its retry time. Per bucket: (remaining, ms until full); the spend."""
 
     refused: str
     retry_ms: float
+    upstream_refused: str
+    upstream_retry_ms: float
     buckets: tuple[tuple[int, float], ...]
     spend: float = 0.0
 
@@ -93,9 +100,11 @@ class Usage:
     member: str
     slots: tuple[str, ...] = ()
     slots_shared: bool = False  # taken in Redis (else in this process)
+    charged: bool = False  # its upstream part was taken: it may call upstream
     token_buckets: tuple[Bucket, ...] = ()  # each with the tokens reserved
     spend_key: str = ""
     charge_shared: bool = False
+    upstream_refusal: GatewayError | None = None  # raised if it needs upstream
     headers: Headers = field(default_factory=list)
     settled: bool = False
 
@@ -103,51 +112,52 @@ class Usage:
 # --- the shared state: one Lua script for checks, one for settling ---------------------
 
 # KEYS: buckets, then slots, then the spend key (when ARGV[3] >= 0).
-# ARGV: #buckets, #slots, budget (-1: none), member, lease ms, then per bucket its limit
-# and cost, then per slot its limit. Returns refused, retry ms, spend, then per bucket
-# remaining and ms until full.
+# ARGV: #buckets, #slots, budget (-1: none), member, lease ms, then per bucket its limit,
+# cost and part (1: upstream), then per slot its limit. Returns, comma-separated: refused,
+# retry ms, upstream refused, upstream retry ms, spend, then per bucket remaining and ms
+# until full.
 _CHECK = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local nb, ns, budget = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local refused, retry, spend = '', 0, 0
-local after, out = {}, {}
+local refused, retry, up_refused, up_retry, spend = '', 0, '', 0, 0
+local tats, afters, upstream = {}, {}, {}
 for i = 1, nb do
-  local limit, cost = tonumber(ARGV[4 + 2 * i]), tonumber(ARGV[5 + 2 * i])
-  local interval = 60000 / limit
+  local limit, cost = tonumber(ARGV[3 + 3 * i]), tonumber(ARGV[4 + 3 * i])
+  upstream[i] = ARGV[5 + 3 * i] == '1'
   local tat = math.max(tonumber(redis.call('GET', KEYS[i]) or '0'), now)
-  local new = tat + cost * interval
-  if cost > 0 and new - 60000 > now and refused == '' then
-    refused, retry = 'bucket:' .. i, new - 60000 - now
+  local after = tat + cost * 60000 / limit
+  tats[i], afters[i] = tat, after
+  if cost > 0 and after - 60000 > now then
+    if upstream[i] then
+      if up_refused == '' then up_refused, up_retry = 'bucket:' .. i, after - 60000 - now end
+    elseif refused == '' then
+      refused, retry = 'bucket:' .. i, after - 60000 - now
+    end
   end
-  after[i] = new
-  table.insert(out, tostring(math.floor((60000 - (tat - now)) / interval)))
-  table.insert(out, tostring(tat - now))
 end
 for i = 1, ns do
-  local key, limit = KEYS[nb + i], tonumber(ARGV[5 + 2 * nb + i])
+  local key, limit = KEYS[nb + i], tonumber(ARGV[5 + 3 * nb + i])
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
   if refused == '' and redis.call('ZCARD', key) >= limit then
     local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
     refused, retry = 'slot:' .. i, math.min(1000, tonumber(first[2]) - now)
   end
 end
-if budget >= 0 and refused == '' then
+if budget >= 0 and up_refused == '' then
   local stored = redis.call('GET', KEYS[nb + ns + 1])
   if not stored then
-    refused = 'seed'
+    up_refused = 'seed'
   else
     spend = tonumber(stored)
-    if spend >= budget then refused = 'budget' end
+    if spend >= budget then up_refused = 'budget' end
   end
 end
 if refused == '' then
   for i = 1, nb do
-    if after[i] > now then
-      redis.call('SET', KEYS[i], tostring(after[i]), 'PX', math.ceil(after[i] - now))
-      local interval = 60000 / tonumber(ARGV[4 + 2 * i])
-      out[2 * i - 1] = tostring(math.floor((60000 - (after[i] - now)) / interval))
-      out[2 * i] = tostring(after[i] - now)
+    if (not upstream[i] or up_refused == '') and afters[i] > tats[i] then
+      tats[i] = afters[i]
+      redis.call('SET', KEYS[i], tostring(tats[i]), 'PX', math.ceil(tats[i] - now))
     end
   end
   for i = 1, ns do
@@ -155,7 +165,13 @@ if refused == '' then
     redis.call('PEXPIRE', KEYS[nb + i], math.ceil(tonumber(ARGV[5])))
   end
 end
-return {refused, tostring(retry), tostring(spend), unpack(out)}
+local out = {refused, retry, up_refused, up_retry, spend}
+for i = 1, nb do
+  local interval = 60000 / tonumber(ARGV[3 + 3 * i])
+  table.insert(out, math.floor((60000 - (tats[i] - now)) / interval))
+  table.insert(out, tats[i] - now)
+end
+return table.concat(out, ',')
 """
 
 # KEYS: slots, then buckets, then the spend key. ARGV: #slots, #buckets, member, cost,
@@ -189,23 +205,34 @@ def _check_args(check: Check) -> tuple[list[str], list[Any]]:
     args: list[Any] = [len(check.buckets), len(check.slots)]
     args += [-1 if check.budget is None else check.budget, check.member, check.lease_ms]
     for b in check.buckets:
-        args += [b.limit, b.cost]
+        args += [b.limit, b.cost, int(b.upstream)]
     args += [limit for _, limit in check.slots]
     if check.budget is not None:
         keys.append(check.spend_key)
     return keys, args
 
 
-def _verdict(reply: list[Any]) -> Verdict:
-    values = [v.decode() if isinstance(v, bytes) else str(v) for v in reply]
-    numbers = [float(v) for v in values[3:]]
+def _verdict(reply: bytes) -> Verdict:
+    values = reply.decode().split(",")
+    numbers = [float(v) for v in values[5:]]
     pairs = tuple((int(numbers[i]), numbers[i + 1]) for i in range(0, len(numbers), 2))
-    return Verdict(values[0], float(values[1]), pairs, float(values[2]))
+    return Verdict(
+        values[0], float(values[1]), values[2], float(values[3]), pairs, float(values[4])
+    )
+
+
+class _LoopClient:
+    """An event loop's Redis client and the scripts, run by their SHA once loaded."""
+
+    def __init__(self, client: Any) -> None:
+        self.redis = client
+        self.check = client.register_script(_CHECK)
+        self.settle = client.register_script(_SETTLE)
 
 
 class _SharedState:
-    """The limits' state in Redis: an asyncio client per event loop for checks (the hot
-    path), the cache's Redis client on its I/O threads for settling."""
+    """The limits' state in Redis, through an asyncio client per event loop (the
+    cache's Redis client on its I/O threads settles for code outside an event loop)."""
 
     FAILURES, COOLDOWN_S = 3, 10.0
 
@@ -214,6 +241,7 @@ class _SharedState:
             weakref.WeakKeyDictionary()
         )
         self._failures, self._open_until = 0, 0.0
+        self._settling: set[asyncio.Task[None]] = set()
 
     @property
     def available(self) -> bool:
@@ -226,7 +254,7 @@ class _SharedState:
         try:
             keys, args = _check_args(check)
             async with asyncio.timeout(REDIS_WAIT_S):
-                reply = await self._client()[1](keys=keys, args=args)
+                reply = await self._client().check(keys=keys, args=args)
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed(exc)
             return None
@@ -236,30 +264,51 @@ class _SharedState:
     async def seed(self, spend_key: str, spend: float, ttl_s: float) -> None:
         try:
             async with asyncio.timeout(REDIS_WAIT_S):
-                await self._client()[0].set(spend_key, repr(spend), nx=True, px=int(ttl_s * 1000))
+                await self._client().redis.set(
+                    spend_key, repr(spend), nx=True, px=int(ttl_s * 1000)
+                )
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed(exc)
 
     def settle(self, keys: list[str], args: list[Any]) -> None:
-        layers.tiers().l2.run(lambda client: client.eval(_SETTLE, len(keys), *keys, *args))
+        """Settle from this thread's event loop, without waiting for it; from code outside
+        one, on the cache's I/O threads."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            run = lambda client: client.eval(_SETTLE, len(keys), *keys, *args)  # noqa: E731
+            cache_service.submit_io(layers.tiers().l2.run, run)
+            return
+        task = loop.create_task(self._settle(keys, args))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
 
-    def close(self) -> None:
-        """Forget this loop's client (its loop is ending: asyncio.run in workers)."""
+    async def close(self) -> None:
+        """Finish this loop's settling and forget its client (the loop is ending:
+        asyncio.run in workers)."""
         loop = asyncio.get_running_loop()
+        await asyncio.gather(*(t for t in self._settling if t.get_loop() is loop))
         self._clients.pop(loop, None)
 
-    def _client(self) -> tuple[Any, Any]:
-        """This event loop's client and its check script."""
+    async def _settle(self, keys: list[str], args: list[Any]) -> None:
+        try:
+            async with asyncio.timeout(REDIS_WAIT_S):
+                await self._client().settle(keys=keys, args=args)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed(exc)
+
+    def _client(self) -> "_LoopClient":
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
-            redis_client = redis.asyncio.Redis.from_url(
-                settings.REDIS_URL,
-                socket_timeout=1,
-                socket_connect_timeout=REDIS_WAIT_S,
-                retry=Retry(NoBackoff(), 0),  # the breaker decides when to try again
+            client = self._clients[loop] = _LoopClient(
+                redis.asyncio.Redis.from_url(
+                    settings.REDIS_URL,
+                    socket_timeout=1,
+                    socket_connect_timeout=REDIS_WAIT_S,
+                    retry=Retry(NoBackoff(), 0),  # the breaker decides when to try again
+                )
             )
-            client = self._clients[loop] = (redis_client, redis_client.register_script(_CHECK))
         return client
 
     def _failed(self, exc: BaseException) -> None:
@@ -282,15 +331,18 @@ class _LocalState:
     def check(self, check: Check) -> Verdict:
         now = time.time() * 1000
         with self._lock:
-            refused, retry, out, after = "", 0.0, [], []
+            refused, retry, up_refused, up_retry = "", 0.0, "", 0.0
+            tats, afters = [], []
             for i, b in enumerate(check.buckets, 1):
-                interval = WINDOW_MS / b.limit
                 tat = max(self._tats.get(b.key, 0.0), now)
-                new = tat + b.cost * interval
-                if b.cost > 0 and new - WINDOW_MS > now and not refused:
-                    refused, retry = f"bucket:{i}", new - WINDOW_MS - now
-                after.append((b.key, new, interval))
-                out.append((math.floor((WINDOW_MS - (tat - now)) / interval), tat - now))
+                after = tat + b.cost * WINDOW_MS / b.limit
+                tats.append(tat)
+                afters.append(after)
+                if b.cost > 0 and after - WINDOW_MS > now:
+                    if b.upstream and not up_refused:
+                        up_refused, up_retry = f"bucket:{i}", after - WINDOW_MS - now
+                    elif not b.upstream and not refused:
+                        refused, retry = f"bucket:{i}", after - WINDOW_MS - now
             for i, (key, limit) in enumerate(check.slots, 1):
                 held = self._slots.setdefault(key, {})
                 for member in [m for m, until in held.items() if until <= now]:
@@ -298,21 +350,24 @@ class _LocalState:
                 if not refused and len(held) >= limit:
                     refused, retry = f"slot:{i}", min(1000.0, min(held.values()) - now)
             spend = 0.0
-            if check.budget is not None and not refused:
+            if check.budget is not None and not up_refused:
                 stored = self._spend.get(check.spend_key)
                 if stored is None or stored[1] <= now:
-                    refused = "seed"
+                    up_refused = "seed"
                 else:
                     spend = stored[0]
-                    refused = "budget" if spend >= check.budget else ""
-            if refused:
-                return Verdict(refused, retry, tuple(out), spend)
-            for at, (key, new, interval) in enumerate(after):
-                self._tats[key] = new
-                out[at] = (math.floor((WINDOW_MS - (new - now)) / interval), new - now)
-            for key, _ in check.slots:
-                self._slots[key][check.member] = now + check.lease_ms
-            return Verdict("", 0.0, tuple(out), spend)
+                    up_refused = "budget" if spend >= check.budget else ""
+            if not refused:
+                for at, b in enumerate(check.buckets):
+                    if (not b.upstream or not up_refused) and afters[at] > tats[at]:
+                        tats[at] = self._tats[b.key] = afters[at]
+                for key, _ in check.slots:
+                    self._slots[key][check.member] = now + check.lease_ms
+            states = tuple(
+                (math.floor((WINDOW_MS - (tat - now)) * b.limit / WINDOW_MS), tat - now)
+                for b, tat in zip(check.buckets, tats, strict=True)
+            )
+            return Verdict(refused, retry, up_refused, up_retry, states, spend)
 
     def seed(self, spend_key: str, spend: float, ttl_s: float) -> None:
         with self._lock:
@@ -343,26 +398,33 @@ local = _LocalState()
 # --- the steps a request takes ----------------------------------------------------------
 
 
-async def admit(key: KeyConfig, model: str, member: str, lease_s: float) -> Usage | None:
-    """Admit a request of `key` for `model` (GatewayError 429 when over a rate or at its
-    requests at once); None when the key has no limits. `lease_s`: how long its slot may
-    be held at most (the route's worst case)."""
+async def admit(
+    key: KeyConfig, model: str, chat: ChatRequest, member: str, lease_s: float,
+) -> Usage | None:  # fmt: skip
+    """Admit a request of `key` for `model`, in one step: GatewayError 429 when it is over
+    a rate or at its requests at once; its tokens reserved and its budget checked for the
+    upstream call it may make (refused only if it makes one). None when the key has no
+    limits. `lease_s`: how long its slot may be held at most (the route's worst case)."""
     limits = key.limits
     if limits is None:
         return None
     rates, model_rates = limits.rates, limits.for_model(model)
-    request_buckets = [
+    request_buckets = tuple(
         Bucket(_key(key, scope, "rpm"), rate.rpm, 1)
         for scope, rate in (("", rates), (model, model_rates))
         if rate.rpm
-    ]
-    token_buckets = _token_buckets(key, model, limits, 0)
+    )
+    token_buckets = _token_buckets(key, model, limits, estimate_tokens(chat))
     slots = tuple(
         (_key(key, scope, "parallel"), rate.max_parallel)
         for scope, rate in (("", rates), (model, model_rates))
         if rate.max_parallel
     )
-    check = Check((*request_buckets, *token_buckets), slots, member, lease_s * 1000)
+    spend_key, _ = _spend_key(key, limits, timezone.now())
+    check = Check(
+        (*request_buckets, *token_buckets), slots, member, lease_s * 1000,
+        spend_key, limits.budget_usd,
+    )  # fmt: skip
     verdict, is_shared = await _decide(check)
     usage = Usage(key, model, member, slots=tuple(k for k, _ in slots), slots_shared=is_shared)
     usage.headers = _headers(
@@ -370,7 +432,12 @@ async def admit(key: KeyConfig, model: str, member: str, lease_s: float) -> Usag
         token_buckets, verdict.buckets[len(request_buckets) :],
     )  # fmt: skip
     if verdict.refused:
-        raise _refusal(key, model, check, verdict, usage.headers)
+        raise _refusal(key, model, check, verdict, usage.headers, upstream=False)
+    if not verdict.upstream_refused:
+        usage.charged, usage.charge_shared = True, is_shared
+        usage.token_buckets, usage.spend_key = token_buckets, spend_key
+    elif verdict.upstream_refused != "seed":  # (seeded when it calls upstream: charge())
+        usage.upstream_refusal = _refusal(key, model, check, verdict, [], upstream=True)
     return usage
 
 
@@ -378,36 +445,40 @@ async def charge(
     usage: Usage | None, key: KeyConfig, model: str, chat: ChatRequest, member: str,
     now: datetime | None = None,
 ) -> Usage | None:  # fmt: skip
-    """Before calling upstream: reserve the request's estimated tokens and check the
-    budget (GatewayError 429). Returns the usage to settle (None: the key has no limits)."""
+    """Before calling upstream: the upstream part of the limits (tokens, the budget), as
+    admitted, else checked now (async jobs, warming; a spend counter to seed first).
+    GatewayError 429 when over; returns the usage to settle (None: no limits)."""
     limits = key.limits
     if limits is None:
         return usage
-    usage = usage or Usage(key, model, member)
-    estimate = estimate_tokens(chat)
-    buckets = _token_buckets(key, model, limits, estimate)
-    spend_key, ttl_s = _spend_key(key, limits, now or timezone.now())
-    if not buckets and limits.budget_usd is None:
+    if usage is not None and usage.upstream_refusal is not None:
+        raise usage.upstream_refusal
+    if usage is not None and usage.charged:
         return usage
+    usage = usage or Usage(key, model, member)
+    buckets = _token_buckets(key, model, limits, estimate_tokens(chat))
+    spend_key, ttl_s = _spend_key(key, limits, now or timezone.now())
     check = Check(buckets, spend_key=spend_key, budget=limits.budget_usd)
     verdict, is_shared = await _decide(check)
-    if verdict.refused == "seed":
+    if verdict.upstream_refused == "seed":
         spend = await _period_spend(key, limits, now or timezone.now())
         if spend is not None:
             await (shared.seed if is_shared else _local_seed)(spend_key, spend, ttl_s)
             verdict, is_shared = await _decide(check)
-        if spend is None or verdict.refused == "seed":  # the spend is unknown: not held back
+        if spend is None or verdict.upstream_refused == "seed":  # unknown spend: not held back
             verdict, is_shared = await _decide(Check(buckets))
-    if verdict.refused:
-        raise _refusal(key, model, check, verdict, [], now=now)  # sent with the admission's
-    usage.token_buckets, usage.spend_key, usage.charge_shared = buckets, spend_key, is_shared
+    if verdict.upstream_refused:
+        # (its x-ratelimit headers went with the admission's)
+        raise _refusal(key, model, check, verdict, [], upstream=True, now=now)
+    usage.charged, usage.charge_shared = True, is_shared
+    usage.token_buckets, usage.spend_key = buckets, spend_key
     return usage
 
 
 def settle(usage: Usage | None, tokens: int, cost_usd: float) -> None:
     """The request ended having used `tokens` and cost `cost_usd`: release its slot,
     correct its token reservation, add its cost to the spend, where each was taken (Redis
-    or this process). Off the event loop."""
+    or this process), without waiting for Redis."""
     if usage is None or usage.settled:
         return
     usage.settled = True
@@ -427,7 +498,7 @@ def settle(usage: Usage | None, tokens: int, cost_usd: float) -> None:
         args: list[Any] = [len(slots), len(buckets), usage.member, cost_usd]
         for b in buckets:
             args += [b.limit, b.cost - tokens]
-        cache_service.submit_io(shared.settle, keys, args)
+        shared.settle(keys, args)
 
 
 def estimate_tokens(chat: ChatRequest) -> int:
@@ -443,7 +514,7 @@ def estimate_tokens(chat: ChatRequest) -> int:
 
 async def close() -> None:
     """Before an event loop ends (workers run each job in one of its own)."""
-    shared.close()
+    await shared.close()
 
 
 # --- helpers ----------------------------------------------------------------------------
@@ -459,7 +530,9 @@ def _token_buckets(
 ) -> tuple[Bucket, ...]:
     rates: list[tuple[str, RateLimits]] = [("", limits.rates), (model, limits.for_model(model))]
     return tuple(
-        Bucket(_key(key, scope, "tpm"), rate.tpm, cost) for scope, rate in rates if rate.tpm
+        Bucket(_key(key, scope, "tpm"), rate.tpm, cost, upstream=True)
+        for scope, rate in rates
+        if rate.tpm
     )
 
 
@@ -499,7 +572,7 @@ async def _period_spend(key: KeyConfig, limits: KeyLimits, now: datetime) -> flo
 
 
 def _headers(
-    request_buckets: list[Bucket],
+    request_buckets: tuple[Bucket, ...],
     request_state: tuple[tuple[int, float], ...],
     token_buckets: tuple[Bucket, ...],
     token_state: tuple[tuple[int, float], ...],
@@ -533,11 +606,17 @@ def duration(ms: float) -> str:
 
 
 def _refusal(
-    key: KeyConfig, model: str, check: Check, verdict: Verdict, headers: Headers,
-    now: datetime | None = None,
+    key: KeyConfig, model: str, check: Check, verdict: Verdict, headers: Headers, *,
+    upstream: bool, now: datetime | None = None,
 ) -> GatewayError:  # fmt: skip
+    """The error for the refused part of `verdict` (`upstream`: the upstream part)."""
     who = f"service key '{key.name}'"
-    kind, _, index = verdict.refused.partition(":")
+    refused, retry_ms = (
+        (verdict.upstream_refused, verdict.upstream_retry_ms)
+        if upstream
+        else (verdict.refused, verdict.retry_ms)
+    )
+    kind, _, index = refused.partition(":")
     if kind == "budget":
         limits = key.limits
         assert limits is not None and limits.budget_usd is not None
@@ -553,7 +632,7 @@ def _refusal(
             f"spent of ${limits.budget_usd:,.6g}. {when}",
             headers=headers,
         )
-    retry_s = max(verdict.retry_ms, 1.0) / 1000
+    retry_s = max(retry_ms, 1.0) / 1000
     if kind == "slot":
         _, limit = check.slots[int(index) - 1]
         return GatewayError(
@@ -576,7 +655,7 @@ def _refusal(
         "rate_limit_exceeded",
         f"Rate limit reached for {who}{scope} on {what}: Limit {bucket.limit}"
         + (f", Requested {bucket.cost:g}" if what.startswith("tokens") else "")
-        + f". Please try again in {duration(verdict.retry_ms)}.",
+        + f". Please try again in {duration(retry_ms)}.",
         retry_after_s=retry_s,
         error_type="tokens" if what.startswith("tokens") else "requests",
         headers=headers,
@@ -620,7 +699,7 @@ async def key_info(key: KeyConfig, now: datetime | None = None) -> dict[str, Any
         }  # fmt: skip
     if limits.budget_usd is not None:
         spent: float | None = verdict.spend
-        if verdict.refused == "seed":
+        if verdict.upstream_refused == "seed":
             spent = await _period_spend(key, limits, now)  # None: the database is away
         start, resets = period_bounds(limits.budget_period, now)
         info["budget"] = {

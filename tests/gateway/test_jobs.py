@@ -139,8 +139,8 @@ def test_an_async_job_with_bad_cache_controls_is_refused_at_once_with_a_record(
     assert record_for(reply.headers["x-request-id"]).status_code == 400
 
 
-def test_a_job_of_a_key_over_its_budget_ends_failed_with_insufficient_quota(
-    gateway: Process, model_with: ModelFactory, celery_worker: None
+def test_a_job_of_a_key_over_its_budget_is_refused_when_submitted(
+    gateway: Process, model_with: ModelFactory
 ) -> None:
     model = model_with("")
     client = wait_for_key(gateway, make_client("spent", budget_usd="0.01", budget_period="total"))
@@ -148,8 +148,12 @@ def test_a_job_of_a_key_over_its_budget_ends_failed_with_insufficient_quota(
     KeySpend.objects.create(
         service_key_id=client.key_id, bucket_s=86400, bucket_start=today, cost_usd=0.01
     )
-    job_id, _ = submit(gateway, client, model)
+    body = {"model": model, "messages": [{"role": "user", "content": "later"}]}
+    http(f"{gateway.url}/v1/chat/completions", method="POST", key=client.key, body=body)  # seeds
 
-    view = wait_for_job(gateway, client, job_id, "failed")
-    assert view["status_code"] == 429 and view["error"]["code"] == "insufficient_quota"
-    assert "total budget" in view["error"]["message"]
+    reply = http(f"{gateway.url}/v1/chat/completions", method="POST", key=client.key,
+                 headers={"X-BeastMode-Async": "true"}, body=body)  # fmt: skip
+    assert reply.status == 429, reply.body
+    error = reply.json()["error"]
+    assert error["code"] == "insufficient_quota" and "total budget" in error["message"]
+    assert not AsyncJob.objects.filter(service_key_id=client.key_id).exists()
