@@ -16,13 +16,15 @@ seeded from it.
 """
 
 import asyncio
+import functools
 import logging
 import math
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio
@@ -89,6 +91,7 @@ class Verdict:
     upstream_retry_ms: float
     buckets: tuple[tuple[int, float], ...]
     spend: float = 0.0
+    slots_held: tuple[int, ...] = ()
 
 
 @dataclass(slots=True)
@@ -107,6 +110,8 @@ class Usage:
     upstream_refusal: GatewayError | None = None  # raised if it needs upstream
     headers: Headers = field(default_factory=list)
     settled: bool = False
+    # Admitted on this process's view, far from every limit: Redis takes its part meanwhile.
+    pending: "asyncio.Task[Verdict | None] | None" = None
 
 
 # --- the shared state: one Lua script for checks, one for settling ---------------------
@@ -114,8 +119,8 @@ class Usage:
 # KEYS: buckets, then slots, then the spend key (when ARGV[3] >= 0).
 # ARGV: #buckets, #slots, budget (-1: none), member, lease ms, then per bucket its limit,
 # cost and part (1: upstream), then per slot its limit. Returns, comma-separated: refused,
-# retry ms, upstream refused, upstream retry ms, spend, then per bucket remaining and ms
-# until full.
+# retry ms, upstream refused, upstream retry ms, spend, #buckets, then per bucket remaining
+# and ms until full, then per slot the requests holding one.
 _CHECK = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
@@ -165,12 +170,13 @@ if refused == '' then
     redis.call('PEXPIRE', KEYS[nb + i], math.ceil(tonumber(ARGV[5])))
   end
 end
-local out = {refused, retry, up_refused, up_retry, spend}
+local out = {refused, retry, up_refused, up_retry, spend, nb}
 for i = 1, nb do
   local interval = 60000 / tonumber(ARGV[3 + 3 * i])
   table.insert(out, math.floor((60000 - (tats[i] - now)) / interval))
   table.insert(out, tats[i] - now)
 end
+for i = 1, ns do table.insert(out, redis.call('ZCARD', KEYS[nb + i])) end
 return table.concat(out, ',')
 """
 
@@ -214,10 +220,12 @@ def _check_args(check: Check) -> tuple[list[str], list[Any]]:
 
 def _verdict(reply: bytes) -> Verdict:
     values = reply.decode().split(",")
-    numbers = [float(v) for v in values[5:]]
+    end = 6 + 2 * int(values[5])
+    numbers = [float(v) for v in values[6:end]]
     pairs = tuple((int(numbers[i]), numbers[i + 1]) for i in range(0, len(numbers), 2))
+    held = tuple(int(v) for v in values[end:])
     return Verdict(
-        values[0], float(values[1]), values[2], float(values[3]), pairs, float(values[4])
+        values[0], float(values[1]), values[2], float(values[3]), pairs, float(values[4]), held
     )
 
 
@@ -280,6 +288,20 @@ class _SharedState:
             cache_service.submit_io(layers.tiers().l2.run, run)
             return
         task = loop.create_task(self._settle(keys, args))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    def settle_after(
+        self,
+        admission: "asyncio.Task[Verdict | None]",
+        settling: "Callable[[Verdict | None], tuple[list[str], list[Any]]]",
+    ) -> None:
+        """Settle once `admission` has been taken in Redis (on its event loop)."""
+
+        async def after() -> None:
+            await self._settle(*settling(await admission))
+
+        task = admission.get_loop().create_task(after())
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
 
@@ -367,7 +389,8 @@ class _LocalState:
                 (math.floor((WINDOW_MS - (tat - now)) * b.limit / WINDOW_MS), tat - now)
                 for b, tat in zip(check.buckets, tats, strict=True)
             )
-            return Verdict(refused, retry, up_refused, up_retry, states, spend)
+            in_use = tuple(len(self._slots[key]) for key, _ in check.slots)
+            return Verdict(refused, retry, up_refused, up_retry, states, spend, in_use)
 
     def seed(self, spend_key: str, spend: float, ttl_s: float) -> None:
         with self._lock:
@@ -420,12 +443,16 @@ async def admit(
         for scope, rate in (("", rates), (model, model_rates))
         if rate.max_parallel
     )
-    spend_key, _ = _spend_key(key, limits, timezone.now())
+    spend_key = _spend_key(key, limits, None)[0] if limits.budget_usd is not None else ""
     check = Check(
         (*request_buckets, *token_buckets), slots, member, lease_s * 1000,
         spend_key, limits.budget_usd,
     )  # fmt: skip
+    if (far := views.far_from_limits(check)) is not None:
+        return _admitted_on_view(key, model, check, far, request_buckets, token_buckets)
     verdict, is_shared = await _decide(check)
+    if is_shared:
+        views.saw(check, verdict)
     usage = Usage(key, model, member, slots=tuple(k for k, _ in slots), slots_shared=is_shared)
     usage.headers = _headers(
         request_buckets, verdict.buckets[: len(request_buckets)],
@@ -438,6 +465,104 @@ async def admit(
         usage.token_buckets, usage.spend_key = token_buckets, spend_key
     elif verdict.upstream_refused != "seed":  # (seeded when it calls upstream: charge())
         usage.upstream_refusal = _refusal(key, model, check, verdict, [], upstream=True)
+    return usage
+
+
+@dataclass(slots=True)
+class _View:
+    at: float  # monotonic, when Redis gave `verdict`
+    verdict: Verdict
+    overrun_base: tuple[float, ...]  # _Views.overruns of its buckets then
+    taken: int = 0  # requests this process admitted on it since
+    tokens: float = 0.0  # and the tokens they reserved
+
+
+class _Views:
+    """What Redis last said of each set of limits, and what this process took since: a
+    request far from every limit (FAR_SHARE of each left, FAR_REQUESTS requests and
+    slots at least, and a view at most VIEW_MAX_AGE_S old) is admitted at once, while
+    Redis takes its part; near a limit every request waits for Redis."""
+
+    FAR_SHARE, FAR_REQUESTS, VIEW_MAX_AGE_S, MAX_VIEWS = 0.2, 5, 1.0, 10_000
+
+    def __init__(self) -> None:
+        self._views: dict[tuple[str, ...], _View] = {}
+        # Per token bucket, the tokens this process's requests used beyond their estimates
+        # (a running total: a view subtracts what was added since it was taken).
+        self._overruns: dict[str, float] = {}
+
+    def overran(self, bucket_key: str, tokens: float) -> None:
+        self._overruns[bucket_key] = self._overruns.get(bucket_key, 0.0) + tokens
+
+    def saw(self, check: Check, verdict: Verdict) -> None:
+        if len(self._views) >= self.MAX_VIEWS:
+            self._views.clear()
+        base = tuple(self._overruns.get(b.key, 0.0) for b in check.buckets)
+        self._views[_shape(check)] = _View(time.monotonic(), verdict, base)
+
+    def far_from_limits(self, check: Check) -> Verdict | None:
+        """The view projected past this request when it is far from every limit (and
+        counted as taken), else None."""
+        view = self._views.get(_shape(check))
+        if view is None or not shared.available:
+            return None
+        verdict = view.verdict
+        if (
+            time.monotonic() - view.at > self.VIEW_MAX_AGE_S
+            or verdict.refused
+            or verdict.upstream_refused
+        ):
+            return None
+        states = []
+        for b, (remaining, reset_ms), base in zip(
+            check.buckets, verdict.buckets, view.overrun_base, strict=True
+        ):
+            if b.upstream:
+                left = remaining - view.tokens - b.cost - (self._overruns.get(b.key, 0.0) - base)
+            else:
+                left = remaining - view.taken - b.cost
+            if left < max(self.FAR_SHARE * b.limit, 0 if b.upstream else self.FAR_REQUESTS):
+                return None
+            states.append((int(left), reset_ms))
+        for (_, limit), held in zip(check.slots, verdict.slots_held, strict=True):
+            if limit - held - view.taken - 1 < max(self.FAR_SHARE * limit, self.FAR_REQUESTS):
+                return None
+        if check.budget is not None and verdict.spend > (1 - self.FAR_SHARE) * check.budget:
+            return None
+        view.taken += 1
+        view.tokens += max((b.cost for b in check.buckets if b.upstream), default=0.0)
+        return Verdict("", 0.0, "", 0.0, tuple(states), verdict.spend, verdict.slots_held)
+
+
+def _shape(check: Check) -> tuple[str, ...]:
+    return (*(b.key for b in check.buckets), *(key for key, _ in check.slots), check.spend_key)
+
+
+views = _Views()
+
+
+def _admitted_on_view(
+    key: KeyConfig, model: str, check: Check, projected: Verdict,
+    request_buckets: tuple[Bucket, ...], token_buckets: tuple[Bucket, ...],
+) -> Usage:  # fmt: skip
+    """A request admitted far from its limits: Redis takes its part meanwhile (a task the
+    settling waits for), and its verdict renews the view."""
+
+    async def take() -> Verdict | None:
+        verdict = await shared.check(check)
+        if verdict is not None:
+            views.saw(check, verdict)
+        return verdict
+
+    usage = Usage(
+        key, model, check.member, slots=tuple(k for k, _ in check.slots), slots_shared=True,
+        charged=True, token_buckets=token_buckets, spend_key=check.spend_key,
+        charge_shared=True, pending=asyncio.get_running_loop().create_task(take()),
+    )  # fmt: skip
+    usage.headers = _headers(
+        request_buckets, projected.buckets[: len(request_buckets)],
+        token_buckets, projected.buckets[len(request_buckets) :],
+    )  # fmt: skip
     return usage
 
 
@@ -457,7 +582,7 @@ async def charge(
         return usage
     usage = usage or Usage(key, model, member)
     buckets = _token_buckets(key, model, limits, estimate_tokens(chat))
-    spend_key, ttl_s = _spend_key(key, limits, now or timezone.now())
+    spend_key, ttl_s = _spend_key(key, limits, now)
     check = Check(buckets, spend_key=spend_key, budget=limits.budget_usd)
     verdict, is_shared = await _decide(check)
     if verdict.upstream_refused == "seed":
@@ -482,6 +607,14 @@ def settle(usage: Usage | None, tokens: int, cost_usd: float) -> None:
     if usage is None or usage.settled:
         return
     usage.settled = True
+    for b in usage.token_buckets:
+        if tokens > b.cost:
+            views.overran(b.key, tokens - b.cost)
+    if usage.pending is not None:
+        shared.settle_after(
+            usage.pending, lambda verdict: _settle_args(usage, verdict, tokens, cost_usd)
+        )
+        return
     slots = usage.slots if usage.slots_shared else ()
     buckets, spend_key = (usage.token_buckets, usage.spend_key) if usage.charge_shared else ((), "")
     if not (usage.slots_shared and usage.charge_shared):
@@ -499,6 +632,21 @@ def settle(usage: Usage | None, tokens: int, cost_usd: float) -> None:
         for b in buckets:
             args += [b.limit, b.cost - tokens]
         shared.settle(keys, args)
+
+
+def _settle_args(
+    usage: Usage, verdict: Verdict | None, tokens: int, cost_usd: float
+) -> tuple[list[str], list[Any]]:
+    """Settling a request admitted on the view, by what Redis took of it: nothing when it
+    refused (the request had begun: its cost still counts), the request part, or both."""
+    took_request = verdict is not None and not verdict.refused
+    took_upstream = took_request and verdict is not None and not verdict.upstream_refused
+    slots = usage.slots if took_request else ()
+    keys = [*slots, *(b.key for b in usage.token_buckets), *filter(None, [usage.spend_key])]
+    args: list[Any] = [len(slots), len(usage.token_buckets), usage.member, cost_usd]
+    for b in usage.token_buckets:
+        args += [b.limit, (b.cost if took_upstream else 0) - tokens]
+    return keys, args
 
 
 def estimate_tokens(chat: ChatRequest) -> int:
@@ -521,8 +669,13 @@ async def close() -> None:
 
 
 def _key(key: KeyConfig, model: str, name: str) -> str:
+    return _key_name(key.id, key.key_hash_prefix, model, name)
+
+
+@functools.lru_cache(maxsize=16384)
+def _key_name(key_id: int, hash_prefix: str, model: str, name: str) -> str:
     scope = f"m:{model}:" if model else ""
-    return f"{PREFIX}{key.id}:{key.key_hash_prefix}:{scope}{name}"
+    return f"{PREFIX}{key_id}:{hash_prefix}:{scope}{name}"
 
 
 def _token_buckets(
@@ -536,13 +689,24 @@ def _token_buckets(
     )
 
 
-def _spend_key(key: KeyConfig, limits: KeyLimits, now: datetime) -> tuple[str, float]:
-    start, end = period_bounds(limits.budget_period, now)
-    ttl_s = (end - now).total_seconds() + 3600 if end else TOTAL_SPEND_TTL_S
-    return (
-        f"{PREFIX}{key.id}:{key.key_hash_prefix}:spend:{limits.budget_period}:{start.date()}",
-        ttl_s,
+def _spend_key(key: KeyConfig, limits: KeyLimits, now: datetime | None) -> tuple[str, float]:
+    """The spend counter of the key's budget period holding `now` (None: now), and how
+    long it is kept."""
+    moment = time.time() if now is None else now.timestamp()
+    name, end = _period_counter(
+        key.id, key.key_hash_prefix, limits.budget_period, int(moment // 86400)
     )
+    return name, (end - moment + 3600 if end is not None else TOTAL_SPEND_TTL_S)
+
+
+@functools.lru_cache(maxsize=16384)
+def _period_counter(
+    key_id: int, hash_prefix: str, period: str, day: int
+) -> tuple[str, float | None]:
+    """Periods start at a UTC midnight: the counter's name and end depend on the day only."""
+    start, end = period_bounds(period, datetime.fromtimestamp(day * 86400, UTC))
+    name = f"{PREFIX}{key_id}:{hash_prefix}:spend:{period}:{start.date()}"
+    return name, end.timestamp() if end is not None else None
 
 
 async def _decide(check: Check) -> tuple[Verdict, bool]:

@@ -215,6 +215,29 @@ def test_two_gateways_share_one_limit(gateway: Process, model_with: ModelFactory
         stop_process(second)
 
 
+@pytest.mark.django_db(transaction=True)
+def test_far_from_the_limit_requests_go_at_once_and_the_limit_still_holds_exactly(
+    gateway: Process, model_with: ModelFactory
+) -> None:
+    """Far from its limits a node admits on its view of Redis (no wait); near them it
+    waits for Redis: two nodes in turn still get exactly the limit."""
+    model = model_with("")
+    second = start_gateway("second-view")
+    try:
+        client = limited(gateway, "many", rpm=40, max_parallel=10)
+        wait_for_key(second, client)
+        nodes = [sdk(gateway, client), sdk(second, client)]
+        remaining = [
+            int(ask(nodes[turn % 2], model, f"q{turn}").headers["x-ratelimit-remaining-requests"])
+            for turn in range(40)
+        ]
+        assert remaining[0] == 39 and remaining[-1] == 0
+        for api in nodes:
+            assert isinstance(refusal(api, model, "one too many"), openai.RateLimitError)
+    finally:
+        stop_process(second)
+
+
 @pytest.fixture
 def gateways_on_a_redis_that_dies() -> Iterator[tuple[Any, Process, Process]]:
     """A Redis of their own, and two gateways on it: one failing open, one closed."""
