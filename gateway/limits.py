@@ -22,7 +22,6 @@ import math
 import threading
 import time
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -32,7 +31,7 @@ from django.conf import settings
 from django.utils import timezone
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from beastmode.lib.chat_request import ChatRequest
 from beastmode.lib.errors import GatewayError
@@ -48,6 +47,7 @@ Headers = list[tuple[bytes, bytes]]
 
 WINDOW_MS = 60_000.0
 PREFIX = "bm:limit:"
+BATCH_S = 0.005  # what is taken and given back in this time goes to Redis in one pipeline
 REDIS_WAIT_S = 0.25  # longer, and Redis counts as away (a breaker then skips it a while)
 SPEND_DB_WAIT_S = 0.25  # reading a period's spend from KeySpend to seed its counter
 TOTAL_SPEND_TTL_S = 30 * 86400  # a `total` budget's counter is seeded again after this
@@ -110,30 +110,30 @@ class Usage:
     upstream_refusal: GatewayError | None = None  # raised if it needs upstream
     headers: Headers = field(default_factory=list)
     settled: bool = False
-    # Admitted on this process's view, far from every limit: Redis takes its part meanwhile.
-    pending: "asyncio.Task[Verdict | None] | None" = None
 
 
 # --- the shared state: one Lua script for checks, one for settling ---------------------
 
 # KEYS: buckets, then slots, then the spend key (when ARGV[3] >= 0).
-# ARGV: #buckets, #slots, budget (-1: none), member, lease ms, then per bucket its limit,
-# cost and part (1: upstream), then per slot its limit. Returns, comma-separated: refused,
-# retry ms, upstream refused, upstream retry ms, spend, #buckets, then per bucket remaining
-# and ms until full, then per slot the requests holding one.
+# ARGV: #buckets, #slots, budget (-1: none), member, lease ms, force (1: take all, refuse
+# nothing), then per bucket its limit, cost and part (1: upstream), then per slot its
+# limit. Returns, comma-separated: refused, retry ms, upstream refused, upstream retry ms,
+# spend, #buckets, then per bucket remaining and ms until full, then per slot the requests
+# holding one.
 _CHECK = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local nb, ns, budget = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local force = ARGV[6] == '1'
 local refused, retry, up_refused, up_retry, spend = '', 0, '', 0, 0
 local tats, afters, upstream = {}, {}, {}
 for i = 1, nb do
-  local limit, cost = tonumber(ARGV[3 + 3 * i]), tonumber(ARGV[4 + 3 * i])
-  upstream[i] = ARGV[5 + 3 * i] == '1'
+  local limit, cost = tonumber(ARGV[4 + 3 * i]), tonumber(ARGV[5 + 3 * i])
+  upstream[i] = ARGV[6 + 3 * i] == '1'
   local tat = math.max(tonumber(redis.call('GET', KEYS[i]) or '0'), now)
   local after = tat + cost * 60000 / limit
   tats[i], afters[i] = tat, after
-  if cost > 0 and after - 60000 > now then
+  if cost > 0 and after - 60000 > now and not force then
     if upstream[i] then
       if up_refused == '' then up_refused, up_retry = 'bucket:' .. i, after - 60000 - now end
     elseif refused == '' then
@@ -142,9 +142,9 @@ for i = 1, nb do
   end
 end
 for i = 1, ns do
-  local key, limit = KEYS[nb + i], tonumber(ARGV[5 + 3 * nb + i])
+  local key, limit = KEYS[nb + i], tonumber(ARGV[6 + 3 * nb + i])
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-  if refused == '' and redis.call('ZCARD', key) >= limit then
+  if refused == '' and not force and redis.call('ZCARD', key) >= limit then
     local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
     refused, retry = 'slot:' .. i, math.min(1000, tonumber(first[2]) - now)
   end
@@ -152,10 +152,10 @@ end
 if budget >= 0 and up_refused == '' then
   local stored = redis.call('GET', KEYS[nb + ns + 1])
   if not stored then
-    up_refused = 'seed'
+    if not force then up_refused = 'seed' end
   else
     spend = tonumber(stored)
-    if spend >= budget then up_refused = 'budget' end
+    if spend >= budget and not force then up_refused = 'budget' end
   end
 end
 if refused == '' then
@@ -172,7 +172,7 @@ if refused == '' then
 end
 local out = {refused, retry, up_refused, up_retry, spend, nb}
 for i = 1, nb do
-  local interval = 60000 / tonumber(ARGV[3 + 3 * i])
+  local interval = 60000 / tonumber(ARGV[4 + 3 * i])
   table.insert(out, math.floor((60000 - (tats[i] - now)) / interval))
   table.insert(out, tats[i] - now)
 end
@@ -206,10 +206,11 @@ return 1
 """
 
 
-def _check_args(check: Check) -> tuple[list[str], list[Any]]:
+def _check_args(check: Check, *, force: bool = False) -> tuple[list[str], list[Any]]:
     keys = [b.key for b in check.buckets] + [key for key, _ in check.slots]
     args: list[Any] = [len(check.buckets), len(check.slots)]
     args += [-1 if check.budget is None else check.budget, check.member, check.lease_ms]
+    args.append(int(force))
     for b in check.buckets:
         args += [b.limit, b.cost, int(b.upstream)]
     args += [limit for _, limit in check.slots]
@@ -230,12 +231,17 @@ def _verdict(reply: bytes) -> Verdict:
 
 
 class _LoopClient:
-    """An event loop's Redis client and the scripts, run by their SHA once loaded."""
+    """An event loop's Redis client and the scripts, run by their SHA once loaded; and
+    the script calls waiting to go to Redis together (`batch`: what admissions far from
+    their limits take, what requests give back when they end)."""
 
     def __init__(self, client: Any) -> None:
         self.redis = client
         self.check = client.register_script(_CHECK)
         self.settle = client.register_script(_SETTLE)
+        self.batch: list[tuple[Any, list[str], list[Any], Check | None]] = []
+        self.sending: asyncio.Task[None] | None = None  # waits BATCH_S, then sends
+        self.in_flight: set[asyncio.Future[list[Any]]] = set()
 
 
 class _SharedState:
@@ -249,7 +255,6 @@ class _SharedState:
             weakref.WeakKeyDictionary()
         )
         self._failures, self._open_until = 0, 0.0
-        self._settling: set[asyncio.Task[None]] = set()
 
     @property
     def available(self) -> bool:
@@ -278,46 +283,90 @@ class _SharedState:
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed(exc)
 
+    def take(self, check: Check) -> None:
+        """Take `check` whole (refusing nothing) with the next batch; its verdict renews
+        the view."""
+        client = self._client()
+        client.batch.append((client.check, *_check_args(check, force=True), check))
+        self._send_soon(client)
+
     def settle(self, keys: list[str], args: list[Any]) -> None:
-        """Settle from this thread's event loop, without waiting for it; from code outside
-        one, on the cache's I/O threads."""
+        """Settle with this event loop's next batch; from code outside an event loop, on
+        the cache's I/O threads."""
         try:
-            loop = asyncio.get_running_loop()
+            client = self._client()
         except RuntimeError:
-            run = lambda client: client.eval(_SETTLE, len(keys), *keys, *args)  # noqa: E731
+            run = lambda redis: redis.eval(_SETTLE, len(keys), *keys, *args)  # noqa: E731
             cache_service.submit_io(layers.tiers().l2.run, run)
             return
-        task = loop.create_task(self._settle(keys, args))
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
+        client.batch.append((client.settle, keys, args, None))
+        self._send_soon(client)
 
-    def settle_after(
-        self,
-        admission: "asyncio.Task[Verdict | None]",
-        settling: "Callable[[Verdict | None], tuple[list[str], list[Any]]]",
-    ) -> None:
-        """Settle once `admission` has been taken in Redis (on its event loop)."""
-
-        async def after() -> None:
-            await self._settle(*settling(await admission))
-
-        task = admission.get_loop().create_task(after())
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
+    async def drain(self) -> None:
+        """Send this loop's batch now and wait for every batch sent (before a check Redis
+        must answer knowing everything this process took)."""
+        client = self._clients.get(asyncio.get_running_loop())
+        if client is None:
+            return
+        if client.batch:
+            await self._send(client)
+        if client.in_flight:
+            await asyncio.gather(*map(asyncio.shield, client.in_flight))
 
     async def close(self) -> None:
-        """Finish this loop's settling and forget its client (the loop is ending:
+        """Send what is waiting and forget this loop's client (the loop is ending:
         asyncio.run in workers)."""
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(*(t for t in self._settling if t.get_loop() is loop))
-        self._clients.pop(loop, None)
+        await self.drain()
+        self._clients.pop(asyncio.get_running_loop(), None)
 
-    async def _settle(self, keys: list[str], args: list[Any]) -> None:
+    def _send_soon(self, client: "_LoopClient") -> None:
+        """Send the batch in BATCH_S, with what else comes meanwhile."""
+        if client.sending is None:
+            client.sending = asyncio.get_running_loop().create_task(self._send_later(client))
+
+    async def _send_later(self, client: "_LoopClient") -> None:
+        try:
+            await asyncio.sleep(BATCH_S)
+            await self._send(client)
+        finally:
+            client.sending = None
+            if client.batch:
+                self._send_soon(client)
+
+    async def _send(self, client: "_LoopClient") -> None:
+        """The batch in one pipeline; the verdicts of takes renew the views."""
+        batch, client.batch = client.batch, []
+        if not batch or not self.available:
+            return
+        sent = asyncio.ensure_future(self._pipeline(client, batch))
+        client.in_flight.add(sent)
         try:
             async with asyncio.timeout(REDIS_WAIT_S):
-                await self._client().settle(keys=keys, args=args)
+                replies = await asyncio.shield(sent)
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed(exc)
+            return
+        finally:
+            sent.add_done_callback(client.in_flight.discard)
+        self._failures = 0
+        for (_, _, _, check), reply in zip(batch, replies, strict=True):
+            if check is not None and isinstance(reply, bytes):
+                views.saw(check, _verdict(reply), still_waiting=client.batch)
+
+    @staticmethod
+    async def _pipeline(client: "_LoopClient", batch: list[tuple[Any, ...]]) -> list[Any]:
+        replies: list[Any] = []
+        for attempt in (1, 2):
+            pipe = client.redis.pipeline(transaction=False)
+            for script, keys, args, _ in batch:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            replies = await pipe.execute(raise_on_error=False)
+            if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
+                await client.redis.script_load(_CHECK)  # Redis restarted: load them again
+                await client.redis.script_load(_SETTLE)
+                continue
+            break
+        return replies
 
     def _client(self) -> "_LoopClient":
         loop = asyncio.get_running_loop()
@@ -450,6 +499,7 @@ async def admit(
     )  # fmt: skip
     if (far := views.far_from_limits(check)) is not None:
         return _admitted_on_view(key, model, check, far, request_buckets, token_buckets)
+    await shared.drain()  # near a limit: Redis first hears what this process took
     verdict, is_shared = await _decide(check)
     if is_shared:
         views.saw(check, verdict)
@@ -494,11 +544,20 @@ class _Views:
     def overran(self, bucket_key: str, tokens: float) -> None:
         self._overruns[bucket_key] = self._overruns.get(bucket_key, 0.0) + tokens
 
-    def saw(self, check: Check, verdict: Verdict) -> None:
+    def saw(
+        self, check: Check, verdict: Verdict, still_waiting: list[tuple[Any, ...]] | None = None
+    ) -> None:
+        """Redis's verdict on `check`; `still_waiting`: the batch not sent yet, whose
+        takes of the same limits the verdict does not count."""
         if len(self._views) >= self.MAX_VIEWS:
             self._views.clear()
+        shape = _shape(check)
         base = tuple(self._overruns.get(b.key, 0.0) for b in check.buckets)
-        self._views[_shape(check)] = _View(time.monotonic(), verdict, base)
+        view = self._views[shape] = _View(time.monotonic(), verdict, base)
+        for *_, waiting in still_waiting or ():
+            if waiting is not None and _shape(waiting) == shape:
+                view.taken += 1
+                view.tokens += max((b.cost for b in waiting.buckets if b.upstream), default=0.0)
 
     def far_from_limits(self, check: Check) -> Verdict | None:
         """The view projected past this request when it is far from every limit (and
@@ -545,19 +604,13 @@ def _admitted_on_view(
     key: KeyConfig, model: str, check: Check, projected: Verdict,
     request_buckets: tuple[Bucket, ...], token_buckets: tuple[Bucket, ...],
 ) -> Usage:  # fmt: skip
-    """A request admitted far from its limits: Redis takes its part meanwhile (a task the
-    settling waits for), and its verdict renews the view."""
-
-    async def take() -> Verdict | None:
-        verdict = await shared.check(check)
-        if verdict is not None:
-            views.saw(check, verdict)
-        return verdict
-
+    """A request admitted far from its limits: Redis takes its part with the next batch,
+    and that verdict renews the view."""
+    shared.take(check)
     usage = Usage(
         key, model, check.member, slots=tuple(k for k, _ in check.slots), slots_shared=True,
         charged=True, token_buckets=token_buckets, spend_key=check.spend_key,
-        charge_shared=True, pending=asyncio.get_running_loop().create_task(take()),
+        charge_shared=True,
     )  # fmt: skip
     usage.headers = _headers(
         request_buckets, projected.buckets[: len(request_buckets)],
@@ -610,11 +663,6 @@ def settle(usage: Usage | None, tokens: int, cost_usd: float) -> None:
     for b in usage.token_buckets:
         if tokens > b.cost:
             views.overran(b.key, tokens - b.cost)
-    if usage.pending is not None:
-        shared.settle_after(
-            usage.pending, lambda verdict: _settle_args(usage, verdict, tokens, cost_usd)
-        )
-        return
     slots = usage.slots if usage.slots_shared else ()
     buckets, spend_key = (usage.token_buckets, usage.spend_key) if usage.charge_shared else ((), "")
     if not (usage.slots_shared and usage.charge_shared):
@@ -632,21 +680,6 @@ def settle(usage: Usage | None, tokens: int, cost_usd: float) -> None:
         for b in buckets:
             args += [b.limit, b.cost - tokens]
         shared.settle(keys, args)
-
-
-def _settle_args(
-    usage: Usage, verdict: Verdict | None, tokens: int, cost_usd: float
-) -> tuple[list[str], list[Any]]:
-    """Settling a request admitted on the view, by what Redis took of it: nothing when it
-    refused (the request had begun: its cost still counts), the request part, or both."""
-    took_request = verdict is not None and not verdict.refused
-    took_upstream = took_request and verdict is not None and not verdict.upstream_refused
-    slots = usage.slots if took_request else ()
-    keys = [*slots, *(b.key for b in usage.token_buckets), *filter(None, [usage.spend_key])]
-    args: list[Any] = [len(slots), len(usage.token_buckets), usage.member, cost_usd]
-    for b in usage.token_buckets:
-        args += [b.limit, (b.cost if took_upstream else 0) - tokens]
-    return keys, args
 
 
 def estimate_tokens(chat: ChatRequest) -> int:
