@@ -242,6 +242,7 @@ class _LoopClient:
         self.batch: list[tuple[Any, list[str], list[Any], Check | None]] = []
         self.sending: asyncio.Task[None] | None = None  # waits BATCH_S, then sends
         self.in_flight: set[asyncio.Future[list[Any]]] = set()
+        self.bases: list[tuple[float, ...]] = []  # per take in the batch: overruns then
 
 
 class _SharedState:
@@ -255,6 +256,7 @@ class _SharedState:
             weakref.WeakKeyDictionary()
         )
         self._failures, self._open_until = 0, 0.0
+        self._sending: set[asyncio.Task[None]] = set()
 
     @property
     def available(self) -> bool:
@@ -284,11 +286,15 @@ class _SharedState:
             self._failed(exc)
 
     def take(self, check: Check) -> None:
-        """Take `check` whole (refusing nothing) with the next batch; its verdict renews
-        the view."""
+        """Take `check` whole (refusing nothing), sent now without waiting for the reply
+        (so that another node's check that follows counts it); its verdict renews the
+        view."""
         client = self._client()
         client.batch.append((client.check, *_check_args(check, force=True), check))
-        self._send_soon(client)
+        client.bases.append(views.overrun_base(check))
+        sending = asyncio.get_running_loop().create_task(self._send(client))
+        self._sending.add(sending)  # (a task nobody holds may be collected before it ends)
+        sending.add_done_callback(self._sending.discard)
 
     def settle(self, keys: list[str], args: list[Any]) -> None:
         """Settle with this event loop's next batch; from code outside an event loop, on
@@ -336,6 +342,7 @@ class _SharedState:
     async def _send(self, client: "_LoopClient") -> None:
         """The batch in one pipeline; the verdicts of takes renew the views."""
         batch, client.batch = client.batch, []
+        bases, client.bases = client.bases, []
         if not batch or not self.available:
             return
         sent = asyncio.ensure_future(self._pipeline(client, batch))
@@ -349,9 +356,11 @@ class _SharedState:
         finally:
             sent.add_done_callback(client.in_flight.discard)
         self._failures = 0
+        takes = iter(bases)
         for (_, _, _, check), reply in zip(batch, replies, strict=True):
+            base = next(takes) if check is not None else ()
             if check is not None and isinstance(reply, bytes):
-                views.saw(check, _verdict(reply), still_waiting=client.batch)
+                views.saw(check, _verdict(reply), still_waiting=client.batch, base=base)
 
     @staticmethod
     async def _pipeline(client: "_LoopClient", batch: list[tuple[Any, ...]]) -> list[Any]:
@@ -541,19 +550,28 @@ class _Views:
         # (a running total: a view subtracts what was added since it was taken).
         self._overruns: dict[str, float] = {}
 
+    def overrun_base(self, check: Check) -> tuple[float, ...]:
+        return tuple(self._overruns.get(b.key, 0.0) for b in check.buckets)
+
     def overran(self, bucket_key: str, tokens: float) -> None:
         self._overruns[bucket_key] = self._overruns.get(bucket_key, 0.0) + tokens
 
     def saw(
-        self, check: Check, verdict: Verdict, still_waiting: list[tuple[Any, ...]] | None = None
+        self,
+        check: Check,
+        verdict: Verdict,
+        still_waiting: list[tuple[Any, ...]] | None = None,
+        base: tuple[float, ...] | None = None,
     ) -> None:
         """Redis's verdict on `check`; `still_waiting`: the batch not sent yet, whose
-        takes of the same limits the verdict does not count."""
+        takes of the same limits the verdict does not count; `base`: the overruns when
+        `check` was sent (those after are not in the verdict; default: now)."""
         if len(self._views) >= self.MAX_VIEWS:
             self._views.clear()
         shape = _shape(check)
-        base = tuple(self._overruns.get(b.key, 0.0) for b in check.buckets)
-        view = self._views[shape] = _View(time.monotonic(), verdict, base)
+        view = self._views[shape] = _View(
+            time.monotonic(), verdict, self.overrun_base(check) if base is None else base
+        )
         for *_, waiting in still_waiting or ():
             if waiting is not None and _shape(waiting) == shape:
                 view.taken += 1

@@ -27,7 +27,7 @@ T = TypeVar("T")
 _nodes = itertools.count()  # metrics directories handed out this session
 
 
-def wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 20) -> None:
+def wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 45) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:

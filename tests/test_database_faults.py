@@ -110,7 +110,7 @@ def test_after_a_database_restart_every_path_reconnects_without_a_node_restart(
         after = [chat(node, key, {**body, "messages": [{"role": "user", "content": "after"}]}),
                  http(f"{node.url}/v1/jobs/{job_id}", key=key)]  # fmt: skip
         assert [reply.status for reply in after] == [200, 200]
-        snapshot = http(f"{node.url}/monitoring/api/snapshot?window=5m", key="drill-token")
+        snapshot = http(f"{node.url}/monitoring/api/snapshot?window=15m", key="drill-token")
         assert snapshot.status == 200  # a Django view that reads the database
         assert http(f"{node.url}/v1/jobs/{submit(node, key)}", key=key).status == 200
     finally:
