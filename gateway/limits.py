@@ -1,18 +1,20 @@
 """Per-key limits: requests and tokens per minute, requests at once, a spend budget.
 
-A request of a limited key is admitted before anything is done for it (requests per
-minute, requests at once) and charged when it is about to call upstream (tokens per
-minute, estimated from the request; the budget), so a cache hit or a coalesced answer
-costs no tokens and no budget. When it ends its usage is settled: the slot is released,
-the token estimate corrected to what the upstream reported, the cost added to the spend.
+A request of a limited key is checked once, when it arrives: the request part (requests
+per minute, requests at once) is taken or the request is refused; the upstream part (its
+estimated tokens, the budget) is taken with it, or refused only if the request then calls
+upstream, so a cache hit or a coalesced answer costs no tokens and no budget. When it
+ends its usage is settled: the slot is released, the token estimate corrected to what
+the upstream reported, the cost added to the spend.
 
 Rates are GCRA buckets (`limit` per minute, refilling continuously, as OpenAI's limits
 do); requests at once are leases that expire with the route's worst case, so the slots
 of a process that died come back. With Redis configured every process and node share the
-state (one Lua script per step, on Redis's clock); without Redis, or while Redis is away
-and RATE_LIMITS_WITHOUT_REDIS is "open", each process enforces the limits on its own.
-Spend is durable in KeySpend (written with the records); a period's shared counter is
-seeded from it.
+state (Lua scripts on Redis's clock). Far from every limit a request is admitted on the
+process's view of that state while Redis takes its part; near one it waits for Redis
+(_Views). Without Redis, or while Redis is away and RATE_LIMITS_WITHOUT_REDIS is "open",
+each process enforces the limits on its own. Spend is durable in KeySpend (written with
+the records); a period's shared counter is seeded from it.
 """
 
 import asyncio
