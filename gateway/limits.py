@@ -51,7 +51,6 @@ WINDOW_MS = 60_000.0
 PREFIX = "bm:limit:"
 BATCH_S = 0.005  # what is taken and given back in this time goes to Redis in one pipeline
 REDIS_WAIT_S = 0.25  # longer, and Redis counts as away (a breaker then skips it a while)
-SPEND_DB_WAIT_S = 0.25  # reading a period's spend from KeySpend to seed its counter
 TOTAL_SPEND_TTL_S = 30 * 86400  # a `total` budget's counter is seeded again after this
 
 
@@ -784,7 +783,9 @@ async def _local_seed(spend_key: str, spend: float, ttl_s: float) -> None:
 async def _period_spend(key: KeyConfig, limits: KeyLimits, now: datetime) -> float | None:
     """What the key spent this period, from KeySpend; None when the database is away."""
     return await cache_service.in_io_thread(
-        lambda: layers.db(lambda: spend.period_spend(key.id, limits, now), wait_s=SPEND_DB_WAIT_S)
+        lambda: layers.db(
+            lambda: spend.period_spend(key.id, limits, now), wait_s=settings.API_DATABASE_WAIT_S
+        )
     )
 
 

@@ -149,7 +149,10 @@ def test_a_job_of_a_key_over_its_budget_is_refused_when_submitted(
         service_key_id=client.key_id, bucket_s=86400, bucket_start=today, cost_usd=0.01
     )
     body = {"model": model, "messages": [{"role": "user", "content": "later"}]}
-    http(f"{gateway.url}/v1/chat/completions", method="POST", key=client.key, body=body)  # seeds
+    # The first request that would call upstream reads the spend (a database read, which a
+    # busy machine may not answer in time: then the request is not held back); refused then.
+    wait_until(lambda: http(f"{gateway.url}/v1/chat/completions", method="POST",
+                            key=client.key, body=body).status == 429)  # fmt: skip
 
     reply = http(f"{gateway.url}/v1/chat/completions", method="POST", key=client.key,
                  headers={"X-BeastMode-Async": "true"}, body=body)  # fmt: skip
