@@ -1,6 +1,6 @@
 """Celery entry points of monitoring."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from celery import shared_task
 from django.conf import settings
@@ -20,22 +20,23 @@ def prune_records() -> dict[str, int]:
     records, _ = RequestRecord.objects.filter(
         created_at__lt=now - timedelta(days=settings.RECORD_RETENTION_DAYS)
     ).delete()
-    minutes, _ = DashboardRollup.objects.filter(
-        bucket_s=60, bucket_start__lt=now - timedelta(days=2)
-    ).delete()
-    longer, _ = DashboardRollup.objects.filter(
-        bucket_s__gt=60,
-        bucket_start__lt=now - timedelta(days=settings.ROLLUP_RETENTION_DAYS + 1),
-    ).delete()
-    key_minutes, _ = KeySpend.objects.filter(
-        bucket_s=60, bucket_start__lt=now - timedelta(days=2)
-    ).delete()
-    key_hours, _ = KeySpend.objects.filter(
-        bucket_s=3600,
-        bucket_start__lt=now - timedelta(days=settings.ROLLUP_RETENTION_DAYS + 1),
-    ).delete()
+    minutes_until = now - timedelta(days=2)
+    longer_until = now - timedelta(days=settings.ROLLUP_RETENTION_DAYS + 1)
     return {
         "records": records,
-        "dashboard_rollups": minutes + longer,
-        "key_spend_rollups": key_minutes + key_hours,
+        "dashboard_rollups": _prune(
+            DashboardRollup, minutes_until, longer_until, longer=(3600, 86400)
+        ),
+        "key_spend_rollups": _prune(KeySpend, minutes_until, longer_until, longer=(3600,)),
     }
+
+
+def _prune(
+    rollup: type[DashboardRollup] | type[KeySpend], minutes_until: datetime,
+    longer_until: datetime, *, longer: tuple[int, ...],
+) -> int:  # fmt: skip
+    """Delete a rollup's minute rows before `minutes_until` and its `longer` rows before
+    `longer_until`; how many went."""
+    minutes, _ = rollup.objects.filter(bucket_s=60, bucket_start__lt=minutes_until).delete()
+    hours, _ = rollup.objects.filter(bucket_s__in=longer, bucket_start__lt=longer_until).delete()
+    return minutes + hours
