@@ -239,6 +239,9 @@ CACHE_L3_WRITE_INTERVAL_S = env_float("BEASTMODE_CACHE_L3_WRITE_INTERVAL_S", "4"
 CACHE_DATABASE_WAIT_S = env_float("BEASTMODE_CACHE_DATABASE_WAIT_S", "0.25")
 # An async-job request (POST, GET) waits this long at most for the database, then gets 503.
 API_DATABASE_WAIT_S = env_float("BEASTMODE_API_DATABASE_WAIT_S", "1")
+# How long an async job's submission waits for the broker (Celery retries a refused
+# connection a few times) before it answers 503 queue_unavailable.
+API_QUEUE_WAIT_S = env_float("BEASTMODE_API_QUEUE_WAIT_S", "2")
 CACHE_L1_MAX_ENTRIES = env_int("BEASTMODE_CACHE_L1_MAX_ENTRIES", "20000")
 CACHE_L1_MAX_BYTES = env_int("BEASTMODE_CACHE_L1_MAX_BYTES", str(64 * 1024 * 1024))
 # Warming: refresh the most requested answers expiring within the horizon.

@@ -13,6 +13,7 @@ root, which initdb refuses to be) and removed on exit.
 import contextlib
 import glob
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -21,11 +22,28 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+# Ports are handed out below Linux's ephemeral range (32768-60999), where the kernel never
+# picks one for some process's outgoing connection: a server restarted on its port, or a
+# port kept free between two starts, cannot find it taken. Each pytest-xdist worker walks
+# its own slice, so two workers do not hand out the same port.
+_FIRST_PORT, _PORTS = 20_000, 12_768
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "").removeprefix("gw")
+_slice = (int(_worker) % 8) * (_PORTS // 8) if _worker.isdigit() else 0
+_next_port = [_slice + random.randrange(_PORTS // 16 if _worker.isdigit() else _PORTS)]
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing listens on, not handed out before by this process."""
+    for _ in range(_PORTS):
+        port = _FIRST_PORT + _next_port[0]
+        _next_port[0] = (_next_port[0] + 1) % _PORTS
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise OSError("no free port below the ephemeral range")
 
 
 def wait_for_port(port: int, timeout_s: float = 20) -> None:

@@ -155,10 +155,10 @@ async def _submit_job(
     """Queue the request for a worker (the answer service runs it there); 202 with its id."""
     assert exchange.key is not None
     answer.cache_plan(question)  # bad cache controls are refused now, not in the worker
-    abandoned = threading.Event()  # the job is deleted if it is stored after the 503
+    abandoned = threading.Event()  # the job is deleted if it is stored or sent after the 503
     try:
         job_id = await _in_database(
-            tasks.submit_job,
+            tasks.store_job,
             wait_s=settings.API_DATABASE_WAIT_S,
             service_key_id=exchange.key.id,
             request_id=exchange.request_id,
@@ -166,6 +166,13 @@ async def _submit_job(
             cache_control=question.cache_control,
             abandoned=abandoned,
         )
+        try:
+            async with asyncio.timeout(settings.API_QUEUE_WAIT_S):
+                await database_sync_to_async(tasks.send_job, thread_sensitive=False)(
+                    job_id, abandoned
+                )
+        except TimeoutError:
+            raise GatewayError("queue_unavailable", "The queue answered too late.") from None
     except GatewayError:
         abandoned.set()
         raise

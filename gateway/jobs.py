@@ -41,7 +41,7 @@ QUEUED, RUNNING = AsyncJob.Status.QUEUED, AsyncJob.Status.RUNNING
 def submit(
     *, service_key_id: int, request_id: str, chat: ChatRequest, cache_control: str | None
 ) -> str:
-    """Store the job; returns its id (gateway.tasks.submit_job hands it to a worker)."""
+    """Store the job; returns its id (gateway.tasks.send_job hands it to a worker)."""
     job = AsyncJob.objects.create(
         id="job_" + secrets.token_hex(12),
         service_key_id=service_key_id,

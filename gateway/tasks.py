@@ -12,27 +12,32 @@ from gateway import jobs, warming
 from gateway.models import WarmupPrompt
 
 
-def submit_job(
+def store_job(
     *,
     service_key_id: int,
     request_id: str,
     chat: ChatRequest,
     cache_control: str | None,
-    abandoned: threading.Event | None = None,
+    abandoned: threading.Event,
 ) -> str:
-    """Store an async job and send it to the workers; returns its id. A job that cannot
-    be sent is deleted (GatewayError: the queue is away), and so is one whose caller gave
-    up waiting while it was stored (`abandoned`: the caller answered 503). Only the id
-    travels, never the content or a secret."""
+    """Store an async job; returns its id. One stored after its caller gave up waiting
+    (`abandoned`: the caller answered 503) is deleted again."""
     job_id = jobs.submit(
         service_key_id=service_key_id,
         request_id=request_id,
         chat=chat,
         cache_control=cache_control,
     )
-    if abandoned is not None and abandoned.is_set():
+    if abandoned.is_set():
         jobs.forget(job_id)
         raise GatewayError("database_unavailable", "The database answered too late.")
+    return job_id
+
+
+def send_job(job_id: str, abandoned: threading.Event) -> None:
+    """Send a stored job to the workers; only its id travels, never the content or a secret.
+    A job that cannot be sent (the queue is away: GatewayError), or is sent after its caller
+    gave up waiting, is deleted (a message for it finds no job and does nothing)."""
     try:
         dispatch.enqueue(run_job, job_id)
     except Exception as exc:
@@ -40,7 +45,8 @@ def submit_job(
         raise GatewayError(
             "queue_unavailable", f"The job could not be queued ({type(exc).__name__})."
         ) from None
-    return job_id
+    if abandoned.is_set():
+        jobs.forget(job_id)
 
 
 @shared_task(acks_late=True, max_retries=0)

@@ -4,6 +4,7 @@ and a demo key, later starts print the same key, `make reset-demo` replaces both
 
 Each run has a private var/ (BEASTMODE_VAR_DIR: SQLite, secrets, key file) and free ports."""
 
+import contextlib
 import os
 import re
 import signal
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import ROOT, free_port, http
+from tests.processes import ROOT, free_port, http, wait_until
 
 RUN = ROOT / "scripts" / "run.sh"
 
@@ -49,7 +50,7 @@ def start(env: dict[str, str], timeout_s: float = 90) -> tuple[str, str]:
             time.sleep(0.2)
         return key, login
     finally:
-        _stop(process)
+        _stop(process, env)
 
 
 def _read_until(process: subprocess.Popen[str], marker: str, timeout_s: float) -> str:
@@ -69,15 +70,28 @@ def _status(url: str, key: str) -> int:
         return 0
 
 
-def _stop(process: subprocess.Popen[str]) -> None:
-    try:
+def _stop(process: subprocess.Popen[str], env: dict[str, str]) -> None:
+    """Ctrl-C's end: the script and what it started (the server, the demo upstream) are
+    stopped, and their ports free for the next start."""
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=15)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=5)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # what outlived the script
+    process.wait(timeout=5)
+    ports = [int(env["PORT"]), int(env["DEMO_UPSTREAM_PORT"])]
+    wait_until(lambda: all(_bindable(port) for port in ports), 15)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def test_make_run_keeps_its_login_and_key_and_reset_demo_replaces_them(

@@ -24,6 +24,8 @@ from tests.processes import (
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = ROOT / "test-artifacts" / "monitoring.png"
+# Pushes come every 0.3 s, but a suite loading both cores can take seconds per tick.
+PUSH_WAIT_MS = 30_000
 
 
 @pytest.fixture(scope="module")
@@ -84,16 +86,16 @@ def test_an_operator_logs_in_and_watches_the_dashboard_update(
             # The first paint is the server's: current numbers before the socket connects.
             assert int(kpi(page, "requests")) >= 3
             assert kpi(page, "exact_hits") == "1"  # the repeated question
-            expect(page.locator("#status")).to_contain_text("live", timeout=10_000)
+            expect(page.locator("#status")).to_contain_text("live", timeout=PUSH_WAIT_MS)
 
             # Two pushes arrive (every 0.3 s in tests), and a new request shows up in one.
             before = int(kpi(page, "requests"))
             page.wait_for_function("Number(document.getElementById('dashboard')"
-                                   ".dataset.updates) >= 2", timeout=10_000)  # fmt: skip
+                                   ".dataset.updates) >= 2", timeout=PUSH_WAIT_MS)  # fmt: skip
             ask(gateway, alice, model, "a question asked while the page is open")
             page.wait_for_function(
                 f"Number(document.querySelector('[data-kpi=requests]').textContent) > {before}",
-                timeout=10_000,
+                timeout=PUSH_WAIT_MS,
             )
 
             # Every chart is drawn by plotly.js (served from our static files), with data.
@@ -122,7 +124,7 @@ def test_an_operator_logs_in_and_watches_the_dashboard_update(
             page.reload()
             expect(page.locator(".windows button.active[data-window='24h']")).to_have_count(1)
             expect(page.locator("#dashboard")).to_have_attribute("data-window", "24h")
-            expect(page.locator("#status")).to_contain_text("live", timeout=10_000)
+            expect(page.locator("#status")).to_contain_text("live", timeout=PUSH_WAIT_MS)
             SCREENSHOT.parent.mkdir(exist_ok=True)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
 
@@ -184,9 +186,9 @@ def test_the_dashboard_reads_right_on_a_wall_screen_and_on_phones(
                                               has_touch=touch, is_mobile=touch)  # fmt: skip
                 page = context.new_page()
                 errors = log_in(page, gateway)
-                expect(page.locator("#status")).to_contain_text("live", timeout=10_000)
+                expect(page.locator("#status")).to_contain_text("live", timeout=PUSH_WAIT_MS)
                 page.wait_for_function("Number(document.getElementById('dashboard')"
-                                       ".dataset.updates) >= 1", timeout=10_000)  # fmt: skip
+                                       ".dataset.updates) >= 1", timeout=PUSH_WAIT_MS)  # fmt: skip
                 assert_reads_right(page, width, touch, broken)
                 assert errors == []
                 page.mouse.move(0, 0)  # (no hover label in the screenshot)
