@@ -49,7 +49,7 @@ Headers = list[tuple[bytes, bytes]]
 
 WINDOW_MS = 60_000.0
 PREFIX = "bm:limit:"
-BATCH_S = 0.005  # what is taken and given back in this time goes to Redis in one pipeline
+BATCH_S = 0.005  # a give-back waits at most this long for the next pipeline to Redis
 REDIS_WAIT_S = 0.25  # longer, and Redis counts as away (a breaker then skips it a while)
 TOTAL_SPEND_TTL_S = 30 * 86400  # a `total` budget's counter is seeded again after this
 
@@ -231,19 +231,33 @@ def _verdict(reply: bytes) -> Verdict:
     )
 
 
+@dataclass(slots=True)
+class _Call:
+    """A script call queued for Redis: a check whose caller awaits `reply`, a take (a far
+    admission's, `reply` None) or a give-back (`check` None). A check's or take's verdict
+    renews the view; `base`: the overruns of its buckets when it was queued."""
+
+    script: Any
+    keys: list[str]
+    args: list[Any]
+    check: Check | None = None
+    base: tuple[float, ...] = ()
+    reply: asyncio.Future[Any] | None = None
+
+
 class _LoopClient:
-    """An event loop's Redis client and the scripts, run by their SHA once loaded; and
-    the script calls waiting to go to Redis together (`batch`: what admissions far from
-    their limits take, what requests give back when they end)."""
+    """An event loop's Redis client, the scripts (run by their SHA once loaded) and the
+    calls queued for Redis. One pipeline at a time carries every queued call, in order;
+    calls queued meanwhile go with the next. So a process holds one connection for its
+    limits whatever its load, and the busier it is the more each pipeline carries."""
 
     def __init__(self, client: Any) -> None:
         self.redis = client
         self.check = client.register_script(_CHECK)
         self.settle = client.register_script(_SETTLE)
-        self.batch: list[tuple[Any, list[str], list[Any], Check | None]] = []
-        self.sending: asyncio.Task[None] | None = None  # waits BATCH_S, then sends
-        self.in_flight: set[asyncio.Future[list[Any]]] = set()
-        self.bases: list[tuple[float, ...]] = []  # per take in the batch: overruns then
+        self.queue: list[_Call] = []
+        self.sender: asyncio.Task[None] | None = None  # sends the queue until it is empty
+        self.timer: asyncio.TimerHandle | None = None  # a give-back's send, BATCH_S later
 
 
 class _SharedState:
@@ -251,31 +265,37 @@ class _SharedState:
     cache's Redis client on its I/O threads settles for code outside an event loop)."""
 
     FAILURES, COOLDOWN_S = 3, 10.0
+    # A pipeline that has not answered in this long counts as a failure of Redis. A check
+    # gives up sooner (REDIS_WAIT_S: that request is decided in this process), as its wait
+    # also holds the time a busy event loop takes to read the answer.
+    PIPELINE_WAIT_S = 1.0
 
     def __init__(self) -> None:
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
         )
         self._failures, self._open_until = 0, 0.0
-        self._sending: set[asyncio.Task[None]] = set()
 
     @property
     def available(self) -> bool:
         return bool(settings.REDIS_URL) and time.monotonic() >= self._open_until
 
     async def check(self, check: Check) -> Verdict | None:
-        """The verdict, or None when Redis is away."""
+        """The verdict, sent after everything this process queued before (so Redis counts
+        it), or None when Redis is away or slow."""
         if not self.available:
             return None
+        client = self._client()
+        reply = asyncio.get_running_loop().create_future()
+        keys, args = _check_args(check)
+        call = _Call(client.check, keys, args, check, views.overrun_base(check), reply)
+        self._queue(client, call, now=True)
         try:
-            keys, args = _check_args(check)
             async with asyncio.timeout(REDIS_WAIT_S):
-                reply = await self._client().check(keys=keys, args=args)
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._failed(exc)
+                result = await asyncio.shield(reply)
+        except TimeoutError:
             return None
-        self._failures = 0
-        return _verdict(reply)
+        return _verdict(result) if isinstance(result, bytes) else None
 
     async def seed(self, spend_key: str, spend: float, ttl_s: float) -> None:
         try:
@@ -287,89 +307,119 @@ class _SharedState:
             self._failed(exc)
 
     def take(self, check: Check) -> None:
-        """Take `check` whole (refusing nothing), sent now without waiting for the reply
-        (so that another node's check that follows counts it); its verdict renews the
-        view."""
+        """Take `check` whole (refusing nothing), sent at once without waiting for the
+        reply (so that another node's check that follows counts it); its verdict renews
+        the view."""
         client = self._client()
-        client.batch.append((client.check, *_check_args(check, force=True), check))
-        client.bases.append(views.overrun_base(check))
-        sending = asyncio.get_running_loop().create_task(self._send(client))
-        self._sending.add(sending)  # (a task nobody holds may be collected before it ends)
-        sending.add_done_callback(self._sending.discard)
+        keys, args = _check_args(check, force=True)
+        self._queue(client, _Call(client.check, keys, args, check, views.overrun_base(check)),
+                    now=True)  # fmt: skip
 
     def settle(self, keys: list[str], args: list[Any]) -> None:
-        """Settle with this event loop's next batch; from code outside an event loop, on
-        the cache's I/O threads."""
+        """Settle within BATCH_S, with what else is sent then; from code outside an event
+        loop, on the cache's I/O threads."""
         try:
             client = self._client()
         except RuntimeError:
             run = lambda redis: redis.eval(_SETTLE, len(keys), *keys, *args)  # noqa: E731
             cache_service.submit_io(layers.tiers().l2.run, run)
             return
-        client.batch.append((client.settle, keys, args, None))
-        self._send_soon(client)
-
-    async def drain(self) -> None:
-        """Send this loop's batch now and wait for every batch sent (before a check Redis
-        must answer knowing everything this process took)."""
-        client = self._clients.get(asyncio.get_running_loop())
-        if client is None:
-            return
-        if client.batch:
-            await self._send(client)
-        if client.in_flight:
-            await asyncio.gather(*map(asyncio.shield, client.in_flight))
+        self._queue(client, _Call(client.settle, keys, args), now=False)
 
     async def close(self) -> None:
-        """Send what is waiting and forget this loop's client (the loop is ending:
+        """Send what is queued and forget this loop's client (the loop is ending:
         asyncio.run in workers)."""
-        await self.drain()
-        self._clients.pop(asyncio.get_running_loop(), None)
-
-    def _send_soon(self, client: "_LoopClient") -> None:
-        """Send the batch in BATCH_S, with what else comes meanwhile."""
-        if client.sending is None:
-            client.sending = asyncio.get_running_loop().create_task(self._send_later(client))
-
-    async def _send_later(self, client: "_LoopClient") -> None:
-        try:
-            await asyncio.sleep(BATCH_S)
-            await self._send(client)
-        finally:
-            client.sending = None
-            if client.batch:
-                self._send_soon(client)
-
-    async def _send(self, client: "_LoopClient") -> None:
-        """The batch in one pipeline; the verdicts of takes renew the views."""
-        batch, client.batch = client.batch, []
-        bases, client.bases = client.bases, []
-        if not batch or not self.available:
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is None:
             return
-        sent = asyncio.ensure_future(self._pipeline(client, batch))
-        client.in_flight.add(sent)
+        if client.timer is not None:
+            client.timer.cancel()
+        if client.sender is None and client.queue:
+            client.sender = asyncio.get_running_loop().create_task(self._send_all(client))
+        if client.sender is not None:
+            await client.sender
+
+    def _queue(self, client: "_LoopClient", call: _Call, *, now: bool) -> None:
+        """Queue `call`; sent at once (`now`) or within BATCH_S, after the pipeline in
+        flight if there is one."""
+        client.queue.append(call)
+        if client.sender is not None:
+            return  # it sends the queue once its pipeline is back
+        loop = asyncio.get_running_loop()
+        if now:
+            if client.timer is not None:
+                client.timer.cancel()
+                client.timer = None
+            client.sender = loop.create_task(self._send_all(client))
+        elif client.timer is None:
+            client.timer = loop.call_later(BATCH_S, self._send_later, client)
+
+    def _send_later(self, client: "_LoopClient") -> None:
+        client.timer = None
+        if client.sender is None and client.queue:
+            client.sender = asyncio.get_running_loop().create_task(self._send_all(client))
+
+    async def _send_all(self, client: "_LoopClient") -> None:
+        """Send the queue, one pipeline at a time, until it is empty."""
         try:
-            async with asyncio.timeout(REDIS_WAIT_S):
-                replies = await asyncio.shield(sent)
+            while client.queue:
+                batch, client.queue = client.queue, []
+                replies = await self._send(client, batch)
+                self._read(client, batch, replies)
+        finally:
+            client.sender = None
+
+    async def _send(self, client: "_LoopClient", batch: list[_Call]) -> list[Any]:
+        """The replies to `batch` in order (an exception for a call that failed)."""
+        if not self.available:
+            return [None] * len(batch)
+        try:
+            async with asyncio.timeout(self.PIPELINE_WAIT_S):
+                replies = await self._pipeline(client, batch)
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed(exc)
-            return
-        finally:
-            sent.add_done_callback(client.in_flight.discard)
+            return [exc] * len(batch)
         self._failures = 0
-        takes = iter(bases)
-        for (_, _, _, check), reply in zip(batch, replies, strict=True):
-            base = next(takes) if check is not None else ()
-            if check is not None and isinstance(reply, bytes):
-                views.saw(check, _verdict(reply), still_waiting=client.batch, base=base)
+        return replies
 
     @staticmethod
-    async def _pipeline(client: "_LoopClient", batch: list[tuple[Any, ...]]) -> list[Any]:
+    def _read(client: "_LoopClient", batch: list[_Call], replies: list[Any]) -> None:
+        """Answer the checks; renew the views, each from the last verdict on its limits,
+        less what this process queued after that verdict (later in the batch, or still
+        queued): Redis did not count that yet."""
+        last: dict[tuple[str, ...], tuple[_Call, bytes]] = {}
+        for call, reply in zip(batch, replies, strict=True):
+            if call.reply is not None and not call.reply.done():
+                call.reply.set_result(reply)
+            if call.check is not None and isinstance(reply, bytes):
+                last[_shape(call.check)] = (call, reply)
+        if not last:
+            return
+        unseen: dict[tuple[str, ...], list[float]] = {}
+        seen_at = {id(call): shape for shape, (call, _) in last.items()}
+        counting: set[tuple[str, ...]] = set()
+        for call in [*batch, *client.queue]:
+            if call.check is None:
+                continue
+            shape = _shape(call.check)
+            if shape in counting and call.reply is None:  # a take after the verdict
+                taken = unseen.setdefault(shape, [0, 0.0])
+                taken[0] += 1
+                taken[1] += _upstream_cost(call.check)
+            if seen_at.get(id(call)) == shape:
+                counting.add(shape)
+        for shape, (call, reply) in last.items():
+            assert call.check is not None
+            requests, tokens = unseen.get(shape, (0, 0.0))
+            views.saw(call.check, _verdict(reply), unseen=(int(requests), tokens), base=call.base)
+
+    @staticmethod
+    async def _pipeline(client: "_LoopClient", batch: list[_Call]) -> list[Any]:
         replies: list[Any] = []
         for attempt in (1, 2):
             pipe = client.redis.pipeline(transaction=False)
-            for script, keys, args, _ in batch:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            for call in batch:
+                pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
             replies = await pipe.execute(raise_on_error=False)
             if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
                 await client.redis.script_load(_CHECK)  # Redis restarted: load them again
@@ -509,10 +559,7 @@ async def admit(
     )  # fmt: skip
     if (far := views.far_from_limits(check)) is not None:
         return _admitted_on_view(key, model, check, far, request_buckets, token_buckets)
-    await shared.drain()  # near a limit: Redis first hears what this process took
-    verdict, is_shared = await _decide(check)
-    if is_shared:
-        views.saw(check, verdict)
+    verdict, is_shared = await _decide(check)  # (Redis's also renews the view)
     usage = Usage(key, model, member, slots=tuple(k for k, _ in slots), slots_shared=is_shared)
     usage.headers = _headers(
         request_buckets, verdict.buckets[: len(request_buckets)],
@@ -561,22 +608,22 @@ class _Views:
         self,
         check: Check,
         verdict: Verdict,
-        still_waiting: list[tuple[Any, ...]] | None = None,
+        *,
+        unseen: tuple[int, float] = (0, 0.0),
         base: tuple[float, ...] | None = None,
     ) -> None:
-        """Redis's verdict on `check`; `still_waiting`: the batch not sent yet, whose
-        takes of the same limits the verdict does not count; `base`: the overruns when
+        """Redis's verdict on `check`; `unseen`: the requests and tokens this process took
+        of the same limits that the verdict does not count yet; `base`: the overruns when
         `check` was sent (those after are not in the verdict; default: now)."""
         if len(self._views) >= self.MAX_VIEWS:
             self._views.clear()
-        shape = _shape(check)
-        view = self._views[shape] = _View(
-            time.monotonic(), verdict, self.overrun_base(check) if base is None else base
+        self._views[_shape(check)] = _View(
+            time.monotonic(),
+            verdict,
+            self.overrun_base(check) if base is None else base,
+            taken=unseen[0],
+            tokens=unseen[1],
         )
-        for *_, waiting in still_waiting or ():
-            if waiting is not None and _shape(waiting) == shape:
-                view.taken += 1
-                view.tokens += max((b.cost for b in waiting.buckets if b.upstream), default=0.0)
 
     def far_from_limits(self, check: Check) -> Verdict | None:
         """The view projected past this request when it is far from every limit (and
@@ -608,12 +655,17 @@ class _Views:
         if check.budget is not None and verdict.spend > (1 - self.FAR_SHARE) * check.budget:
             return None
         view.taken += 1
-        view.tokens += max((b.cost for b in check.buckets if b.upstream), default=0.0)
+        view.tokens += _upstream_cost(check)
         return Verdict("", 0.0, "", 0.0, tuple(states), verdict.spend, verdict.slots_held)
 
 
 def _shape(check: Check) -> tuple[str, ...]:
     return (*(b.key for b in check.buckets), *(key for key, _ in check.slots), check.spend_key)
+
+
+def _upstream_cost(check: Check) -> float:
+    """The tokens `check` reserves (its upstream buckets all take the same estimate)."""
+    return max((b.cost for b in check.buckets if b.upstream), default=0.0)
 
 
 views = _Views()

@@ -238,6 +238,31 @@ def test_far_from_the_limit_requests_go_at_once_and_the_limit_still_holds_exactl
         stop_process(second)
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_busy_process_counts_every_request_in_redis() -> None:
+    """Requests far from the limits, 32 at a time in one process as fast as it can take
+    them: each is admitted at once, and Redis counts every one (what a process sends goes
+    in order over one connection; with a command in flight per request the process ran
+    out of connections, and Redis counted nothing for a while)."""
+    row, _ = create_service_key("busy", rpm=5000, max_parallel=1000)
+    key = registry.load_snapshot().keys_by_hash[row.key_hash]
+    chat = parse_chat_request(b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}')
+
+    async def client(name: str) -> None:
+        for i in range(50):
+            usage = await limits.admit(key, "m", chat, f"{name}-{i}", 30.0)
+            await asyncio.sleep(0)  # (the answer)
+            limits.settle(usage, 0, 0.0)
+
+    async def busy() -> dict[str, Any]:
+        await asyncio.gather(*(client(f"c{c}") for c in range(32)))
+        await limits.close()  # sends what is queued
+        return await limits.key_info(key)
+
+    remaining = asyncio.run(busy())["rate_limits"]["requests"]["remaining"]
+    assert 5000 - 1600 <= remaining <= 5000 - 1600 + 250  # (it refills 83 a second)
+
+
 @pytest.fixture
 def gateways_on_a_redis_that_dies() -> Iterator[tuple[Any, Process, Process]]:
     """A Redis of their own, and two gateways on it: one failing open, one closed."""
