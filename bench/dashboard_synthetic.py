@@ -280,10 +280,17 @@ def _bucket(bucket_s: int) -> str:
 
 def dashboard_rollups_sql(bucket_s: int) -> str:
     """INSERT of the DashboardRollup rows (totals and pairs, dense histograms) of every
-    record created at or after %(since)s: what monitoring.rollups.dashboard_aggregate makes."""
+    record created at or after %(since)s: what monitoring.rollups.dashboard_aggregate makes
+    (models that are not configured counted as `unknown`)."""
+    from monitoring.labels import UNKNOWN
+    from monitoring.models import ERROR_OUTCOMES, REJECTED_OUTCOMES
+
+    def listed(values: Any) -> str:
+        return ", ".join(f"'{value}'" for value in values)
+
     counts = {
-        "errors": "outcome IN ('internal_error', 'upstream_error')",
-        "rejected": "outcome IN ('auth_error', 'client_error')",
+        "errors": f"outcome IN ({listed(ERROR_OUTCOMES)})",
+        "rejected": f"outcome IN ({listed(REJECTED_OUTCOMES)})",
         "looked_up": "cache_outcome <> ''",
         "exact_hits": "cache_outcome = 'exact'",
         "semantic_hits": "cache_outcome = 'semantic'",
@@ -305,18 +312,20 @@ FROM (
     SELECT *, repeat('0,', bin - coalesce(lag(bin) OVER (PARTITION BY {row} ORDER BY bin),
                                           bin - 1) - 1) || n AS piece
     FROM (
-        SELECT bucket_start, GROUPING(model, endpoint) = 3 AS is_total,
-            CASE WHEN GROUPING(model) = 1 THEN '' ELSE model END AS model,
+        SELECT bucket_start, GROUPING(label, endpoint) = 3 AS is_total,
+            CASE WHEN GROUPING(label) = 1 THEN '' ELSE label END AS model,
             CASE WHEN GROUPING(endpoint) = 1 THEN '' ELSE endpoint END AS endpoint,
             bin, count(*) AS n,
             {", ".join(f"count(*) FILTER (WHERE {t}) AS {name}" for name, t in counts.items())},
             sum(cost_usd) AS cost_usd, sum(cost_saved_usd) AS cost_saved_usd
         FROM (
-            SELECT *, {_bucket(bucket_s)} AS bucket_start, ({_BIN})::int AS bin
+            SELECT *, {_bucket(bucket_s)} AS bucket_start, ({_BIN})::int AS bin,
+                CASE WHEN model = '' OR model IN ({listed(m.name for m in MODELS)})
+                     THEN model ELSE '{UNKNOWN}' END AS label
             FROM {RECORD_TABLE}
             WHERE created_at >= %(since)s AND NOT is_warming
         ) AS binned
-        GROUP BY bucket_start, bin, GROUPING SETS ((model, endpoint), ())
+        GROUP BY bucket_start, bin, GROUPING SETS ((label, endpoint), ())
     ) AS per_bin
 ) AS pieces
 GROUP BY {row}
