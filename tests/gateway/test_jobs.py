@@ -145,9 +145,12 @@ def test_a_job_of_a_key_over_its_budget_is_refused_when_submitted(
     model = model_with("")
     client = wait_for_key(gateway, make_client("spent", budget_usd="0.01", budget_period="total"))
     today = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
-    KeySpend.objects.create(
-        service_key_id=client.key_id, bucket_s=86400, bucket_start=today, cost_usd=0.01
-    )
+    # (Replacing any row there: a gateway of an earlier test may have written one late,
+    # under a key id that SQLite hands out again after the flush.)
+    KeySpend.objects.update_or_create(
+        service_key_id=client.key_id, bucket_s=86400, bucket_start=today,
+        defaults={"cost_usd": 0.01},
+    )  # fmt: skip
     body = {"model": model, "messages": [{"role": "user", "content": "later"}]}
     # The first request that would call upstream reads the spend (a database read, which a
     # busy machine may not answer in time: then the request is not held back); refused then.

@@ -317,7 +317,9 @@ def test_a_budget_resets_when_its_period_ends(
 ) -> None:
     row, _ = create_service_key(f"boundary-{period}", budget_usd=5, budget_period=period)
     day = last_moment.replace(hour=0, minute=0, second=0)
-    KeySpend.objects.create(service_key_id=row.id, bucket_s=86400, bucket_start=day, cost_usd=5.0)
+    KeySpend.objects.update_or_create(  # (see test_jobs: a row written late under a reused id)
+        service_key_id=row.id, bucket_s=86400, bucket_start=day, defaults={"cost_usd": 5.0}
+    )
     key = registry.load_snapshot().keys_by_hash[row.key_hash]
     chat = parse_chat_request(b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}')
 
