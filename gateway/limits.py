@@ -50,7 +50,7 @@ Headers = list[tuple[bytes, bytes]]
 WINDOW_MS = 60_000.0
 PREFIX = "bm:limit:"
 BATCH_S = 0.005  # a give-back waits at most this long for the next pipeline to Redis
-REDIS_WAIT_S = 0.25  # longer, and Redis counts as away (a breaker then skips it a while)
+REDIS_WAIT_S = 0.25  # a request waits this long at most for Redis, then is decided in process
 TOTAL_SPEND_TTL_S = 30 * 86400  # a `total` budget's counter is seeded again after this
 
 
