@@ -635,7 +635,7 @@ class _Views:
         if (
             time.monotonic() - view.at > self.VIEW_MAX_AGE_S
             or verdict.refused
-            or verdict.upstream_refused
+            or verdict.upstream_refused not in ("", "seed")
         ):
             return None
         states = []
@@ -656,7 +656,10 @@ class _Views:
             return None
         view.taken += 1
         view.tokens += _upstream_cost(check)
-        return Verdict("", 0.0, "", 0.0, tuple(states), verdict.spend, verdict.slots_held)
+        return Verdict(
+            "", 0.0, verdict.upstream_refused, 0.0, tuple(states), verdict.spend,
+            verdict.slots_held,
+        )  # fmt: skip
 
 
 def _shape(check: Check) -> tuple[str, ...]:
@@ -675,14 +678,19 @@ def _admitted_on_view(
     key: KeyConfig, model: str, check: Check, projected: Verdict,
     request_buckets: tuple[Bucket, ...], token_buckets: tuple[Bucket, ...],
 ) -> Usage:  # fmt: skip
-    """A request admitted far from its limits: Redis takes its part with the next batch,
-    and that verdict renews the view."""
-    shared.take(check)
+    """A request admitted far from its limits: Redis takes its part at once, and that
+    verdict renews the view. While the budget's spend counter is not seeded, only the
+    request part is taken: a hit needs no more, a miss is charged (and the counter
+    seeded) before it calls upstream."""
     usage = Usage(
-        key, model, check.member, slots=tuple(k for k, _ in check.slots), slots_shared=True,
-        charged=True, token_buckets=token_buckets, spend_key=check.spend_key,
-        charge_shared=True,
-    )  # fmt: skip
+        key, model, check.member, slots=tuple(k for k, _ in check.slots), slots_shared=True
+    )
+    if projected.upstream_refused == "seed":
+        shared.take(Check(request_buckets, check.slots, check.member, check.lease_ms))
+    else:
+        shared.take(check)
+        usage.charged, usage.charge_shared = True, True
+        usage.token_buckets, usage.spend_key = token_buckets, check.spend_key
     usage.headers = _headers(
         request_buckets, projected.buckets[: len(request_buckets)],
         token_buckets, projected.buckets[len(request_buckets) :],

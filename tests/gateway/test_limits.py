@@ -263,6 +263,36 @@ def test_a_busy_process_counts_every_request_in_redis() -> None:
     assert 5000 - 1600 <= remaining <= 5000 - 1600 + 250  # (it refills 83 a second)
 
 
+@pytest.mark.django_db(transaction=True)
+def test_before_a_budget_is_known_requests_go_at_once_and_a_miss_is_still_held_to_it() -> None:
+    """A new period (or a Redis that lost the counter): until a miss reads the spend, hits
+    are admitted on the view like any others; a miss is still checked against the budget
+    before it calls upstream."""
+    row, _ = create_service_key("spent-before", rpm=1000, budget_usd=1, budget_period="daily")
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    KeySpend.objects.update_or_create(
+        service_key_id=row.id, bucket_s=86400, bucket_start=today, defaults={"cost_usd": 2.0}
+    )
+    key = registry.load_snapshot().keys_by_hash[row.key_hash]
+    chat = parse_chat_request(b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}')
+
+    async def requests() -> list[limits.Usage | None]:
+        usages = [await limits.admit(key, "m", chat, f"hit-{i}", 30.0) for i in range(5)]
+        with pytest.raises(GatewayError) as refused:  # the fifth turns out a miss
+            await limits.charge(usages[-1], key, "m", chat, "hit-4")
+        assert refused.value.error_class == "insufficient_quota"
+        for usage in usages:
+            limits.settle(usage, 0, 0.0)
+        await limits.close()
+        return usages
+
+    usages = asyncio.run(requests())
+    assert all(usage is not None and usage.slots_shared for usage in usages)
+    assert [usage.headers[1] for usage in usages if usage] == [  # every one taken in Redis
+        (b"x-ratelimit-remaining-requests", str(999 - i).encode()) for i in range(5)
+    ]
+
+
 @pytest.fixture
 def gateways_on_a_redis_that_dies() -> Iterator[tuple[Any, Process, Process]]:
     """A Redis of their own, and two gateways on it: one failing open, one closed."""
