@@ -157,7 +157,7 @@ async def _submit_job(
     answer.cache_plan(question)  # bad cache controls are refused now, not in the worker
     abandoned = threading.Event()  # the job is deleted if it is stored or sent after the 503
     try:
-        job_id = await _in_database(
+        job_id = await _in_thread(
             tasks.store_job,
             wait_s=settings.API_DATABASE_WAIT_S,
             service_key_id=exchange.key.id,
@@ -166,13 +166,10 @@ async def _submit_job(
             cache_control=question.cache_control,
             abandoned=abandoned,
         )
-        try:
-            async with asyncio.timeout(settings.API_QUEUE_WAIT_S):
-                await database_sync_to_async(tasks.send_job, thread_sensitive=False)(
-                    job_id, abandoned
-                )
-        except TimeoutError:
-            raise GatewayError("queue_unavailable", "The queue answered too late.") from None
+        await _in_thread(
+            tasks.send_job, wait_s=settings.API_QUEUE_WAIT_S, service="queue",
+            job_id=job_id, abandoned=abandoned,
+        )  # fmt: skip
     except GatewayError:
         abandoned.set()
         raise
@@ -182,15 +179,22 @@ async def _submit_job(
     exchange.finish(status=202, outcome="accepted")
 
 
-async def _in_database(function: Callable[..., T], *, wait_s: float, **kwargs: Any) -> T:
+async def _in_thread(
+    function: Callable[..., T], *, wait_s: float, service: str = "database", **kwargs: Any
+) -> T:
     """`function` on a thread of its own (connections too old or broken by a restart are
     dropped before and after, as in Django's request cycle; not the one shared thread,
     where calls waiting for a database that is down queued behind each other for 14 s). A
-    database that fails, or does not answer within `wait_s`, is a 503, not a wait or a 500."""
+    database that fails, or a `service` (the database, the queue) that does not answer
+    within `wait_s`, is a 503, not a wait or a 500."""
     try:
         async with asyncio.timeout(wait_s):
             return await database_sync_to_async(function, thread_sensitive=False)(**kwargs)
-    except (TimeoutError, DatabaseError) as exc:
+    except TimeoutError:
+        raise GatewayError(
+            f"{service}_unavailable", f"The {service} did not answer in time."
+        ) from None
+    except DatabaseError as exc:
         raise GatewayError(
             "database_unavailable", f"The database is unavailable ({type(exc).__name__})."
         ) from None
@@ -242,7 +246,7 @@ async def _get_job(
     exchange.key = registry.current().authenticate(header(scope, b"authorization"))
     if not jobs.is_job_id(job_id):
         raise jobs.job_not_found(job_id)
-    view = await _in_database(
+    view = await _in_thread(
         jobs.view_for,
         wait_s=settings.API_DATABASE_WAIT_S,
         job_id=job_id,

@@ -387,30 +387,23 @@ class _SharedState:
         """Answer the checks; renew the views, each from the last verdict on its limits,
         less what this process queued after that verdict (later in the batch, or still
         queued): Redis did not count that yet."""
-        last: dict[tuple[str, ...], tuple[_Call, bytes]] = {}
-        for call, reply in zip(batch, replies, strict=True):
+        last: dict[tuple[str, ...], tuple[int, _Call, bytes]] = {}
+        for at, (call, reply) in enumerate(zip(batch, replies, strict=True)):
             if call.reply is not None and not call.reply.done():
                 call.reply.set_result(reply)
             if call.check is not None and isinstance(reply, bytes):
-                last[_shape(call.check)] = (call, reply)
-        if not last:
-            return
-        unseen: dict[tuple[str, ...], list[float]] = {}
-        seen_at = {id(call): shape for shape, (call, _) in last.items()}
-        counting: set[tuple[str, ...]] = set()
-        for call in [*batch, *client.queue]:
-            if call.check is None:
+                last[_shape(call.check)] = (at, call, reply)
+        unseen = {shape: [0, 0.0] for shape in last}
+        for at, call in enumerate([*batch, *client.queue]):
+            if call.check is None or call.reply is not None:  # a give-back or a check
                 continue
             shape = _shape(call.check)
-            if shape in counting and call.reply is None:  # a take after the verdict
-                taken = unseen.setdefault(shape, [0, 0.0])
-                taken[0] += 1
-                taken[1] += _upstream_cost(call.check)
-            if seen_at.get(id(call)) == shape:
-                counting.add(shape)
-        for shape, (call, reply) in last.items():
+            if shape in last and at > last[shape][0]:  # a take after the verdict
+                unseen[shape][0] += 1
+                unseen[shape][1] += _upstream_cost(call.check)
+        for shape, (_, call, reply) in last.items():
             assert call.check is not None
-            requests, tokens = unseen.get(shape, (0, 0.0))
+            requests, tokens = unseen[shape]
             views.saw(call.check, _verdict(reply), unseen=(int(requests), tokens), base=call.base)
 
     @staticmethod
